@@ -1,0 +1,48 @@
+"""One error hierarchy. Messages say what was expected, what came, and the fix.
+
+The CLI turns any `AgentMetaError` into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+
+class AgentMetaError(Exception):
+    """Base class of every error agentmeta raises on purpose."""
+
+
+class ConfigError(AgentMetaError):
+    """A setting, spec string or argument is not valid."""
+
+
+class ModelSpecError(ConfigError):
+    """A model spec string is not one of the valid forms."""
+
+
+class MissingExtraError(AgentMetaError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, what: str, install: str) -> None:
+        super().__init__(f"{what} is not installed: run `{install}`")
+        self.install = install
+
+
+class ModelLoadError(AgentMetaError):
+    """A model could not be loaded."""
+
+
+class ModelCallError(AgentMetaError):
+    """A model call failed (server down, bad reply, generation error)."""
+
+
+class DataError(AgentMetaError):
+    """Input data (a file, a record) is malformed."""
+
+
+def require(module: str, install: str, what: str | None = None):  # noqa: ANN201
+    """Import `module` or raise `MissingExtraError` naming the install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:  # pragma: no cover - depends on environment
+        raise MissingExtraError(what or module, install) from e

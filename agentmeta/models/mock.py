@@ -1,0 +1,67 @@
+"""A scripted model for fast unit tests. Never the default."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from agentmeta.errors import ModelCallError
+from agentmeta.models.base import Provider
+from agentmeta.models.types import GenerateRequest, GenerateResponse
+
+Script = Sequence[str] | Callable[[GenerateRequest], str] | None
+
+
+class MockProvider(Provider):
+    """Answers from a script: a list of texts (used in order), a function of the request, or an echo.
+
+    `batching=True` makes `Model` route concurrent calls through its batcher, for batching tests.
+    """
+
+    def __init__(self, outputs: Script = None, *, batching: bool = False, max_batch: int = 16,
+                 delay_s: float = 0.0) -> None:
+        super().__init__()
+        self.spec = "mock"
+        self.batching = batching
+        self.max_batch = max_batch
+        self.delay_s = delay_s
+        self._outputs = outputs
+        self._index = 0
+        self._lock = threading.Lock()
+        self.requests: list[GenerateRequest] = []
+        """Every request seen, in order."""
+
+    def _next(self, request: GenerateRequest) -> str:
+        if self._outputs is None:
+            return "mock: " + request.messages[-1].content
+        if callable(self._outputs):
+            return self._outputs(request)
+        with self._lock:
+            if self._index >= len(self._outputs):
+                raise ModelCallError(f"mock model ran out of scripted outputs after {len(self._outputs)} replies")
+            text = self._outputs[self._index]
+            self._index += 1
+        return text
+
+    def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        import time
+
+        with self._lock:
+            self.backend_calls += 1
+            self.requests.extend(requests)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        out = []
+        for req in requests:
+            texts = []
+            for _ in range(req.n):
+                text = self._next(req)
+                for s in req.stop:
+                    if s and s in text:
+                        text = text[: text.index(s)]
+                texts.append(text[: req.max_tokens * 8])
+            toks = [max(1, len(t.split())) for t in texts]
+            prompt_toks = sum(len(m.content.split()) for m in req.messages)
+            out.append(GenerateResponse(texts=texts, prompt_tokens=prompt_toks, completion_tokens=toks,
+                                        finish_reasons=["stop"] * req.n))
+        return out
