@@ -85,7 +85,7 @@ def test_transformers_serve_through_openai_provider(dense_model_dir: Path, tmp_p
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
     (tmp_path / "hub").mkdir()
-    log = open(tmp_path / "serve.log", "w")
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
         [str(exe), "serve", str(dense_model_dir), "--host", "127.0.0.1", "--port", str(port)],
         stdout=log,
