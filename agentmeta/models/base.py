@@ -124,7 +124,9 @@ class Model:
     `generate` is thread-safe; concurrent callers of a batching provider share batches.
     """
 
-    def __init__(self, provider: Provider, *, cache: CallCache | None = None, batching: bool | None = None) -> None:
+    def __init__(
+        self, provider: Provider, *, cache: CallCache | None = None, batching: bool | None = None
+    ) -> None:
         self.provider = provider
         self.spec = provider.spec
         self.cache = cache
