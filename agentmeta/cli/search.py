@@ -1,0 +1,131 @@
+"""`agentmeta search`: run or resume a search campaign with a live progress display."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _fmt(mean: float | None, lo: float | None, hi: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else f"{mean:.2f}"
+
+
+def leaderboard_table(entries: list[Any], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("rank", "id", "name", "kind", "fitness [95% CI]", "n", "stage", "status", "gen", "parents"):
+        table.add_column(col)
+    for i, e in enumerate(entries, 1):
+        c = getattr(e, "candidate", e)
+        table.add_row(
+            str(i),
+            c.id,
+            escape(c.name[:40]),
+            c.kind,
+            _fmt(c.fitness, c.ci_low, c.ci_high),
+            str(c.n or "-"),
+            c.fitness_stage or "-",
+            c.status,
+            str(c.generation),
+            ",".join(p[:6] for p in c.parent_ids) or "-",
+        )
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("search")
+    def search_cmd(
+        suite: Annotated[str, typer.Option("--suite", help="Suite spec to search on (validation split).")],
+        strategy: Annotated[str, typer.Option(help="Search strategy.")] = "meta-agent",
+        kind: Annotated[str, typer.Option(help="Candidate kind: code, graph or prompt.")] = "code",
+        iterations: Annotated[int, typer.Option(help="New candidates to propose.", min=0)] = 5,
+        archive: Annotated[str, typer.Option(help="Archive path or SQLAlchemy URL.")] = os.environ.get(
+            "AGENTMETA_ARCHIVE", "agentmeta-archive.db"
+        ),
+        model: Annotated[str | None, typer.Option(help="Model the candidates run on.")] = None,
+        meta_model: Annotated[
+            str | None, typer.Option(help="Model of the meta-agent (default: --model).")
+        ] = None,
+        seed: Annotated[int, typer.Option(help="Seed of sampling, selection and splits.")] = 0,
+        subset: Annotated[int, typer.Option(help="Samples in the cheap first stage.", min=1)] = 5,
+        full: Annotated[int, typer.Option(help="Samples in the full validation stage.", min=1)] = 10,
+        max_tokens: Annotated[int | None, typer.Option(help="Token budget of the campaign.")] = None,
+        max_wall_s: Annotated[float | None, typer.Option(help="Wall-clock budget in seconds.")] = None,
+        concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
+        name: Annotated[
+            str | None, typer.Option(help="Campaign name (re-run the same name to resume).")
+        ] = None,
+    ) -> None:
+        """Run (or resume) a Meta Agent Search campaign and print the leaderboard."""
+        from agentmeta.archive import Archive
+        from agentmeta.cli import load_model_for_cli
+        from agentmeta.errors import ConfigError
+        from agentmeta.search import Campaign, SearchConfig
+
+        if kind not in ("code", "graph", "prompt"):
+            raise ConfigError(f"--kind must be code, graph or prompt; got {kind!r}")
+        config = SearchConfig(
+            suite=suite,
+            strategy=strategy,
+            kind=kind,
+            iterations=iterations,
+            model=model,
+            meta_model=meta_model,
+            seed=seed,
+            subset=subset,
+            full=full,
+            max_tokens=max_tokens,
+            max_wall_s=max_wall_s,
+            concurrency=concurrency,
+            name=name,
+        )
+        arch = Archive(archive)
+        task_model = load_model_for_cli(model)
+        meta = task_model if meta_model in (None, model) else load_model_for_cli(meta_model)
+        best: dict[str, Any] = {"mean": None}
+
+        def progress(ev: dict[str, Any]) -> None:
+            kind_ = ev["event"]
+            if kind_ == "seed":
+                err.print(f"[dim]seed[/dim] {escape(ev['name'])} ({ev['id']})")
+            elif kind_ == "propose":
+                err.print(f"[bold]iteration {ev['iteration'] + 1}/{iterations}[/bold]: proposing...")
+            elif kind_ == "resume":
+                err.print(
+                    f"[bold]iteration {ev['iteration'] + 1}/{iterations}[/bold]: resuming {escape(ev['name'])}"
+                )
+            elif kind_ == "candidate":
+                err.print(
+                    f"  candidate [cyan]{escape(ev['name'])}[/cyan] ({ev['id']}), parents "
+                    f"{', '.join(p[:6] for p in ev['parents']) or '-'}"
+                )
+            elif kind_ == "debug":
+                err.print(f"  [yellow]debug round {ev['round']}[/yellow]: {escape(ev['error'][:120])}")
+            elif kind_ in ("invalid", "error"):
+                err.print(f"  [red]{kind_}[/red]: {escape(str(ev.get('error'))[:160])}")
+            elif kind_ == "evaluated":
+                if ev["stage"] == "full" and (best["mean"] is None or ev["mean"] > best["mean"]):
+                    best["mean"] = ev["mean"]
+                errs = f", {ev['errors']} errors" if ev["errors"] else ""
+                err.print(
+                    f"  {ev['stage']:<6} {ev['id']}: {_fmt(ev['mean'], ev['ci_low'], ev['ci_high'])} "
+                    f"n={ev['n']}{errs}   best so far: {_fmt(best['mean'], None, None)}"
+                )
+
+        camp = Campaign(config, arch, model=task_model, meta_model=meta, progress=progress)
+        result = camp.run()
+        board = arch.leaderboard(campaign=camp.record.id, limit=15)
+        console.print(leaderboard_table(board, f"leaderboard: {result.campaign}"))
+        console.print(
+            f"{len(result.new_candidates)} new candidates, {len(result.evaluated)} evaluations, "
+            f"{result.tokens} tokens, {result.wall_s:.0f} s ({result.stop_reason}); archive: {archive}"
+        )

@@ -1,0 +1,6 @@
+"""Search: strategies behind one protocol and the campaign runner."""
+
+from agentmeta.search.campaign import Campaign, CampaignResult, SearchConfig, search
+from agentmeta.search.strategy import Proposal, ProposalContext, Strategy
+
+__all__ = ["Campaign", "CampaignResult", "Proposal", "ProposalContext", "SearchConfig", "Strategy", "search"]

@@ -1,0 +1,406 @@
+"""The campaign runner: select -> propose -> validate -> evaluate -> archive, with budgets and resume.
+
+Resume: every candidate has a deterministic key (campaign id + seed name or iteration), the
+archive adds a key once, and evaluations are stored per (candidate, suite, split, stage). A
+re-run of the same campaign skips what is stored, re-proposes only the iteration in flight
+(its seeded meta-agent calls come back from the call cache), and never evaluates twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agentmeta.agents.base import AgentSpec
+from agentmeta.agents.loader import seed_agents
+from agentmeta.errors import AgentMetaError, ConfigError, InvalidAgentError
+from agentmeta.models import Model, get_model
+from agentmeta.search.strategy import Proposal, ProposalContext, Strategy
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["code", "graph", "prompt"]
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class SearchConfig(BaseModel):
+    """A campaign's settings. Those that define *what* is searched identify it for resume."""
+
+    suite: str
+    """Suite spec the candidates are scored on (validation split)."""
+    strategy: str = "meta-agent"
+    kind: Kind = "code"
+    """Candidate kind the meta-agent writes."""
+    model: str | None = None
+    """Model the candidates run on (default: the embedded model)."""
+    meta_model: str | None = None
+    """Model of the meta-agent (default: same as `model`)."""
+    seed: int = 0
+    subset: int = Field(default=5, ge=1)
+    """Samples in the cheap first evaluation stage."""
+    full: int = Field(default=10, ge=1)
+    """Samples in the full validation stage (only for promising candidates)."""
+    promote_margin: float = Field(default=0.1, ge=0.0)
+    """A candidate goes to the full stage if its subset score is within this of the best."""
+    reflexion_rounds: int = Field(default=2, ge=0, le=5)
+    debug_rounds: int = Field(default=3, ge=0, le=10)
+    name: str | None = None
+    """Campaign name (default: derived from the settings above)."""
+    # budgets: not part of the campaign's identity, so a re-run can extend them
+    iterations: int = Field(default=5, ge=0)
+    max_tokens: int | None = None
+    """Stop when the campaign has spent this many tokens (task + meta model)."""
+    max_wall_s: float | None = None
+    concurrency: int = Field(default=8, ge=1)
+
+    def identity(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"name", "iterations", "max_tokens", "max_wall_s", "concurrency"})
+
+    def campaign_name(self) -> str:
+        return self.name or f"{self.strategy}-{self.kind}-{self.suite}-s{self.seed}"
+
+
+@dataclass
+class CampaignResult:
+    campaign: str
+    archive: str
+    stop_reason: str
+    new_candidates: list[str] = field(default_factory=list)
+    evaluated: list[str] = field(default_factory=list)
+    """Candidate ids evaluated by this run (stage:id)."""
+    skipped: list[str] = field(default_factory=list)
+    """Candidate ids whose work was already stored (resume)."""
+    best: Any = None
+    tokens: int = 0
+    wall_s: float = 0.0
+
+
+def get_strategy(name: str, config: SearchConfig) -> Strategy:
+    if name == "meta-agent":
+        from agentmeta.search.meta_agent import MetaAgentSearch
+
+        return MetaAgentSearch(reflexion_rounds=config.reflexion_rounds)
+    raise ConfigError(f"unknown strategy {name!r}; available: meta-agent")
+
+
+class Campaign:
+    def __init__(
+        self,
+        config: SearchConfig,
+        archive: Any,
+        *,
+        model: Model | None = None,
+        meta_model: Model | None = None,
+        strategy: Strategy | None = None,
+        progress: ProgressFn | None = None,
+    ) -> None:
+        from agentmeta.eval import load_suite
+
+        self.config = config
+        self.archive = archive
+        self.model = model or get_model(config.model)
+        self.meta_model = meta_model or (
+            self.model if config.meta_model in (None, config.model) else get_model(config.meta_model)
+        )
+        self.strategy = strategy or get_strategy(config.strategy, config)
+        self.progress = progress or (lambda event: None)
+        self.name = config.campaign_name()
+        self.record = archive.start_campaign(self.name, config.identity())
+        full = load_suite(
+            config.suite, split="validation", limit=max(config.full, config.subset), seed=config.seed
+        )
+        self.full_suite = full
+        self.subset_suite = full.model_copy(update={"samples": full.samples[: config.subset]})
+        self.result = CampaignResult(
+            campaign=self.name, archive=str(getattr(archive, "location", archive)), stop_reason=""
+        )
+        self._start = time.monotonic()
+        self._tokens0 = self._tokens()
+
+    # -- helpers -------------------------------------------------------------------------
+    def _tokens(self) -> int:
+        t = self.model.usage.total_tokens
+        if self.meta_model is not self.model:
+            t += self.meta_model.usage.total_tokens
+        return t
+
+    def _candidates(self) -> list[Any]:
+        return self.archive.candidates(campaign=self.record.id)
+
+    def _task_description(self) -> str:
+        example = self.full_suite.samples[0]
+        return (
+            f"Benchmark suite `{self.config.suite}`. An example task:\n{example.input}\n"
+            f"Its expected answer: {example.target}"
+        )
+
+    def _key(self, suffix: str) -> str:
+        return f"{self.record.id}:{suffix}"
+
+    def _budget_left(self) -> str | None:
+        if self.config.max_wall_s is not None and time.monotonic() - self._start >= self.config.max_wall_s:
+            return "wall-clock budget"
+        if self.config.max_tokens is not None and self._tokens() - self._tokens0 >= self.config.max_tokens:
+            return "token budget"
+        return None
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _evaluate_stage(self, cid: str, agent: Any, stage: str) -> Any:
+        from agentmeta.eval import evaluate
+
+        suite = self.subset_suite if stage == "subset" else self.full_suite
+        existing = self.archive.get_evaluation(cid, self.config.suite, "validation", stage)
+        if existing is not None:
+            self.result.skipped.append(f"{stage}:{cid}")
+            return existing
+        res = evaluate(
+            agent, suite, model=self.model, concurrency=self.config.concurrency, seed=self.config.seed
+        )
+        scores = [{"sample_id": r.sample_id, "score": r.score, "error": r.error} for r in res.records]
+        ev = self.archive.record_evaluation(
+            cid,
+            self.config.suite,
+            scores,
+            split="validation",
+            stage=stage,
+            n=res.n,
+            mean=res.mean,
+            ci_low=res.ci_low,
+            ci_high=res.ci_high,
+            usage=res.usage,
+            wall_s=res.wall_s,
+        )
+        self.result.evaluated.append(f"{stage}:{cid}")
+        errors = res.n_errors
+        self.progress(
+            {
+                "event": "evaluated",
+                "id": cid,
+                "stage": stage,
+                "mean": res.mean,
+                "ci_low": res.ci_low,
+                "ci_high": res.ci_high,
+                "n": res.n,
+                "errors": errors,
+                "error_summary": dict(list(res.errors.items())[:2]),
+            }
+        )
+        if res.n and errors == res.n:
+            first = next(iter(res.errors), "every sample failed")
+            self.archive.update_status(cid, "error", f"every sample failed: {first}")
+        return ev
+
+    def _best_subset(self, exclude: str) -> float | None:
+        best = None
+        for c in self._candidates():
+            if c.id == exclude:
+                continue
+            ev = self.archive.get_evaluation(c.id, self.config.suite, "validation", "subset")
+            if ev is not None and ev.mean is not None and (best is None or ev.mean > best):
+                best = ev.mean
+        return best
+
+    def evaluate_candidate(self, cid: str, agent: Any) -> None:
+        sub = self._evaluate_stage(cid, agent, "subset")
+        if self.archive.get(cid, with_evaluations=False).status == "error":
+            return
+        best = self._best_subset(exclude=cid)
+        if best is None or (sub.mean or 0.0) >= best - self.config.promote_margin:
+            self._evaluate_stage(cid, agent, "full")
+
+    # -- the loop ------------------------------------------------------------------------
+    def _add(
+        self,
+        spec: AgentSpec,
+        key: str,
+        parents: list[str],
+        generation: int,
+        metadata: dict[str, Any],
+        status: str = "pending",
+        error: str | None = None,
+    ) -> str:
+        from agentmeta.archive import Candidate
+
+        cand = Candidate(
+            key=self._key(key),
+            kind=spec.kind,
+            name=spec.name,
+            thought=spec.thought,
+            source=spec.source,
+            parent_ids=parents,
+            generation=generation,
+            campaign=self.record.id,
+            model_specs={"task": self.model.spec, "meta": self.meta_model.spec},
+            status=status,
+            error=error,
+            metadata=metadata,
+        )  # type: ignore[arg-type]
+        cid = self.archive.add(cand)
+        return cid
+
+    def _existing(self, key: str) -> Any:
+        full_key = self._key(key)
+        for c in self._candidates():
+            if c.key == full_key:
+                return c
+        return None
+
+    def run_seeds(self) -> None:
+        for spec in seed_agents(self.config.kind):
+            key = "seed:" + spec.name
+            found = self._existing(key)
+            cid = found.id if found else self._add(spec, key, [], 0, {"seed": True})
+            if found is None:
+                self.result.new_candidates.append(cid)
+            cand = self.archive.get(cid, with_evaluations=False)
+            if cand.status in ("invalid", "error"):
+                continue
+            self.progress({"event": "seed", "id": cid, "name": spec.name})
+            self.evaluate_candidate(cid, spec.build())
+
+    def _validate(self, spec: AgentSpec) -> tuple[Any, str | None]:
+        """Build and dry-run on one sample: returns (agent, error or None)."""
+        try:
+            agent = spec.build()
+        except InvalidAgentError as e:
+            return None, f"invalid: {e}"
+        try:
+            sample = self.subset_suite.samples[0]
+            answer = agent.run(sample.input, self.model)
+            if not isinstance(answer, str):
+                return None, f"invalid: the agent returned {type(answer).__name__}, not a string"
+        except AgentMetaError as e:
+            return None, f"error: {e}"
+        except Exception as e:  # noqa: BLE001 - a candidate's failure is data, fed to the debug round
+            return None, f"error: {type(e).__name__}: {e}"
+        return agent, None
+
+    def run_iteration(self, i: int) -> None:
+        key = f"iter:{i}"
+        found = self._existing(key)
+        if found is not None:
+            if found.status in ("invalid", "error"):
+                self.result.skipped.append(f"iter:{found.id}")
+                return
+            spec = AgentSpec(kind=found.kind, name=found.name, thought=found.thought, source=found.source)
+            self.progress({"event": "resume", "iteration": i, "id": found.id, "name": found.name})
+            self.evaluate_candidate(found.id, spec.build())
+            return
+        ctx = ProposalContext(
+            archive=self.archive,
+            campaign=self.record.id,
+            kind=self.config.kind,
+            task_description=self._task_description(),
+            iteration=i,
+            seed=self.config.seed,
+            meta_model=self.meta_model,
+            candidates=self._candidates(),
+        )
+        self.progress({"event": "propose", "iteration": i})
+        proposal: Proposal | None
+        error: str | None
+        try:
+            proposal = self.strategy.propose(ctx)
+            agent, error = self._validate(proposal.spec)
+        except InvalidAgentError as e:
+            proposal, agent, error = None, None, f"invalid: {e}"
+        debug_rounds = 0
+        while error is not None and proposal is not None and debug_rounds < self.config.debug_rounds:
+            debug_rounds += 1
+            self.progress({"event": "debug", "iteration": i, "round": debug_rounds, "error": error[:200]})
+            try:
+                fixed = self.strategy.debug(ctx, proposal, error, debug_rounds)
+            except InvalidAgentError as e:
+                error = f"invalid: {e}"
+                continue
+            if fixed is None:
+                break
+            proposal = fixed
+            agent, error = self._validate(proposal.spec)
+        meta = {"iteration": i, "debug_rounds": debug_rounds}
+        if proposal is None:
+            spec = AgentSpec(kind=self.config.kind, name=f"unparseable-{i}", source="")
+            cid = self._add(spec, key, [], 1, meta, status="invalid", error=error)
+            self.result.new_candidates.append(cid)
+            self.progress({"event": "invalid", "iteration": i, "id": cid, "error": error})
+            return
+        meta["proposal_tokens"] = proposal.usage.total_tokens
+        generation = 1 + max((c.generation for c in ctx.candidates if c.id in proposal.parent_ids), default=0)
+        if error is not None:
+            status = "invalid" if error.startswith("invalid") else "error"
+            cid = self._add(
+                proposal.spec, key, proposal.parent_ids, generation, meta, status=status, error=error
+            )
+            self.result.new_candidates.append(cid)
+            self.progress(
+                {"event": status, "iteration": i, "id": cid, "name": proposal.spec.name, "error": error}
+            )
+            return
+        cid = self._add(proposal.spec, key, proposal.parent_ids, generation, meta)
+        self.result.new_candidates.append(cid)
+        self.progress(
+            {
+                "event": "candidate",
+                "iteration": i,
+                "id": cid,
+                "name": proposal.spec.name,
+                "parents": proposal.parent_ids,
+            }
+        )
+        self.evaluate_candidate(cid, agent)
+
+    def run(self) -> CampaignResult:
+        self.archive.update_campaign(self.record.id, status="running")
+        try:
+            self.run_seeds()
+            stop = "iterations done"
+            for i in range(self.config.iterations):
+                reason = self._budget_left()
+                if reason is not None:
+                    stop = reason
+                    break
+                self.run_iteration(i)
+                self.archive.update_campaign(self.record.id, state={"iterations_done": i + 1})
+        except BaseException:
+            self.archive.update_campaign(self.record.id, status="stopped")
+            raise
+        self.archive.update_campaign(self.record.id, status="done")
+        board = self.archive.leaderboard(campaign=self.record.id, limit=1)
+        self.result.best = board[0] if board else None
+        self.result.stop_reason = stop
+        self.result.tokens = self._tokens() - self._tokens0
+        self.result.wall_s = time.monotonic() - self._start
+        return self.result
+
+
+def search(
+    suite: str,
+    *,
+    archive: Any = None,
+    progress: ProgressFn | None = None,
+    model: Model | str | None = None,
+    meta_model: Model | str | None = None,
+    **settings: Any,
+) -> CampaignResult:
+    """Run (or resume) a search campaign and return its result. Settings: see `SearchConfig`."""
+    from agentmeta.archive import Archive
+
+    m = model if isinstance(model, Model) else None
+    mm = meta_model if isinstance(meta_model, Model) else None
+    config = SearchConfig(
+        suite=suite,
+        model=model if isinstance(model, str) else (m.spec if m else None),
+        meta_model=meta_model if isinstance(meta_model, str) else (mm.spec if mm else None),
+        **settings,
+    )
+    arch = (
+        archive
+        if archive is not None and not isinstance(archive, str)
+        else Archive(archive or "agentmeta-archive.db")
+    )
+    return Campaign(config, arch, model=m, meta_model=mm, progress=progress).run()

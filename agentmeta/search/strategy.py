@@ -1,0 +1,49 @@
+"""The strategy protocol: how a search proposes the next candidate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agentmeta.agents.base import AgentSpec
+from agentmeta.models.types import Usage
+
+if TYPE_CHECKING:
+    from agentmeta.archive import Archive, Candidate
+    from agentmeta.models import Model
+
+
+@dataclass
+class ProposalContext:
+    """What a strategy sees when it proposes."""
+
+    archive: Archive
+    campaign: str
+    kind: str
+    task_description: str
+    iteration: int
+    seed: int
+    meta_model: Model
+    candidates: list[Candidate]
+    """This campaign's candidates so far (seeds included), oldest first."""
+
+
+@dataclass
+class Proposal:
+    """A proposed candidate, with the conversation that produced it (for debug rounds)."""
+
+    spec: AgentSpec
+    parent_ids: list[str]
+    messages: list[dict[str, str]] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy(Protocol):
+    name: str
+
+    def propose(self, ctx: ProposalContext) -> Proposal: ...
+
+    def debug(self, ctx: ProposalContext, proposal: Proposal, error: str, attempt: int) -> Proposal | None:
+        """Return a repaired proposal for `error`, or None to give up."""
+        ...
