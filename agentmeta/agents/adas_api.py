@@ -72,7 +72,7 @@ class LLMAgentBase:
         self.role = role
         self.model = model
         self.temperature = temperature
-        self.id = "%06x" % random.getrandbits(24)
+        self.id = f"{random.getrandbits(24):06x}"
 
     def generate_prompt(self, input_infos, instruction):
         fields = "\n".join(f'"{f}": "{_field_desc(f)}"' for f in self.output_fields)
