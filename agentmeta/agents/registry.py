@@ -18,6 +18,8 @@ def register_kind(kind: str, builder: Callable[[AgentSpec], Any]) -> None:
 
 
 def build_extra_kind(spec: AgentSpec) -> Any:
+    if spec.kind == "conductor" and spec.kind not in _BUILDERS:
+        import agentmeta.conductor  # noqa: F401 - registers its kind on import
     if spec.kind not in _BUILDERS:
         raise InvalidAgentError(f"no builder for agent kind {spec.kind!r}")
     return _BUILDERS[spec.kind](spec)

@@ -30,7 +30,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Subcommand modules that add themselves to `app` through a `register(app)` function.
-_SUBCOMMAND_MODULES = ("agentmeta.cli.eval", "agentmeta.cli.search", "agentmeta.cli.archive")
+_SUBCOMMAND_MODULES = (
+    "agentmeta.cli.eval",
+    "agentmeta.cli.search",
+    "agentmeta.cli.conduct",
+    "agentmeta.cli.archive",
+)
 
 
 def _quiet_transformers() -> None:
