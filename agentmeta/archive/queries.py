@@ -107,8 +107,9 @@ def lineage(archive: Archive, candidate_id: str) -> Lineage:
                 select(t.candidates.c.id, t.candidates.c.parent_ids).where(t.candidates.c.id.in_(frontier))
             )
             nxt: list[str] = []
-            for _, pids in rows.all():
-                for p in pids or []:
+            parents_of = {str(i): pids or [] for i, pids in rows.all()}
+            for child in frontier:  # discovery order: nearest first, then parent order
+                for p in parents_of.get(child, []):
                     if p != cid and p not in depth:
                         depth[p] = level
                         nxt.append(p)
@@ -124,7 +125,7 @@ def lineage(archive: Archive, candidate_id: str) -> Lineage:
             .order_by(t.candidates.c.created_at, t.candidates.c.id)
         )
         children = [archive._candidate(r) for r in conn.execute(q).mappings().all()]
-    ancestors = sorted(found.values(), key=lambda c: (depth[c.id], c.created_at, c.id))
+    ancestors = [found[i] for i in depth if i in found]
     return Lineage(
         id=cid, ancestors=ancestors, depth={c.id: depth[c.id] for c in ancestors}, children=children
     )
