@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -252,20 +253,15 @@ def open_engine(url_or_path: str | Path, *, create: bool = True) -> tuple[Engine
 
 
 def _ensure_schema(engine: Engine, shown: str, *, create: bool) -> None:
-    with engine.connect().execution_options(agentmeta_write=True) as conn, conn.begin():
-        names = set(inspect(conn).get_table_names())
-        ours = names & TABLE_NAMES
-        if meta_table.name in names:
-            marker = dict(conn.execute(select(meta_table.c.key, meta_table.c.value)).tuples().all())
-            _check_marker(marker, where=shown, foreign_tables=sorted(ours))
-        elif ours:
-            _check_marker(None, where=shown, foreign_tables=sorted(ours))
-        elif engine.dialect.name == "sqlite" and names:
-            _check_marker(None, where=shown, foreign_tables=sorted(names))
-        elif not create:
-            raise ArchiveError(f"no archive in {shown}; run a search or `agentmeta archive import` first")
-        if ours == TABLE_NAMES:
+    # Check with a plain read first: opening an existing archive must not wait for (or take)
+    # the write lock that another process may be holding.
+    with engine.connect() as conn, conn.begin():
+        if _check_tables(conn, engine, shown, create=create):
             return
+    with engine.connect().execution_options(agentmeta_write=True) as conn, conn.begin():
+        if _check_tables(conn, engine, shown, create=create):
+            return  # another process created it meanwhile
+        names = set(inspect(conn).get_table_names())
         metadata.create_all(conn)
         if meta_table.name not in names:
             conn.execute(
@@ -276,3 +272,19 @@ def _ensure_schema(engine: Engine, shown: str, *, create: bool) -> None:
                 ],
             )
             log.info("created agentmeta archive schema v%d in %s", SCHEMA_VERSION, shown)
+
+
+def _check_tables(conn: Connection, engine: Engine, shown: str, *, create: bool) -> bool:
+    """True if the full schema is there; raises if the database is foreign, newer or absent."""
+    names = set(inspect(conn).get_table_names())
+    ours = names & TABLE_NAMES
+    if meta_table.name in names:
+        marker = dict(conn.execute(select(meta_table.c.key, meta_table.c.value)).tuples().all())
+        _check_marker(marker, where=shown, foreign_tables=sorted(ours))
+    elif ours:
+        _check_marker(None, where=shown, foreign_tables=sorted(ours))
+    elif engine.dialect.name == "sqlite" and names:
+        _check_marker(None, where=shown, foreign_tables=sorted(names))
+    elif not create:
+        raise ArchiveError(f"no archive in {shown}; run a search or `agentmeta archive import` first")
+    return ours == TABLE_NAMES
