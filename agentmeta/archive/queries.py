@@ -153,7 +153,9 @@ def summary_for_prompt(
 ) -> str:
     if order not in ("fitness", "generation"):
         raise ArchiveError(f"summary order must be 'fitness' or 'generation', got {order!r}")
-    board = [e for e in archive.leaderboard(suite, limit, campaign) if e.status == "ok"]
+    if limit < 1:
+        raise ArchiveError(f"summary limit must be at least 1, got {limit}")
+    board = [e for e in archive.leaderboard(suite, None, campaign) if e.status == "ok"][:limit]
     if order == "generation":
         position = {c.id: i for i, c in enumerate(archive.candidates(campaign=campaign))}
         board.sort(key=lambda e: (e.generation, position.get(e.id, 0)))

@@ -218,3 +218,33 @@ def test_sigkill_loses_at_most_the_record_in_flight(tmp_path: Path) -> None:
             assert (c.key, c.name, c.source, c.thought) == (f"k{i}", f"n{i}", "x" * (1000 + i), str(i))
             assert c.fitness == 0.5 and c.n == 20 and len(c.evaluations[0].scores) == 20
         archive.add(Candidate(name="after the crash"))
+
+
+MULTI_WRITER = """
+import sys
+from agentmeta.archive import Archive, Candidate
+with Archive(sys.argv[1]) as a:
+    for i in range(30):
+        cid = a.add(Candidate(key=f"{sys.argv[2]}/{i}", name=f"{sys.argv[2]}-{i}"))
+        a.record_evaluation(cid, "s", [{"sample_id": "0", "score": 1.0}])
+        a.add(Candidate(key="shared", name="shared"))
+"""
+
+
+def test_writers_in_several_processes_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    Archive(path).close()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MULTI_WRITER, str(path), f"p{k}"], env=_env(), stderr=subprocess.PIPE
+        )
+        for k in range(2)
+    ]
+    with Archive(path) as archive:
+        for i in range(30):
+            archive.add(Candidate(key=f"main/{i}", name=f"main-{i}"))
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err.decode()
+        assert len(archive) == 3 * 30 + 1
+        assert len(archive.evaluations(suite="s")) == 2 * 30
