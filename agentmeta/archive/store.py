@@ -72,6 +72,10 @@ def _eval_key(candidate_id: str, suite: str, split: str, stage: str) -> ColumnEl
     return and_(e.candidate_id == candidate_id, e.suite == suite, e.split == split, e.stage == stage)
 
 
+class _Conflict(ArchiveError):
+    """A unique key was taken by a concurrent writer."""
+
+
 class Archive(CampaignsMixin):
     """A persistent archive of candidates.
 
@@ -88,7 +92,7 @@ class Archive(CampaignsMixin):
     # -- plumbing ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release every connection; the archive object is unusable afterwards."""
+        """Release every pooled connection (a later call opens new ones)."""
         self._engine.dispose()
 
     def __enter__(self) -> Archive:
@@ -118,8 +122,10 @@ class Archive(CampaignsMixin):
                     conn.begin(),
                 ):
                     yield conn
-            except IntegrityError:
-                raise
+            except IntegrityError as e:
+                raise _Conflict(
+                    f"archive {self.location}: conflicting write: {str(e).splitlines()[0]}"
+                ) from e
             except SQLAlchemyError as e:
                 raise ArchiveError(f"archive {self.location}: write failed: {str(e).splitlines()[0]}") from e
 
@@ -203,12 +209,12 @@ class Archive(CampaignsMixin):
                             for ev in record.evaluations
                         ],
                     )
-        except IntegrityError as e:
+        except _Conflict as e:
             # Another writer (thread of another Archive object, or another process) won the race.
             with self._read() as conn:
                 existing = self._existing_id(conn, cid, record.key)
             if existing is None:
-                raise ArchiveError(f"cannot add candidate {cid}: {str(e).splitlines()[0]}") from e
+                raise ArchiveError(f"cannot add candidate {cid}: {e}") from e
             return existing, False
         log.debug("archived candidate %s (%s)", cid, record.name)
         return cid, True
