@@ -24,6 +24,7 @@ CampaignStatus = Literal["running", "done", "failed", "stopped"]
 KINDS: tuple[str, ...] = ("code", "graph", "prompt", "conductor", "model")
 STATUSES: tuple[str, ...] = ("pending", "ok", "invalid", "error")
 ID_LENGTH = 12
+ID_PATTERN = r"^[A-Za-z0-9_.-]{0,32}$"
 
 
 def new_id() -> str:
@@ -128,9 +129,9 @@ class Evaluation(BaseModel):
 class Candidate(BaseModel):
     """One candidate agent, prompt, conductor design or model adapter, with its scores."""
 
-    id: str = ""
+    id: str = Field(default="", pattern=ID_PATTERN)
     """Short id (12 hex characters); set by `Archive.add` when empty."""
-    key: str | None = None
+    key: str | None = Field(default=None, min_length=1, max_length=500)
     """Caller-supplied deterministic key: adding the same key twice returns the same record."""
     kind: Kind = "code"
     """What `source` holds: code, graph, prompt, conductor or model."""
@@ -194,9 +195,9 @@ class Candidate(BaseModel):
 class Campaign(BaseModel):
     """A search campaign: its config and progress, so that a re-run resumes it."""
 
-    id: str = ""
+    id: str = Field(default="", pattern=ID_PATTERN)
     """Short id (12 hex characters); set by `Archive.start_campaign` when empty."""
-    name: str
+    name: str = Field(min_length=1, max_length=200)
     """Unique human name; re-running a campaign by this name resumes it."""
     config: dict[str, Any] = Field(default_factory=dict)
     """Config as JSON: suite, strategy, kind, seeds, budgets, ..."""

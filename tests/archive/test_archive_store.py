@@ -230,3 +230,11 @@ def test_summary_for_prompt_is_compact_and_ranked(archive: Archive, make) -> Non
     with_src = archive.summary_for_prompt(include_source=True, include_failed=5, order="generation")
     assert "def forward" in with_src and "NameError: foo" in with_src
     assert archive.summary_for_prompt(limit=1).count("[") == 2  # one entry: "[1]" and its CI bracket
+
+
+def test_ids_are_short_and_safe(archive: Archive, make) -> None:
+    with pytest.raises(ValidationError):
+        make("x", id="../../etc/passwd")
+    with pytest.raises(ValidationError):
+        make("x", id="a" * 33)
+    assert len(archive.add(make("x"))) == 12
