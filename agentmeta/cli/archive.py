@@ -61,8 +61,8 @@ def _num(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _ci(lo: float | None, hi: float | None) -> str:
-    return "-" if lo is None or hi is None else f"[{lo:.3f}, {hi:.3f}]"
+def _ci(lo: float | None, hi: float | None, sep: str = ", ") -> str:
+    return "-" if lo is None or hi is None else f"[{lo:.3f}{sep}{hi:.3f}]"
 
 
 def _console() -> Any:
@@ -90,10 +90,22 @@ def ls_command(
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=1))
         return
-    table = Table(title=f"{where}" + (f" - {suite}" if suite else ""))
-    for col in ("rank", "id", "name", "kind", "fitness", "95% CI", "n", "status", "gen", "parents"):
-        right = col in ("rank", "fitness", "n", "gen")
-        table.add_column(col, justify="right" if right else "left", no_wrap=col not in ("name", "parents"))
+    table = Table(
+        title=f"{where}" + (f" - {suite}" if suite else ""),
+        box=None,
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+        header_style="bold",
+    )
+    # only name and parents shrink on a narrow terminal; the numbers never wrap
+    for col in ("#", "id", "name", "kind", "fitness", "95% CI", "n", "status", "gen", "parents"):
+        table.add_column(
+            col,
+            justify="right" if col in ("#", "fitness", "n", "gen") else "left",
+            no_wrap=col not in ("name", "parents"),
+            min_width={"name": 10, "parents": 7}.get(col),
+            overflow="fold",
+        )
     for r in rows:
         table.add_row(
             str(r.rank),
@@ -101,7 +113,7 @@ def ls_command(
             escape(r.name),
             r.kind,
             _num(r.fitness),
-            _ci(r.ci_low, r.ci_high),
+            _ci(r.ci_low, r.ci_high, sep=","),
             "-" if r.n is None else str(r.n),
             r.status,
             str(r.generation),

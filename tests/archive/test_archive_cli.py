@@ -61,7 +61,7 @@ def test_import_then_ls_json_and_table(tmp_path: Path, cli: typer.Typer, runner:
     assert [(r["rank"], r["name"], r["fitness"]) for r in rows] == [(1, "Debate", 0.5), (2, "CoT", 0.2)]
     res = _invoke(runner, cli, "ls")
     assert res.exit_code == 0
-    assert "Debate" in res.stdout and "[0.400, 0.600]" in res.stdout
+    assert "Debate" in res.stdout and "[0.400,0.600]" in res.stdout
     assert res.stdout.index("Debate") < res.stdout.index("CoT")
     res = _invoke(runner, cli, "ls", "--limit", "1", "--json")
     assert [r["name"] for r in json.loads(res.stdout)] == ["Debate"]
