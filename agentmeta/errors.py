@@ -38,6 +38,10 @@ class DataError(AgentMetaError):
     """Input data (a file, a record) is malformed."""
 
 
+class ArchiveError(AgentMetaError):
+    """An archive is corrupt, foreign, newer than this version, or asked for a record it lacks."""
+
+
 def require(module: str, install: str, what: str | None = None):  # noqa: ANN201
     """Import `module` or raise `MissingExtraError` naming the install command."""
     import importlib

@@ -1,0 +1,184 @@
+"""Read-only queries over an archive: leaderboard, lineage, the meta-agent's summary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from agentmeta.archive import schema as t
+from agentmeta.archive.records import Candidate, LeaderboardEntry, Lineage
+from agentmeta.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from agentmeta.archive.store import Archive
+
+
+def _rank_key(fitness: float | None, ci_low: float | None, created: object, cid: str) -> tuple:
+    # Best first: fitness, then CI low bound (None ranks below any number), then oldest, then id.
+    return (
+        -(fitness if fitness is not None else float("-inf")),
+        -(ci_low if ci_low is not None else float("-inf")),
+        created,
+        cid,
+    )
+
+
+def leaderboard(
+    archive: Archive,
+    *,
+    suite: str | None,
+    limit: int | None,
+    campaign: str | None,
+    split: str | None,
+    stage: str | None,
+    kind: str | Iterable[str] | None,
+    include_unscored: bool,
+) -> list[LeaderboardEntry]:
+    if limit is not None and limit < 1:
+        raise ArchiveError(f"leaderboard limit must be at least 1, got {limit}")
+    cands = {c.id: c for c in archive.candidates(campaign=campaign, kind=kind)}
+    rows: list[
+        tuple[Candidate, float | None, float | None, float | None, int | None, str | None, str | None]
+    ] = []
+    if suite is None:
+        for c in cands.values():
+            if c.fitness is not None or include_unscored:
+                rows.append((c, c.fitness, c.ci_low, c.ci_high, c.n, c.fitness_suite, c.fitness_stage))
+    else:
+        best: dict[str, tuple] = {}
+        e = t.evaluations.c
+        q = select(
+            t.evaluations.c.candidate_id, e.mean, e.ci_low, e.ci_high, e.n, e.stage, e.created_at, e.split
+        )
+        q = q.where(e.suite == suite)
+        q = q.where(e.split == split) if split is not None else q.where(e.split != "test")
+        if stage is not None:
+            q = q.where(e.stage == stage)
+        with archive._read() as conn:
+            for cid, mean, lo, hi, n, stg, created, _ in conn.execute(q).all():
+                if cid not in cands or mean is None:
+                    continue
+                prev = best.get(cid)
+                # The evaluation with the most samples speaks for the candidate; ties: the latest.
+                if prev is None or (n, created) > (prev[3], prev[5]):
+                    best[cid] = (mean, lo, hi, n, stg, created)
+        for cid, c in cands.items():
+            if cid in best:
+                mean, lo, hi, n, stg, _ = best[cid]
+                rows.append((c, mean, lo, hi, n, suite, stg))
+            elif include_unscored:
+                rows.append((c, None, None, None, None, None, None))
+    rows.sort(key=lambda r: _rank_key(r[1], r[2], r[0].created_at, r[0].id))
+    if limit is not None:
+        rows = rows[:limit]
+    return [
+        LeaderboardEntry(
+            rank=i + 1,
+            id=c.id,
+            name=c.name,
+            kind=c.kind,
+            fitness=fit,
+            ci_low=lo,
+            ci_high=hi,
+            n=n,
+            suite=s,
+            stage=stg,
+            status=c.status,
+            generation=c.generation,
+            parent_ids=c.parent_ids,
+            campaign=c.campaign,
+        )
+        for i, (c, fit, lo, hi, n, s, stg) in enumerate(rows)
+    ]
+
+
+def lineage(archive: Archive, candidate_id: str) -> Lineage:
+    cid = archive.resolve_id(candidate_id)
+    with archive._read() as conn:
+        depth: dict[str, int] = {}
+        found: dict[str, Candidate] = {}
+        frontier = [cid]
+        level = 0
+        while frontier:
+            level += 1
+            rows = conn.execute(
+                select(t.candidates.c.id, t.candidates.c.parent_ids).where(t.candidates.c.id.in_(frontier))
+            )
+            nxt: list[str] = []
+            parents_of = {str(i): pids or [] for i, pids in rows.all()}
+            for child in frontier:  # discovery order: nearest first, then parent order
+                for p in parents_of.get(child, []):
+                    if p != cid and p not in depth:
+                        depth[p] = level
+                        nxt.append(p)
+            frontier = nxt
+        if depth:
+            q = select(t.candidates).where(t.candidates.c.id.in_(list(depth)))
+            for r in conn.execute(q).mappings().all():
+                found[r["id"]] = archive._candidate(r)
+        q = (
+            select(t.candidates)
+            .join(t.parents, t.parents.c.child_id == t.candidates.c.id)
+            .where(t.parents.c.parent_id == cid)
+            .order_by(t.candidates.c.created_at, t.candidates.c.id)
+        )
+        children = [archive._candidate(r) for r in conn.execute(q).mappings().all()]
+    ancestors = [found[i] for i in depth if i in found]
+    return Lineage(
+        id=cid, ancestors=ancestors, depth={c.id: depth[c.id] for c in ancestors}, children=children
+    )
+
+
+def _short(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: max(0, limit - 3)].rstrip() + "..."
+
+
+def _fmt(v: float | None) -> str:
+    return "?" if v is None else f"{v:.3f}"
+
+
+def summary_for_prompt(
+    archive: Archive,
+    *,
+    campaign: str | None,
+    suite: str | None,
+    limit: int,
+    order: str,
+    include_source: bool,
+    include_failed: int,
+    max_thought_chars: int,
+) -> str:
+    if order not in ("fitness", "generation"):
+        raise ArchiveError(f"summary order must be 'fitness' or 'generation', got {order!r}")
+    if limit < 1:
+        raise ArchiveError(f"summary limit must be at least 1, got {limit}")
+    board = [e for e in archive.leaderboard(suite, None, campaign) if e.status == "ok"][:limit]
+    if order == "generation":
+        position = {c.id: i for i, c in enumerate(archive.candidates(campaign=campaign))}
+        board.sort(key=lambda e: (e.generation, position.get(e.id, 0)))
+    by_id = {c.id: c for c in archive.candidates(campaign=campaign, status=["ok", "invalid", "error"])}
+    lines: list[str] = []
+    for i, e in enumerate(board, 1):
+        c = by_id[e.id]
+        ci = f", 95% CI [{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]" if e.ci_low is not None else ""
+        n = f", n={e.n}" if e.n else ""
+        lines.append(
+            f"[{i}] {c.name} (id {c.id}, {c.kind}, gen {c.generation}): fitness {_fmt(e.fitness)}{ci}{n}"
+        )
+        if c.thought:
+            lines.append(f"    thought: {_short(c.thought, max_thought_chars)}")
+        if include_source and c.source:
+            lines.append("    source:")
+            lines.extend("      " + line for line in c.source.rstrip().splitlines())
+    if include_failed > 0:
+        failed = [c for c in by_id.values() if c.status in ("invalid", "error")][-include_failed:]
+        if failed:
+            lines.append("Recent failures:")
+            for c in failed:
+                lines.append(
+                    f"- {c.name} (id {c.id}, {c.status}): {_short(c.error or 'no message', max_thought_chars)}"
+                )
+    return "\n".join(lines)
