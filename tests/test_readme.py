@@ -24,4 +24,8 @@ def test_readme_main_job_installs_the_same_way():
     readme = (ROOT / "README.md").read_text()
     blocks = [b.strip() for b in _bash_blocks(readme)]
     main_job = blocks[0]
-    assert "agentmeta " in main_job and "constraints/cpu.txt" in main_job and "requirements-nodeps.txt" in main_job
+    assert (
+        "agentmeta " in main_job
+        and "constraints/cpu.txt" in main_job
+        and "requirements-nodeps.txt" in main_job
+    )
