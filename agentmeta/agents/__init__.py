@@ -1,0 +1,1 @@
+"""Candidate agents and the sandbox that runs their untrusted code."""

@@ -1,0 +1,544 @@
+"""Process isolation for untrusted candidate code, with model calls served by the parent.
+
+Candidate code runs in a separate worker process, never in the campaign's process:
+
+- **bubblewrap** (`bwrap`) when it is installed and works: new pid, network, ipc and uts
+  namespaces (no network at all), a minimal read-only root (/usr, /etc, the Python prefix; no
+  site-packages, no home, no working tree, no archive), a private size-capped tmpfs /tmp,
+  `--die-with-parent`, `--new-session`.
+- a **plain subprocess** otherwise, in its own session, with a private temp dir as cwd.
+
+Both ways the worker starts with an empty environment (no API keys, no tokens, no AGENTMETA_*
+settings) and sets hard resource limits on itself before running any candidate code: address space
+(RLIMIT_AS), CPU seconds, processes (RLIMIT_NPROC), file size, open files, no core dumps. When the
+parent runs as root, each worker also drops to a fresh random uid, which makes RLIMIT_NPROC count
+only that worker's processes, makes the parent and files of other users unreachable, and lets the
+parent kill every process the worker left behind with one `kill(-1)` as that uid. The parent
+enforces the wall clock (kill the worker, its session, its process tree and its uid) and the
+output cap (a control message over the cap kills the worker).
+
+Model calls: the worker has no model and no key. Its `llm(prompt, **sampling)` sends the request
+over the control pipe; the parent answers through the `llm` callback (normally a `Model`, so calls
+from many sandboxes batch and hit the call cache). Scoring happens in the parent on the returned
+value only.
+
+Worker reuse and its limits: a warm worker runs jobs one after another, each in fresh module
+globals. What is *not* reset between jobs in one worker: the interpreter itself (a job can mutate
+`sys.modules`, builtins, monkey-patch the stdlib), files it wrote in the private /tmp, and the
+process-wide CPU counter (each job gets `cpu_seconds` more on its soft limit). A worker is thrown
+away after any job that failed by a limit, crash or invalid message, that left threads or
+processes behind, or after `max_jobs_per_worker` jobs; candidates from different campaigns should
+not share a `Sandbox`. `reuse=False` gives every job a fresh worker (cold start per job).
+
+What is not contained: CPU and memory *bandwidth* (a job can slow its neighbours until it hits
+its limits), and, in the plain-subprocess fallback, network access, reads of world-readable files
+and, when not root (no uid drop), signals to the parent's other processes. Use bwrap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from agentmeta.agents._sandbox_launch import (
+    _bwrap_argv,
+    _child_env,
+    _descendants,
+    _interpreter,
+    _kill_uid,
+    _user_task_count,
+    bwrap_works,
+)
+from agentmeta.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash"]
+LLMCallback = Callable[[dict[str, Any]], dict[str, Any]]
+
+_WORKER_SOURCE = (Path(__file__).with_name("_sandbox_worker.py")).read_text()
+_UID_RANGE = (2_000_000, 2_000_000_000)
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandboxed job (and of the worker process that runs it)."""
+
+    cpu_seconds: int = Field(default=30, ge=1)
+    """CPU seconds per job (all threads); past it the worker gets SIGXCPU."""
+    memory_mb: int = Field(default=1024, ge=64)
+    """Address-space limit of the worker and each of its processes, in MiB."""
+    max_processes: int = Field(default=64, ge=4)
+    """Processes and threads the worker may have at once (RLIMIT_NPROC)."""
+    max_output_bytes: int = Field(default=1_000_000, ge=1024)
+    """Cap on printed output and on the size of the returned value."""
+    wall_seconds: float = Field(default=60.0, gt=0)
+    """Wall-clock limit per job, enforced by the parent (kills the worker)."""
+    tmp_mb: int = Field(default=64, ge=1)
+    """Size of the private /tmp (bwrap) and the largest file a job may write."""
+    max_jobs_per_worker: int = Field(default=200, ge=1)
+    """A reused worker is replaced after this many jobs."""
+
+
+class SandboxResult(BaseModel):
+    """What one sandboxed call returned."""
+
+    ok: bool
+    """True if the entry function returned a JSON-able value within every limit."""
+    value: Any = None
+    """The returned value (JSON types only); None when not ok."""
+    error: str | None = None
+    """What went wrong: the candidate's traceback or the limit that was hit."""
+    error_kind: ErrorKind | None = None
+    """timeout, memory, output, exception (raised by the code), invalid (bad value/message) or crash."""
+    stdout: str = ""
+    """What the code printed, up to the output cap."""
+    stderr: str = ""
+    """What the code wrote to sys.stderr, up to the output cap."""
+    llm_calls: int = 0
+    """Model calls the code made."""
+    wall_s: float = 0.0
+    """Wall time of the job as seen by the parent."""
+
+
+class CodeResult(BaseModel):
+    """What running a plain Python snippet printed and how it ended."""
+
+    ok: bool
+    """True if the snippet ran to the end (or exited with status 0)."""
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    """0, the sys.exit status, or None when it was killed or raised."""
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    wall_s: float = 0.0
+
+
+def llm_from_model(model: Any) -> LLMCallback:
+    """Wrap a `Model` as the parent-side `llm` callback: request fields in, response fields out."""
+    from agentmeta.models.types import GenerateRequest
+
+    def call(request: dict[str, Any]) -> dict[str, Any]:
+        resp = model.generate(GenerateRequest(**request))
+        return resp.model_dump(mode="json")
+
+    return call
+
+
+# ---------------------------------------------------------------------------------------------
+# One worker process
+
+
+class _Job:
+    def __init__(self, llm: LLMCallback | None) -> None:
+        self.llm = llm
+        self.done = threading.Event()
+        self.result: dict[str, Any] | None = None
+        self.failure: tuple[ErrorKind, str] | None = None
+
+
+class _Worker:
+    """A started worker, its control pipe reader and its stderr drain."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+        lim = sandbox.limits
+        self.uid = secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0] if sandbox.drop_uid else None
+        self.tmpdir: str | None = None
+        if sandbox.use_bwrap:
+            tmp = "/tmp"
+        else:
+            self.tmpdir = tmp = tempfile.mkdtemp(prefix="agentmeta-sbx-")
+            if self.uid is not None:
+                os.chown(tmp, self.uid, self.uid)
+        cfg: dict[str, Any] = {
+            "memory_mb": lim.memory_mb, "file_mb": lim.tmp_mb, "tmp": tmp,
+            "cpu_hard": lim.cpu_seconds * lim.max_jobs_per_worker + 10,
+            "uid": self.uid, "unshare_net": not sandbox.use_bwrap and os.geteuid() == 0,
+            "subreaper": not sandbox.use_bwrap,
+        }
+        # NPROC counts per user: with our own uid the worker's processes alone; otherwise all of
+        # the user's, so the limit is what the user has now plus the allowance.
+        cfg["nproc"] = lim.max_processes if self.uid is not None else _user_task_count(os.geteuid()) + lim.max_processes
+        argv = [sandbox.python, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(cfg)]
+        if sandbox.use_bwrap:
+            argv = [*sandbox.bwrap_prefix, *argv]
+        self.stderr_tail: deque[bytes] = deque(maxlen=16)
+        self.jobs = 0
+        self.dead = threading.Event()
+        self.killed_for: ErrorKind | None = None
+        self._job: _Job | None = None
+        self._wlock = threading.Lock()
+        self._kill_lock = threading.Lock()
+        self._killed = False
+        self._ready = threading.Event()
+        self.started = time.perf_counter()
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE, env=_child_env(tmp), cwd=tmp,
+                                         start_new_session=True, close_fds=True)
+        except OSError as e:
+            self._cleanup_tmp()
+            raise SandboxError(f"could not start a sandbox worker ({argv[0]}): {e}") from e
+        threading.Thread(target=self._drain_stderr, daemon=True, name="sandbox-stderr").start()
+        threading.Thread(target=self._read, daemon=True, name="sandbox-reader").start()
+        if not self._ready.wait(30) or self.dead.is_set():
+            self.kill()
+            raise SandboxError("a sandbox worker did not start: " + self.stderr_text()[-1500:])
+
+    # -- pipes ------------------------------------------------------------------------------
+    def stderr_text(self) -> str:
+        return b"".join(self.stderr_tail).decode(errors="replace")
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := self.proc.stderr.read1(4096):  # type: ignore[attr-defined]
+            self.stderr_tail.append(chunk)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        with self._wlock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        cap = 4 * self.sb.limits.max_output_bytes + 65536
+        try:
+            while True:
+                line = self.proc.stdout.readline(cap + 1)
+                if not line:
+                    break
+                if len(line) > cap:
+                    self._fail("output", f"the sandboxed code sent a message over {cap} bytes")
+                    break
+                try:
+                    msg = json.loads(line)
+                    op = msg["op"]
+                except (ValueError, KeyError, TypeError):
+                    self._fail("invalid", "the sandboxed code wrote garbage on the control pipe")
+                    break
+                if op == "ready":
+                    self._ready.set()
+                elif op == "llm":
+                    self.sb._llm_pool.submit(self._serve_llm, self._job, msg)
+                elif op == "result" and self._job is not None and not self._job.done.is_set():
+                    self._job.result = msg
+                    self._job.done.set()
+                else:
+                    self._fail("invalid", f"unexpected control message {op!r}")
+                    break
+        finally:
+            self.dead.set()
+            self._ready.set()
+            job = self._job
+            if job is not None and not job.done.is_set():
+                job.done.set()
+
+    def _fail(self, kind: ErrorKind, message: str) -> None:
+        job = self._job
+        if job is not None and not job.done.is_set():
+            job.failure = (kind, message)
+            self.killed_for = kind
+            job.done.set()
+        self.kill()
+
+    def _serve_llm(self, job: _Job | None, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"op": "llm_reply", "id": msg.get("id")}
+        if job is None or job.llm is None:
+            reply["error"] = "this sandbox run has no model (llm=None)"
+        else:
+            try:
+                reply["response"] = job.llm(msg["request"])
+            except Exception as e:  # noqa: BLE001 - the candidate sees the failure as LLMError
+                reply["error"] = f"{type(e).__name__}: {e}"[:2000]
+        with contextlib.suppress(OSError, ValueError):
+            self._send(reply)
+
+    # -- jobs -------------------------------------------------------------------------------
+    def run(self, job_msg: dict[str, Any], llm: LLMCallback | None, wall_s: float) -> dict[str, Any]:
+        """Run one job; returns the worker's result message or a synthesized failure."""
+        job = _Job(llm)
+        self._job = job
+        self.jobs += 1
+        try:
+            self._send(job_msg)
+        except (OSError, ValueError):
+            return self._death_result(job)
+        if not job.done.wait(wall_s):
+            job.failure = ("timeout", f"the job ran past the wall-clock limit of {wall_s:g} s")
+            self.killed_for = "timeout"
+            self.kill()
+        if job.failure is not None:
+            kind, message = job.failure
+            return {"ok": False, "error_kind": kind, "error": message}
+        if job.result is None:
+            return self._death_result(job)
+        return job.result
+
+    def _death_result(self, job: _Job) -> dict[str, Any]:
+        """Classify a worker that died in the middle of a job."""
+        try:
+            rc = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = self.proc.returncode
+        time.sleep(0.02)  # let the stderr drain catch the last words
+        tail = self.stderr_text()[-1500:]
+        sig = -rc if rc is not None and rc < 0 else (rc - 128 if self.sb.use_bwrap and rc and rc > 128 else 0)
+        kind: ErrorKind = "crash"
+        if sig == signal.SIGXCPU:
+            kind, what = "timeout", f"the job used more than {self.sb.limits.cpu_seconds} s of CPU"
+        elif sig == signal.SIGXFSZ:
+            kind, what = "output", f"the job wrote a file over {self.sb.limits.tmp_mb} MiB"
+        elif "MemoryError" in tail:
+            kind, what = "memory", f"the job ran out of its {self.sb.limits.memory_mb} MiB"
+        elif sig:
+            what = f"the worker was killed by {signal.Signals(sig).name}"
+        else:
+            what = f"the worker exited with status {rc}"
+        return {"ok": False, "error_kind": kind, "error": f"{what}; last output: {tail}" if tail else what}
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started: its uid, its session, its process tree."""
+        with self._kill_lock:
+            if not self._killed:
+                self._kill()
+                self._killed = True
+
+    def _kill(self) -> None:
+        if self.uid is not None:
+            _kill_uid(self.uid)
+        for pid in _descendants(self.proc.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.uid is not None:
+            _kill_uid(self.uid)
+        self.dead.set()
+        for stream in (self.proc.stdin,):
+            with contextlib.suppress(OSError, ValueError):
+                if stream is not None:
+                    stream.close()
+        self._cleanup_tmp()
+
+    def _cleanup_tmp(self) -> None:
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The public front
+
+
+class Sandbox:
+    """Runs untrusted code in warm, isolated worker processes; thread-safe.
+
+    `use_bwrap=None` uses bubblewrap when it works here, else plain subprocesses; True requires it.
+    `pool_size` workers at most run at once (callers beyond wait); `reuse=False` starts a fresh
+    worker per job. `ro_paths` are extra folders made visible (read-only) inside bwrap.
+    """
+
+    def __init__(self, limits: SandboxLimits | None = None, *, use_bwrap: bool | None = None,
+                 pool_size: int = 4, reuse: bool = True, ro_paths: tuple[str, ...] = ()) -> None:
+        self.limits = limits or SandboxLimits()
+        root = os.geteuid() == 0
+        works = bwrap_works(root)
+        if use_bwrap and not works:
+            raise SandboxError("use_bwrap=True but bubblewrap cannot start a sandbox here; "
+                               "install it (apt-get install bubblewrap) or pass use_bwrap=None")
+        self.use_bwrap = works if use_bwrap is None else bool(use_bwrap)
+        self.python = os.path.realpath(sys.executable) if self.use_bwrap else _interpreter(root)
+        self.drop_uid = root and bool(self.python)
+        if not self.python:
+            self.python = os.path.realpath(sys.executable)
+            log.warning("no Python binary usable by an unprivileged uid; sandbox workers run as root")
+        self.bwrap_prefix = _bwrap_argv(self.python, self.limits.tmp_mb, ro_paths, root) if self.use_bwrap else []
+        if not self.use_bwrap:
+            log.warning("sandbox without bubblewrap: plain subprocesses (network%s not isolated)",
+                        "" if root else ", files and signals to your processes")
+        self.pool_size = pool_size
+        self.reuse = reuse
+        self._idle: list[_Worker] = []
+        self._live = 0
+        self._cv = threading.Condition()
+        self._closed = False
+        self._llm_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sandbox-llm")
+        self.workers_started = 0
+
+    @property
+    def isolation(self) -> dict[str, bool]:
+        """What this sandbox isolates: bwrap (namespaces, minimal fs), uid drop, network."""
+        return {"bwrap": self.use_bwrap, "uid_drop": self.drop_uid,
+                "network": self.use_bwrap or os.geteuid() == 0}
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def warm(self, n: int | None = None) -> None:
+        """Start up to `n` (default `pool_size`) idle workers now, so the first jobs start fast."""
+        n = min(n or self.pool_size, self.pool_size)
+        with self._cv:
+            want = max(0, min(n - len(self._idle), self.pool_size - self._live))
+            self._live += want
+        started = list(self._llm_pool.map(lambda _: self._spawn_or_none(), range(want)))
+        with self._cv:
+            for w in started:
+                if w is None:
+                    self._live -= 1
+                else:
+                    self._idle.append(w)
+            self._cv.notify_all()
+
+    def _spawn_or_none(self) -> _Worker | None:
+        try:
+            return self._spawn()
+        except SandboxError as e:
+            log.warning("%s", e)
+            return None
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self)
+        self.workers_started += 1
+        return w
+
+    def _acquire(self) -> _Worker:
+        with self._cv:
+            while True:
+                if self._closed:
+                    raise SandboxError("the sandbox is closed")
+                while self._idle:
+                    w = self._idle.pop()
+                    if not w.dead.is_set():
+                        return w
+                    self._live -= 1
+                if self._live < self.pool_size:
+                    self._live += 1
+                    break
+                self._cv.wait()
+        try:
+            return self._spawn()
+        except BaseException:
+            with self._cv:
+                self._live -= 1
+                self._cv.notify()
+            raise
+
+    def _release(self, w: _Worker, clean: bool) -> None:
+        keep = (clean and self.reuse and not self._closed and not w.dead.is_set()
+                and w.jobs < self.limits.max_jobs_per_worker)
+        if not keep:
+            w.kill()
+        with self._cv:
+            if keep:
+                self._idle.append(w)
+            else:
+                self._live -= 1
+            self._cv.notify()
+
+    def _job(self, job: dict[str, Any], llm: LLMCallback | Any | None,
+             timeout: float | None) -> tuple[dict[str, Any], float]:
+        if llm is not None and not callable(llm):
+            llm = llm_from_model(llm)
+        job = {"op": "run", "cpu_seconds": self.limits.cpu_seconds,
+               "max_output": self.limits.max_output_bytes, **job}
+        w = self._acquire()
+        start = time.perf_counter()
+        clean = False
+        try:
+            res = w.run(job, llm, timeout or self.limits.wall_seconds)
+            clean = bool(res.get("ok") or res.get("error_kind") == "exception") and not res.get("dirty")
+        finally:
+            wall = time.perf_counter() - start
+            self._release(w, clean)
+        if res.get("dirty"):
+            log.info("sandbox job left %s behind; its worker was replaced", " and ".join(res["dirty"]))
+        return res, wall
+
+    def run(self, source: str, entry: str = "forward", args: list[Any] | tuple[Any, ...] = (),
+            llm: LLMCallback | Any | None = None, env_preamble: str | None = None,
+            timeout: float | None = None) -> SandboxResult:
+        """Exec `source` in fresh globals, call `entry(*args)`, return its (JSON) value.
+
+        `llm` serves the code's `llm(prompt, **sampling)` calls: a `Model` or a callable taking the
+        request fields (`GenerateRequest`) as a dict and returning the response fields as a dict.
+        `env_preamble` is exec'd first in the same globals (e.g. an `LLMAgentBase` helper).
+        Arguments must be JSON types. Never raises for a failure of the code, only `SandboxError`.
+        """
+        try:
+            json.dumps(list(args))
+        except (TypeError, ValueError) as e:
+            raise SandboxError(f"sandbox args must be JSON types (str, int, float, bool, None, list, "
+                               f"dict); got {e}") from e
+        res, wall = self._job({"mode": "call", "source": source, "entry": entry, "args": list(args),
+                               "preamble": env_preamble or ""}, llm, timeout)
+        return SandboxResult(ok=bool(res.get("ok")), value=res.get("value") if res.get("ok") else None,
+                             error=res.get("error"), error_kind=res.get("error_kind"),
+                             stdout=res.get("stdout", ""), stderr=res.get("stderr", ""),
+                             llm_calls=res.get("llm_calls", 0), wall_s=wall)
+
+    def run_code(self, code: str, stdin: str | None = None, timeout: float | None = None,
+                 llm: LLMCallback | Any | None = None) -> CodeResult:
+        """Run a Python snippet as `__main__` and capture what it prints (HumanEval checks, tools)."""
+        res, wall = self._job({"mode": "exec", "source": code, "entry": "", "args": [], "stdin": stdin or "",
+                               "filename": "<snippet>"}, llm, timeout)
+        value = res.get("value") if isinstance(res.get("value"), dict) else {}
+        return CodeResult(ok=bool(res.get("ok")), stdout=res.get("stdout", ""), stderr=res.get("stderr", ""),
+                          exit_code=value.get("exit_code"), error=res.get("error"),
+                          error_kind=res.get("error_kind"), wall_s=wall)
+
+    def close(self) -> None:
+        """Kill every worker; jobs still running fail."""
+        with self._cv:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cv.notify_all()
+        for w in idle:
+            w.kill()
+        self._llm_pool.shutdown(wait=False)
+
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+def default_sandbox() -> Sandbox:
+    """The process-wide sandbox with default limits (started on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = Sandbox()
+        return _default
+
+
+def run_code(code: str, stdin: str | None = None, timeout: float | None = None,
+             sandbox: Sandbox | None = None) -> CodeResult:
+    """Run a Python snippet in the (default) sandbox and capture its stdout and stderr."""
+    return (sandbox or default_sandbox()).run_code(code, stdin=stdin, timeout=timeout)
