@@ -210,6 +210,8 @@ def run_job(job: dict, channel: Channel) -> dict:
     sys.stdout, sys.stderr = out, err
     sys.stdin = io.StringIO(job.get("stdin") or "")
     threads_before = set(threading.enumerate())
+    builtins_before = dict(builtins.__dict__)
+    recursion_before = sys.getrecursionlimit()
     res: dict = {"op": "result", "ok": True, "value": None, "error": None, "error_kind": None}
     try:
         if job.get("preamble"):
@@ -238,6 +240,10 @@ def run_job(job: dict, channel: Channel) -> dict:
         res.update(ok=False, error_kind="exception", error=describe(e))
     finally:
         sys.stdout, sys.stderr, sys.stdin = saved
+        # Undo the cheap, common ways a job could leak into the next one in this worker.
+        builtins.__dict__.clear()
+        builtins.__dict__.update(builtins_before)
+        sys.setrecursionlimit(recursion_before)
     if budget[0] < 0 and res["ok"]:
         res.update(ok=False, error_kind="output", error=f"printed more than {job['max_output']} characters")
     res["stdout"] = out.getvalue()
