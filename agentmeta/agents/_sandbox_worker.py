@@ -178,7 +178,7 @@ def isolate(cfg: dict) -> None:
 
 
 def child_pids() -> list:
-    pids = []
+    pids: list = []
     for tid in os.listdir("/proc/self/task"):
         try:
             with open(f"/proc/self/task/{tid}/children") as f:
@@ -263,12 +263,24 @@ def encode(res: dict, cap: int) -> str:
         text = json.dumps(res, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError, MemoryError) as e:
         kind = "memory" if isinstance(e, MemoryError) else "invalid"
-        res = dict(res, ok=False, value=None, error_kind=kind,
-                   error=f"the return value is not JSON-serialisable: {type(e).__name__}: {e}"[:2000])
+        res = dict(
+            res,
+            ok=False,
+            value=None,
+            error_kind=kind,
+            error=f"the return value is not JSON-serialisable: {type(e).__name__}: {e}"[:2000],
+        )
         text = json.dumps(res, separators=(",", ":"), default=repr)
     if len(text) > cap:
-        res = dict(res, ok=False, value=None, error_kind="output", stdout=res["stdout"][:1000],
-                   stderr=res["stderr"][:1000], error=f"the result is {len(text)} bytes, over the cap of {cap}")
+        res = dict(
+            res,
+            ok=False,
+            value=None,
+            error_kind="output",
+            stdout=res["stdout"][:1000],
+            stderr=res["stderr"][:1000],
+            error=f"the result is {len(text)} bytes, over the cap of {cap}",
+        )
         text = json.dumps(res, separators=(",", ":"), default=repr)
     return text
 

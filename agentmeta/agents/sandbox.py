@@ -37,44 +37,28 @@ and, when not root (no uid drop), signals to the parent's other processes. Use b
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import secrets
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agentmeta.agents._sandbox_launch import (
+from agentmeta.agents._sandbox_process import (
+    ErrorKind,
+    LLMCallback,
     _bwrap_argv,
-    _child_env,
-    _descendants,
     _interpreter,
-    _kill_uid,
-    _user_task_count,
+    _Worker,
     bwrap_works,
 )
 from agentmeta.errors import SandboxError
 
 log = logging.getLogger(__name__)
-
-ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash"]
-LLMCallback = Callable[[dict[str, Any]], dict[str, Any]]
-
-_WORKER_SOURCE = (Path(__file__).with_name("_sandbox_worker.py")).read_text()
-_UID_RANGE = (2_000_000, 2_000_000_000)
 
 
 class SandboxLimits(BaseModel):
@@ -143,215 +127,6 @@ def llm_from_model(model: Any) -> LLMCallback:
 
 
 # ---------------------------------------------------------------------------------------------
-# One worker process
-
-
-class _Job:
-    def __init__(self, llm: LLMCallback | None) -> None:
-        self.llm = llm
-        self.done = threading.Event()
-        self.result: dict[str, Any] | None = None
-        self.failure: tuple[ErrorKind, str] | None = None
-
-
-class _Worker:
-    """A started worker, its control pipe reader and its stderr drain."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sb = sandbox
-        lim = sandbox.limits
-        self.uid = secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0] if sandbox.drop_uid else None
-        self.tmpdir: str | None = None
-        if sandbox.use_bwrap:
-            tmp = "/tmp"
-        else:
-            self.tmpdir = tmp = tempfile.mkdtemp(prefix="agentmeta-sbx-")
-            if self.uid is not None:
-                os.chown(tmp, self.uid, self.uid)
-        cfg: dict[str, Any] = {
-            "memory_mb": lim.memory_mb, "file_mb": lim.tmp_mb, "tmp": tmp,
-            "cpu_hard": lim.cpu_seconds * lim.max_jobs_per_worker + 10,
-            "uid": self.uid, "unshare_net": not sandbox.use_bwrap and os.geteuid() == 0,
-            "subreaper": not sandbox.use_bwrap,
-        }
-        # NPROC counts per user: with our own uid the worker's processes alone; otherwise all of
-        # the user's, so the limit is what the user has now plus the allowance.
-        cfg["nproc"] = lim.max_processes if self.uid is not None else _user_task_count(os.geteuid()) + lim.max_processes
-        argv = [sandbox.python, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(cfg)]
-        if sandbox.use_bwrap:
-            argv = [*sandbox.bwrap_prefix, *argv]
-        self.stderr_tail: deque[bytes] = deque(maxlen=16)
-        self.jobs = 0
-        self.dead = threading.Event()
-        self.killed_for: ErrorKind | None = None
-        self._job: _Job | None = None
-        self._wlock = threading.Lock()
-        self._kill_lock = threading.Lock()
-        self._killed = False
-        self._ready = threading.Event()
-        self.started = time.perf_counter()
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                         stderr=subprocess.PIPE, env=_child_env(tmp), cwd=tmp,
-                                         start_new_session=True, close_fds=True)
-        except OSError as e:
-            self._cleanup_tmp()
-            raise SandboxError(f"could not start a sandbox worker ({argv[0]}): {e}") from e
-        threading.Thread(target=self._drain_stderr, daemon=True, name="sandbox-stderr").start()
-        threading.Thread(target=self._read, daemon=True, name="sandbox-reader").start()
-        if not self._ready.wait(30) or self.dead.is_set():
-            self.kill()
-            raise SandboxError("a sandbox worker did not start: " + self.stderr_text()[-1500:])
-
-    # -- pipes ------------------------------------------------------------------------------
-    def stderr_text(self) -> str:
-        return b"".join(self.stderr_tail).decode(errors="replace")
-
-    def _drain_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        while chunk := self.proc.stderr.read1(4096):  # type: ignore[attr-defined]
-            self.stderr_tail.append(chunk)
-
-    def _send(self, msg: dict[str, Any]) -> None:
-        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
-        with self._wlock:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        cap = 4 * self.sb.limits.max_output_bytes + 65536
-        try:
-            while True:
-                line = self.proc.stdout.readline(cap + 1)
-                if not line:
-                    break
-                if len(line) > cap:
-                    self._fail("output", f"the sandboxed code sent a message over {cap} bytes")
-                    break
-                try:
-                    msg = json.loads(line)
-                    op = msg["op"]
-                except (ValueError, KeyError, TypeError):
-                    self._fail("invalid", "the sandboxed code wrote garbage on the control pipe")
-                    break
-                if op == "ready":
-                    self._ready.set()
-                elif op == "llm":
-                    self.sb._llm_pool.submit(self._serve_llm, self._job, msg)
-                elif op == "result" and self._job is not None and not self._job.done.is_set():
-                    self._job.result = msg
-                    self._job.done.set()
-                else:
-                    self._fail("invalid", f"unexpected control message {op!r}")
-                    break
-        finally:
-            self.dead.set()
-            self._ready.set()
-            job = self._job
-            if job is not None and not job.done.is_set():
-                job.done.set()
-
-    def _fail(self, kind: ErrorKind, message: str) -> None:
-        job = self._job
-        if job is not None and not job.done.is_set():
-            job.failure = (kind, message)
-            self.killed_for = kind
-            job.done.set()
-        self.kill()
-
-    def _serve_llm(self, job: _Job | None, msg: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"op": "llm_reply", "id": msg.get("id")}
-        if job is None or job.llm is None:
-            reply["error"] = "this sandbox run has no model (llm=None)"
-        else:
-            try:
-                reply["response"] = job.llm(msg["request"])
-            except Exception as e:  # noqa: BLE001 - the candidate sees the failure as LLMError
-                reply["error"] = f"{type(e).__name__}: {e}"[:2000]
-        with contextlib.suppress(OSError, ValueError):
-            self._send(reply)
-
-    # -- jobs -------------------------------------------------------------------------------
-    def run(self, job_msg: dict[str, Any], llm: LLMCallback | None, wall_s: float) -> dict[str, Any]:
-        """Run one job; returns the worker's result message or a synthesized failure."""
-        job = _Job(llm)
-        self._job = job
-        self.jobs += 1
-        try:
-            self._send(job_msg)
-        except (OSError, ValueError):
-            return self._death_result(job)
-        if not job.done.wait(wall_s):
-            job.failure = ("timeout", f"the job ran past the wall-clock limit of {wall_s:g} s")
-            self.killed_for = "timeout"
-            self.kill()
-        if job.failure is not None:
-            kind, message = job.failure
-            return {"ok": False, "error_kind": kind, "error": message}
-        if job.result is None:
-            return self._death_result(job)
-        return job.result
-
-    def _death_result(self, job: _Job) -> dict[str, Any]:
-        """Classify a worker that died in the middle of a job."""
-        try:
-            rc = self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            rc = self.proc.returncode
-        time.sleep(0.02)  # let the stderr drain catch the last words
-        tail = self.stderr_text()[-1500:]
-        sig = -rc if rc is not None and rc < 0 else (rc - 128 if self.sb.use_bwrap and rc and rc > 128 else 0)
-        kind: ErrorKind = "crash"
-        if sig == signal.SIGXCPU:
-            kind, what = "timeout", f"the job used more than {self.sb.limits.cpu_seconds} s of CPU"
-        elif sig == signal.SIGXFSZ:
-            kind, what = "output", f"the job wrote a file over {self.sb.limits.tmp_mb} MiB"
-        elif "MemoryError" in tail:
-            kind, what = "memory", f"the job ran out of its {self.sb.limits.memory_mb} MiB"
-        elif sig:
-            what = f"the worker was killed by {signal.Signals(sig).name}"
-        else:
-            what = f"the worker exited with status {rc}"
-        return {"ok": False, "error_kind": kind, "error": f"{what}; last output: {tail}" if tail else what}
-
-    def kill(self) -> None:
-        """Kill the worker and everything it started: its uid, its session, its process tree."""
-        with self._kill_lock:
-            if not self._killed:
-                self._kill()
-                self._killed = True
-
-    def _kill(self) -> None:
-        if self.uid is not None:
-            _kill_uid(self.uid)
-        for pid in _descendants(self.proc.pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(OSError):
-            self.proc.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        if self.uid is not None:
-            _kill_uid(self.uid)
-        self.dead.set()
-        for stream in (self.proc.stdin,):
-            with contextlib.suppress(OSError, ValueError):
-                if stream is not None:
-                    stream.close()
-        self._cleanup_tmp()
-
-    def _cleanup_tmp(self) -> None:
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir, ignore_errors=True)
-            self.tmpdir = None
-
-
-# ---------------------------------------------------------------------------------------------
 # The public front
 
 
@@ -363,24 +138,37 @@ class Sandbox:
     worker per job. `ro_paths` are extra folders made visible (read-only) inside bwrap.
     """
 
-    def __init__(self, limits: SandboxLimits | None = None, *, use_bwrap: bool | None = None,
-                 pool_size: int = 4, reuse: bool = True, ro_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        limits: SandboxLimits | None = None,
+        *,
+        use_bwrap: bool | None = None,
+        pool_size: int = 4,
+        reuse: bool = True,
+        ro_paths: tuple[str, ...] = (),
+    ) -> None:
         self.limits = limits or SandboxLimits()
         root = os.geteuid() == 0
         works = bwrap_works(root)
         if use_bwrap and not works:
-            raise SandboxError("use_bwrap=True but bubblewrap cannot start a sandbox here; "
-                               "install it (apt-get install bubblewrap) or pass use_bwrap=None")
+            raise SandboxError(
+                "use_bwrap=True but bubblewrap cannot start a sandbox here; "
+                "install it (apt-get install bubblewrap) or pass use_bwrap=None"
+            )
         self.use_bwrap = works if use_bwrap is None else bool(use_bwrap)
         self.python = os.path.realpath(sys.executable) if self.use_bwrap else _interpreter(root)
         self.drop_uid = root and bool(self.python)
         if not self.python:
             self.python = os.path.realpath(sys.executable)
             log.warning("no Python binary usable by an unprivileged uid; sandbox workers run as root")
-        self.bwrap_prefix = _bwrap_argv(self.python, self.limits.tmp_mb, ro_paths, root) if self.use_bwrap else []
+        self.bwrap_prefix = (
+            _bwrap_argv(self.python, self.limits.tmp_mb, ro_paths, root) if self.use_bwrap else []
+        )
         if not self.use_bwrap:
-            log.warning("sandbox without bubblewrap: plain subprocesses (network%s not isolated)",
-                        "" if root else ", files and signals to your processes")
+            log.warning(
+                "sandbox without bubblewrap: plain subprocesses (network%s not isolated)",
+                "" if root else ", files and signals to your processes",
+            )
         self.pool_size = pool_size
         self.reuse = reuse
         self._idle: list[_Worker] = []
@@ -393,8 +181,11 @@ class Sandbox:
     @property
     def isolation(self) -> dict[str, bool]:
         """What this sandbox isolates: bwrap (namespaces, minimal fs), uid drop, network."""
-        return {"bwrap": self.use_bwrap, "uid_drop": self.drop_uid,
-                "network": self.use_bwrap or os.geteuid() == 0}
+        return {
+            "bwrap": self.use_bwrap,
+            "uid_drop": self.drop_uid,
+            "network": self.use_bwrap or os.geteuid() == 0,
+        }
 
     def __enter__(self) -> Sandbox:
         return self
@@ -452,8 +243,13 @@ class Sandbox:
             raise
 
     def _release(self, w: _Worker, clean: bool) -> None:
-        keep = (clean and self.reuse and not self._closed and not w.dead.is_set()
-                and w.jobs < self.limits.max_jobs_per_worker)
+        keep = (
+            clean
+            and self.reuse
+            and not self._closed
+            and not w.dead.is_set()
+            and w.jobs < self.limits.max_jobs_per_worker
+        )
         if not keep:
             w.kill()
         with self._cv:
@@ -463,12 +259,17 @@ class Sandbox:
                 self._live -= 1
             self._cv.notify()
 
-    def _job(self, job: dict[str, Any], llm: LLMCallback | Any | None,
-             timeout: float | None) -> tuple[dict[str, Any], float]:
+    def _job(
+        self, job: dict[str, Any], llm: LLMCallback | Any | None, timeout: float | None
+    ) -> tuple[dict[str, Any], float]:
         if llm is not None and not callable(llm):
             llm = llm_from_model(llm)
-        job = {"op": "run", "cpu_seconds": self.limits.cpu_seconds,
-               "max_output": self.limits.max_output_bytes, **job}
+        job = {
+            "op": "run",
+            "cpu_seconds": self.limits.cpu_seconds,
+            "max_output": self.limits.max_output_bytes,
+            **job,
+        }
         w = self._acquire()
         start = time.perf_counter()
         clean = False
@@ -482,9 +283,15 @@ class Sandbox:
             log.info("sandbox job left %s behind; its worker was replaced", " and ".join(res["dirty"]))
         return res, wall
 
-    def run(self, source: str, entry: str = "forward", args: list[Any] | tuple[Any, ...] = (),
-            llm: LLMCallback | Any | None = None, env_preamble: str | None = None,
-            timeout: float | None = None) -> SandboxResult:
+    def run(
+        self,
+        source: str,
+        entry: str = "forward",
+        args: list[Any] | tuple[Any, ...] = (),
+        llm: LLMCallback | Any | None = None,
+        env_preamble: str | None = None,
+        timeout: float | None = None,
+    ) -> SandboxResult:
         """Exec `source` in fresh globals, call `entry(*args)`, return its (JSON) value.
 
         `llm` serves the code's `llm(prompt, **sampling)` calls: a `Model` or a callable taking the
@@ -495,24 +302,63 @@ class Sandbox:
         try:
             json.dumps(list(args))
         except (TypeError, ValueError) as e:
-            raise SandboxError(f"sandbox args must be JSON types (str, int, float, bool, None, list, "
-                               f"dict); got {e}") from e
-        res, wall = self._job({"mode": "call", "source": source, "entry": entry, "args": list(args),
-                               "preamble": env_preamble or ""}, llm, timeout)
-        return SandboxResult(ok=bool(res.get("ok")), value=res.get("value") if res.get("ok") else None,
-                             error=res.get("error"), error_kind=res.get("error_kind"),
-                             stdout=res.get("stdout", ""), stderr=res.get("stderr", ""),
-                             llm_calls=res.get("llm_calls", 0), wall_s=wall)
+            raise SandboxError(
+                f"sandbox args must be JSON types (str, int, float, bool, None, list, dict); got {e}"
+            ) from e
+        res, wall = self._job(
+            {
+                "mode": "call",
+                "source": source,
+                "entry": entry,
+                "args": list(args),
+                "preamble": env_preamble or "",
+            },
+            llm,
+            timeout,
+        )
+        return SandboxResult(
+            ok=bool(res.get("ok")),
+            value=res.get("value") if res.get("ok") else None,
+            error=res.get("error"),
+            error_kind=res.get("error_kind"),
+            stdout=res.get("stdout", ""),
+            stderr=res.get("stderr", ""),
+            llm_calls=res.get("llm_calls", 0),
+            wall_s=wall,
+        )
 
-    def run_code(self, code: str, stdin: str | None = None, timeout: float | None = None,
-                 llm: LLMCallback | Any | None = None) -> CodeResult:
+    def run_code(
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        llm: LLMCallback | Any | None = None,
+    ) -> CodeResult:
         """Run a Python snippet as `__main__` and capture what it prints (HumanEval checks, tools)."""
-        res, wall = self._job({"mode": "exec", "source": code, "entry": "", "args": [], "stdin": stdin or "",
-                               "filename": "<snippet>"}, llm, timeout)
-        value = res.get("value") if isinstance(res.get("value"), dict) else {}
-        return CodeResult(ok=bool(res.get("ok")), stdout=res.get("stdout", ""), stderr=res.get("stderr", ""),
-                          exit_code=value.get("exit_code"), error=res.get("error"),
-                          error_kind=res.get("error_kind"), wall_s=wall)
+        res, wall = self._job(
+            {
+                "mode": "exec",
+                "source": code,
+                "entry": "",
+                "args": [],
+                "stdin": stdin or "",
+                "filename": "<snippet>",
+            },
+            llm,
+            timeout,
+        )
+        value = res.get("value")
+        if not isinstance(value, dict):
+            value = {}
+        return CodeResult(
+            ok=bool(res.get("ok")),
+            stdout=res.get("stdout", ""),
+            stderr=res.get("stderr", ""),
+            exit_code=value.get("exit_code"),
+            error=res.get("error"),
+            error_kind=res.get("error_kind"),
+            wall_s=wall,
+        )
 
     def close(self) -> None:
         """Kill every worker; jobs still running fail."""
@@ -538,7 +384,8 @@ def default_sandbox() -> Sandbox:
         return _default
 
 
-def run_code(code: str, stdin: str | None = None, timeout: float | None = None,
-             sandbox: Sandbox | None = None) -> CodeResult:
+def run_code(
+    code: str, stdin: str | None = None, timeout: float | None = None, sandbox: Sandbox | None = None
+) -> CodeResult:
     """Run a Python snippet in the (default) sandbox and capture its stdout and stderr."""
     return (sandbox or default_sandbox()).run_code(code, stdin=stdin, timeout=timeout)

@@ -16,8 +16,9 @@ import pytest
 
 from agentmeta.agents.sandbox import Sandbox, SandboxLimits, bwrap_works
 
-LIMITS = SandboxLimits(cpu_seconds=2, memory_mb=256, max_processes=32, max_output_bytes=100_000,
-                       wall_seconds=4, tmp_mb=8)
+LIMITS = SandboxLimits(
+    cpu_seconds=2, memory_mb=256, max_processes=32, max_output_bytes=100_000, wall_seconds=4, tmp_mb=8
+)
 SECRET = "agentmeta-secret-" + str(random.randrange(10**12))
 os.environ["AGENTMETA_TEST_SECRET"] = SECRET  # set before any worker starts
 os.environ["HF_TOKEN"] = SECRET
@@ -77,12 +78,17 @@ def _live_sandbox_processes() -> list[int]:
 
 @pytest.mark.skipif(not IS_ROOT, reason="RLIMIT_NPROC per sandbox needs the per-worker uid (root)")
 def test_fork_bomb_is_contained(sb: Sandbox) -> None:
-    r = hostile(sb, "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
-                bound_s=LIMITS.wall_seconds + 6)
+    r = hostile(
+        sb,
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+        bound_s=LIMITS.wall_seconds + 6,
+    )
     assert not r.ok and r.error_kind == "timeout", r
     assert len(_live_sandbox_processes()) <= sb.pool_size  # only idle workers, every fork is gone
     # RLIMIT_NPROC stops forking well before the machine notices.
-    r = hostile(sb, """
+    r = hostile(
+        sb,
+        """
 import os, time
 pids = []
 for _ in range(200):
@@ -95,7 +101,8 @@ for _ in range(200):
         os._exit(0)
     pids.append(pid)
 return len(pids)
-""")
+""",
+    )
     assert r.ok and 0 < r.value < LIMITS.max_processes, r
     still_serves(sb)
 
@@ -112,11 +119,18 @@ def test_writes_outside_tmp_fail(sb: Sandbox, tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()
     repo_file = Path(__file__).resolve().parents[2] / "pwned.txt"
-    targets = [str(outside / "pwned.txt"), str(repo_file), "/etc/pwned.txt", os.path.expanduser("~/pwned.txt")]
+    targets = [
+        str(outside / "pwned.txt"),
+        str(repo_file),
+        "/etc/pwned.txt",
+        os.path.expanduser("~/pwned.txt"),
+    ]
     if sb.use_bwrap:  # even a world-writable folder of the host is invisible inside bwrap
         outside.chmod(0o777)
         tmp_path.chmod(0o777)
-    r = hostile(sb, """
+    r = hostile(
+        sb,
+        """
 import os
 done = []
 for p in args[0]:
@@ -128,7 +142,9 @@ for p in args[0]:
         pass
 open('inside.txt', 'w').write('fine')
 return done
-""", targets)
+""",
+        targets,
+    )
     assert r.ok and r.value == [], r
     for t in targets:
         assert not os.path.exists(t), t
@@ -142,7 +158,9 @@ def test_network_is_unreachable(sb: Sandbox) -> None:
     server.listen(1)
     server.settimeout(0.2)
     port = server.getsockname()[1]
-    r = hostile(sb, """
+    r = hostile(
+        sb,
+        """
 import socket
 out = []
 for host in ('127.0.0.1', '1.1.1.1'):
@@ -152,7 +170,9 @@ for host in ('127.0.0.1', '1.1.1.1'):
     except OSError:
         pass
 return out
-""", port)
+""",
+        port,
+    )
     with pytest.raises(TimeoutError):
         server.accept()
     server.close()
@@ -160,7 +180,9 @@ return out
 
 
 def test_secrets_in_parent_env_are_invisible(sb: Sandbox) -> None:
-    r = hostile(sb, """
+    r = hostile(
+        sb,
+        """
 import os
 seen = [repr(dict(os.environ))]
 for pid in os.listdir('/proc'):
@@ -170,7 +192,8 @@ for pid in os.listdir('/proc'):
         pass
 print(seen)
 return seen
-""")
+""",
+    )
     assert r.ok, r
     assert SECRET not in repr(r.value) and SECRET not in r.stdout
     assert "AGENTMETA_TEST_SECRET" not in repr(r.value)
@@ -178,7 +201,9 @@ return seen
 
 @pytest.mark.skipif(not IS_ROOT, reason="without a uid drop the plain fallback can signal the parent")
 def test_killing_the_parent_fails(sb: Sandbox) -> None:
-    r = hostile(sb, """
+    r = hostile(
+        sb,
+        """
 import os, signal
 for target in (args[0], os.getppid()):
     try:
@@ -190,7 +215,9 @@ try:
 except OSError:
     pass
 os.kill(0, signal.SIGKILL)  # its own process group: the worker dies
-""", os.getpid())
+""",
+        os.getpid(),
+    )
     assert not r.ok and r.error_kind == "crash", r
     assert os.getpid()  # still here
     still_serves(sb)
@@ -200,8 +227,11 @@ def test_stdout_flood_hits_output_cap(sb: Sandbox) -> None:
     r = hostile(sb, "while True:\n    print('x' * 1000)")
     assert not r.ok and r.error_kind == "output", r
     assert len(r.stdout) <= LIMITS.max_output_bytes
-    r = hostile(sb, "import sys\ntry:\n    while True:\n        sys.stderr.write('y' * 1000)\nexcept BaseException:\n"
-                    "    pass\nreturn 'swallowed'")
+    r = hostile(
+        sb,
+        "import sys\ntry:\n    while True:\n        sys.stderr.write('y' * 1000)\nexcept BaseException:\n"
+        "    pass\nreturn 'swallowed'",
+    )
     assert not r.ok and r.error_kind == "output", r
     still_serves(sb)
 
@@ -237,7 +267,9 @@ def test_archive_and_checkout_are_unreadable(sb: Sandbox, tmp_path: Path) -> Non
     paths = [str(archive / "answers.json")]
     if sb.use_bwrap:  # the checkout and installed packages are not mounted at all
         paths += [str(Path(__file__).resolve()), os.path.realpath(pytest.__file__)]
-    r = hostile(sb, """
+    r = hostile(
+        sb,
+        """
 out = []
 for p in args[0]:
     try:
@@ -245,7 +277,9 @@ for p in args[0]:
     except OSError:
         pass
 return out
-""", paths)
+""",
+        paths,
+    )
     assert r.ok and r.value == [], r
 
 
@@ -263,7 +297,9 @@ def _cmdlines_with(marker: str) -> list[int]:
 
 def test_spawned_processes_do_not_outlive_the_job(sb: Sandbox) -> None:
     marker = f"{random.randrange(10**6)}.{random.randrange(10**6)}"
-    r = hostile(sb, """
+    r = hostile(
+        sb,
+        """
 import os, subprocess
 subprocess.Popen(['sleep', args[0]])
 if os.fork() == 0:  # a daemon: double fork, new session
@@ -273,7 +309,9 @@ if os.fork() == 0:  # a daemon: double fork, new session
     os._exit(0)
 os.wait()
 return 'left behind'
-""", marker)
+""",
+        marker,
+    )
     assert r.ok and r.value == "left behind", r
     deadline = time.monotonic() + 3
     while _cmdlines_with(marker) and time.monotonic() < deadline:
@@ -283,9 +321,14 @@ return 'left behind'
 
 
 def test_jobs_in_a_reused_worker_do_not_share_globals_or_builtins(sb: Sandbox) -> None:
-    r1 = sb.run("import builtins\nSTATE = 1\ndef forward():\n    builtins.len = lambda x: 42\n"
-                "    return __import__('os').getpid()\n", "forward")
-    r2 = sb.run("def forward():\n    return [len('abc'), 'STATE' in globals(), __import__('os').getpid()]\n",
-                "forward")
+    r1 = sb.run(
+        "import builtins\nSTATE = 1\ndef forward():\n    builtins.len = lambda x: 42\n"
+        "    return __import__('os').getpid()\n",
+        "forward",
+    )
+    r2 = sb.run(
+        "def forward():\n    return [len('abc'), 'STATE' in globals(), __import__('os').getpid()]\n",
+        "forward",
+    )
     assert r1.ok and r2.ok, (r1, r2)
     assert r2.value[:2] == [3, False]
