@@ -193,12 +193,10 @@ def _uid_processes(uid: int) -> list[int]:
         try:
             if os.stat(f"/proc/{entry}").st_uid != uid:
                 continue
-            with open(f"/proc/{entry}/stat") as f:
-                if f.read().rpartition(")")[2].split()[0] == "Z":
-                    continue  # a zombie waits for its parent to reap it; it holds nothing
-            pids.append(int(entry))
-        except (OSError, IndexError):
+        except OSError:
             continue
+        if _alive(int(entry)):
+            pids.append(int(entry))
     return pids
 
 
@@ -209,6 +207,15 @@ def _user_task_count(uid: int) -> int:
         with contextlib.suppress(OSError):
             total += len(os.listdir(f"/proc/{pid}/task"))
     return total
+
+
+def _alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie (a zombie holds no resources but its pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
 
 
 def _descendants(pid: int) -> list[int]:
@@ -456,15 +463,26 @@ class _Worker:
     def _kill(self) -> None:
         if self.uid is not None:
             _kill_uid(self.uid)
-        for pid in _descendants(self.proc.pid):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
+        # Kill the tree below the worker (or below bwrap) while its root still holds it together:
+        # orphans re-parent to the subreaper worker / the namespace's init, so they stay in the tree.
+        seen: set[int] = set()
+        for _ in range(20):
+            tree = [p for p in _descendants(self.proc.pid) if _alive(p)]
+            if not tree:
+                break
+            seen.update(tree)
+            for pid in tree:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(OSError):
             self.proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
+        deadline = time.monotonic() + 2
+        while any(_alive(p) for p in seen) and time.monotonic() < deadline:
+            time.sleep(0.01)
         if self.uid is not None:
             _kill_uid(self.uid)
         self.dead.set()

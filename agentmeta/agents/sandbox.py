@@ -37,6 +37,7 @@ and, when not root (no uid drop), signals to the parent's other processes. Use b
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -381,6 +382,7 @@ def default_sandbox() -> Sandbox:
     with _default_lock:
         if _default is None or _default._closed:
             _default = Sandbox()
+            atexit.register(_default.close)
         return _default
 
 
