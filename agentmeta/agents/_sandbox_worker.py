@@ -15,6 +15,7 @@ Protocol: one JSON object per line. Parent -> worker: `{"op": "run", ...}` jobs 
 
 import builtins
 import ctypes
+import gc
 import io
 import json
 import os
@@ -24,6 +25,10 @@ import sys
 import threading
 import time
 import traceback
+
+# The worker's own references, taken before any job runs: a job that monkey-patches json or os
+# cannot change how this job's result is encoded or sent (and the patch marks the worker dirty).
+_dumps, _loads, _write = json.dumps, json.loads, os.write
 
 CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
@@ -78,19 +83,19 @@ class Channel:
         threading.Thread(target=self._read, daemon=True).start()
 
     def send(self, msg: dict) -> None:
-        self.send_text(json.dumps(msg, separators=(",", ":")))
+        self.send_text(_dumps(msg, separators=(",", ":")))
 
     def send_text(self, text: str) -> None:
         data = (text + "\n").encode()
         with self.wlock:
             view = memoryview(data)
             while view:
-                n = os.write(self.wfd, view)
+                n = _write(self.wfd, view)
                 view = view[n:]
 
     def _read(self) -> None:
         for line in self.rfile:
-            msg = json.loads(line)
+            msg = _loads(line)
             if msg.get("op") == "llm_reply":
                 with self.replies_cv:
                     self.replies[msg["id"]] = msg
@@ -195,6 +200,39 @@ def describe(exc: BaseException) -> str:
     return "".join(lines)[-4000:]
 
 
+def runtime_state() -> tuple:
+    """Process-wide hooks a job could leave behind to watch or alter the next job in this worker."""
+    mods = ("json", "os", "io", "sys", "threading", "builtins", "traceback", "resource")
+    return (
+        tuple(id(sys.modules.get(m)) for m in mods),
+        json.dumps,
+        json.loads,
+        json.JSONEncoder.encode,
+        os.write,
+        os.read,
+        compile,
+        exec,
+        sys.gettrace(),
+        sys.getprofile(),
+        getattr(threading, "_trace_hook", None),
+        getattr(threading, "_profile_hook", None),
+        tuple(sys.meta_path),
+        tuple(sys.path_hooks),
+        tuple(sys.path),
+        len(gc.callbacks),
+        sys.excepthook,
+        threading.excepthook,
+        signal.getsignal(signal.SIGXCPU),
+        signal.getsignal(signal.SIGPIPE),
+    )
+
+
+def no_new_audit_hooks(event: str, args: tuple) -> None:
+    # Audit hooks cannot be removed; one left by a job would see every later job's code.
+    if event == "sys.addaudithook":
+        raise RuntimeError("sys.addaudithook is not allowed in the sandbox")
+
+
 def run_job(job: dict, channel: Channel) -> dict:
     budget = [job["max_output"]]
     out, err = CappedText(budget), CappedText(budget)
@@ -210,6 +248,7 @@ def run_job(job: dict, channel: Channel) -> dict:
     sys.stdout, sys.stderr = out, err
     sys.stdin = io.StringIO(job.get("stdin") or "")
     threads_before = set(threading.enumerate())
+    state_before = runtime_state()
     builtins_before = dict(builtins.__dict__)
     recursion_before = sys.getrecursionlimit()
     res: dict = {"op": "result", "ok": True, "value": None, "error": None, "error_kind": None}
@@ -254,13 +293,15 @@ def run_job(job: dict, channel: Channel) -> dict:
         leftovers.append("threads")
     if child_pids():
         leftovers.append("processes")
+    if runtime_state() != state_before:
+        leftovers.append("patched runtime")
     res["dirty"] = leftovers
     return res
 
 
 def encode(res: dict, cap: int) -> str:
     try:
-        text = json.dumps(res, separators=(",", ":"), allow_nan=False)
+        text = _dumps(res, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError, MemoryError) as e:
         kind = "memory" if isinstance(e, MemoryError) else "invalid"
         res = dict(
@@ -270,7 +311,7 @@ def encode(res: dict, cap: int) -> str:
             error_kind=kind,
             error=f"the return value is not JSON-serialisable: {type(e).__name__}: {e}"[:2000],
         )
-        text = json.dumps(res, separators=(",", ":"), default=repr)
+        text = _dumps(res, separators=(",", ":"), default=repr)
     if len(text) > cap:
         res = dict(
             res,
@@ -281,7 +322,7 @@ def encode(res: dict, cap: int) -> str:
             stderr=res["stderr"][:1000],
             error=f"the result is {len(text)} bytes, over the cap of {cap}",
         )
-        text = json.dumps(res, separators=(",", ":"), default=repr)
+        text = _dumps(res, separators=(",", ":"), default=repr)
     return text
 
 
@@ -296,6 +337,7 @@ def main() -> None:
         os.set_inheritable(fd, False)
     isolate(cfg)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    sys.addaudithook(no_new_audit_hooks)
     channel = Channel(ctl_in, ctl_out)
     channel.send({"op": "ready", "pid": os.getpid(), "uid": os.getuid(), "t": time.time()})
     while True:

@@ -23,12 +23,17 @@ from many sandboxes batch and hit the call cache). Scoring happens in the parent
 value only.
 
 Worker reuse and its limits: a warm worker runs jobs one after another, each in fresh module
-globals. What is *not* reset between jobs in one worker: the interpreter itself (a job can mutate
-`sys.modules`, builtins, monkey-patch the stdlib), files it wrote in the private /tmp, and the
-process-wide CPU counter (each job gets `cpu_seconds` more on its soft limit). A worker is thrown
-away after any job that failed by a limit, crash or invalid message, that left threads or
-processes behind, or after `max_jobs_per_worker` jobs; candidates from different campaigns should
-not share a `Sandbox`. `reuse=False` gives every job a fresh worker (cold start per job).
+globals; builtins and the recursion limit are restored after each job, and a job may not add an
+audit hook. A worker is thrown away after any job that failed by a limit, crash or invalid
+message, that left threads or processes behind, that changed process-wide hooks (json/os
+functions the worker uses, sys.meta_path, sys.path, trace/profile hooks, excepthooks, gc
+callbacks, signal handlers), or after `max_jobs_per_worker` jobs. Not reset and not detected:
+other mutations of imported stdlib modules (a job could patch, say, `re` to alter a later job's
+behaviour), files it wrote in the private /tmp, and the process-wide CPU counter (each job gets
+`cpu_seconds` more on its soft limit; the hard limit covers all jobs of the worker). So jobs in
+one worker are isolated from the host, not fully from each other: give candidates from different
+campaigns different `Sandbox`es, and use `reuse=False` (a fresh worker per job, ~70-110 ms) where
+one candidate must not be able to influence another's score.
 
 What is not contained: CPU and memory *bandwidth* (a job can slow its neighbours until it hits
 its limits), and, in the plain-subprocess fallback, network access, reads of world-readable files

@@ -348,3 +348,22 @@ def test_jobs_in_a_reused_worker_do_not_share_globals_or_builtins(sb: Sandbox) -
     )
     assert r1.ok and r2.ok, (r1, r2)
     assert r2.value[:2] == [3, False]
+
+
+def test_a_job_cannot_tamper_with_the_next_jobs_result(sb: Sandbox) -> None:
+    mark = "def forward():\n    open('mark', 'w').close()\n    return 'mine'\n"
+    forge = mark.replace(
+        "    return", '    json.dumps = lambda *a, **k: \'{"op": "result", "value": 1}\'\n    return'
+    )
+    check = "import os\ndef forward():\n    return os.path.exists('mark')\n"
+    with Sandbox(LIMITS, use_bwrap=sb.use_bwrap, pool_size=1) as one:
+        assert one.run(mark, "forward").ok and one.run(check, "forward").value is True  # same worker
+        first = one.run("import json\n" + forge, "forward")
+        assert first.ok and first.value == "mine", first  # its own result is encoded honestly
+        nxt = one.run(check, "forward")
+        assert nxt.ok and nxt.value is False  # the patched worker was replaced by a fresh one
+    # Audit hooks cannot be removed, so a job may not add one (it would see later jobs' code).
+    spy = "import sys\ndef forward():\n    seen = []\n    sys.addaudithook(lambda e, a: seen.append(e))\n"
+    spy += "    compile('1', 'x', 'eval')\n    return len(seen)\n"
+    hook = sb.run(spy, "forward")
+    assert hook.ok and hook.value == 0, hook
