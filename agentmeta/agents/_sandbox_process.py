@@ -274,6 +274,8 @@ class _Job:
         self.done = threading.Event()
         self.result: dict[str, Any] | None = None
         self.failure: tuple[ErrorKind, str] | None = None
+        self.llm_calls = 0
+        self.lock = threading.Lock()
 
 
 class _Worker:
@@ -399,8 +401,15 @@ class _Worker:
 
     def _serve_llm(self, job: _Job | None, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"op": "llm_reply", "id": msg.get("id")}
+        cap = self.sb.limits.max_llm_calls
+        if job is not None:
+            with job.lock:
+                job.llm_calls += 1
+                over = job.llm_calls > cap
         if job is None or job.llm is None:
             reply["error"] = "this sandbox run has no model (llm=None)"
+        elif over:
+            reply["error"] = f"the job made more than max_llm_calls={cap} model calls"
         else:
             try:
                 reply["response"] = job.llm(msg["request"])

@@ -82,6 +82,8 @@ class SandboxLimits(BaseModel):
     """Wall-clock limit per job, enforced by the parent (kills the worker)."""
     tmp_mb: int = Field(default=64, ge=1)
     """Size of the private /tmp (bwrap) and the largest file a job may write."""
+    max_llm_calls: int = Field(default=256, ge=0)
+    """Model calls one job may make; later calls raise LLMError in the code (bounds the cost)."""
     max_jobs_per_worker: int = Field(default=200, ge=1)
     """A reused worker is replaced after this many jobs."""
 

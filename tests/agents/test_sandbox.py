@@ -139,3 +139,14 @@ def test_use_bwrap_true_fails_clearly_when_unavailable(monkeypatch: pytest.Monke
     monkeypatch.setattr(sandbox_mod, "bwrap_works", lambda root=None: False)
     with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
         Sandbox(use_bwrap=True)
+
+
+def test_model_calls_per_job_are_capped() -> None:
+    model = get_model("mock", outputs=lambda req: "x")
+    src = (
+        "def forward():\n    ok = 0\n    for _ in range(10):\n        try:\n            llm('q')\n"
+        "            ok += 1\n        except LLMError:\n            pass\n    return ok\n"
+    )
+    with Sandbox(SandboxLimits(max_llm_calls=3), pool_size=1) as box:
+        r = box.run(src, "forward", llm=model)
+    assert r.ok and r.value == 3 and model.usage.calls == 3
