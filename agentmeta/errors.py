@@ -54,3 +54,7 @@ def require(module: str, install: str, what: str | None = None):  # noqa: ANN201
 
 class InvalidAgentError(AgentMetaError):
     """A candidate agent is not valid (syntax error, missing forward, bad spec)."""
+
+
+class SandboxError(AgentMetaError):
+    """The sandbox could not start or talk to a worker (not a failure of the sandboxed code)."""

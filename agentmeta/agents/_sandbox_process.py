@@ -1,0 +1,507 @@
+"""Sandbox worker processes: how they are launched here (bwrap argv, interpreter, uid), the
+parent's end of their pipes, and how they are killed. Internal to `agentmeta.agents.sandbox`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentmeta.errors import SandboxError
+
+if TYPE_CHECKING:
+    from agentmeta.agents.sandbox import Sandbox
+
+log = logging.getLogger("agentmeta.agents.sandbox")
+
+ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash"]
+LLMCallback = Callable[[dict[str, Any]], dict[str, Any]]
+
+_WORKER_SOURCE = Path(__file__).with_name("_sandbox_worker.py").read_text()
+_UID_RANGE = (2_000_000, 2_000_000_000)
+"""Sandbox uids are drawn at random from this range (root only), one per worker."""
+
+
+@lru_cache(maxsize=1)
+def _bwrap_path() -> str | None:
+    return shutil.which("bwrap")
+
+
+def _accessible_to_others(path: str) -> bool:
+    """True if a process with another uid (no groups) can execute `path` and traverse its parents."""
+    p = Path(path)
+    try:
+        if not os.stat(p).st_mode & 0o001:
+            return False
+        return all(os.stat(parent).st_mode & 0o001 for parent in p.parents)
+    except OSError:
+        return False
+
+
+def _stdlib_dirs() -> list[str]:
+    paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
+    return [paths["stdlib"], paths["platstdlib"]]
+
+
+def _site_dirs() -> list[str]:
+    """Folders of installed packages (data sets live there) to hide inside the bound Python prefix."""
+    paths = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})
+    found = {paths["purelib"], paths["platlib"]}
+    for pattern in (
+        "/usr/lib/python3*/dist-packages",
+        "/usr/local/lib/python3*/*-packages",
+        "/usr/lib/python3*/site-packages",
+    ):
+        found.update(glob.glob(pattern))
+    return sorted(p for p in found if os.path.isdir(p))
+
+
+def _interpreter(drop_uid: bool) -> str:
+    """The Python binary of the workers: this one, or (plain mode as root) one the sandbox uid can run."""
+    exe = os.path.realpath(sys.executable)
+    if not drop_uid or (_accessible_to_others(exe) and all(_accessible_to_others(d) for d in _stdlib_dirs())):
+        return exe
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for cand in (
+        f"/usr/bin/{version}",
+        f"/usr/local/bin/{version}",
+        "/usr/bin/python3",
+        "/usr/local/bin/python3",
+    ):
+        real = os.path.realpath(cand)
+        if os.path.exists(real) and _accessible_to_others(real):
+            return real
+    return ""
+
+
+def _bwrap_argv(python: str, tmp_mb: int, ro_paths: tuple[str, ...], root: bool) -> list[str]:
+    argv = [
+        _bwrap_path() or "bwrap",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--new-session",
+    ]
+    if not root:
+        argv.append("--unshare-user")
+    for top in ("/usr", "/etc"):
+        argv += ["--ro-bind", top, top]
+    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
+    prefix = os.path.realpath(sys.base_prefix)
+    binds = [os.path.dirname(python), *_stdlib_dirs(), *(os.path.realpath(p) for p in ro_paths)]
+    if not prefix.startswith("/usr/"):
+        binds.insert(0, prefix)
+    for src in binds:
+        if any(src == m or src.startswith(m.rstrip("/") + "/") for m in made if m != "/"):
+            continue
+        for parent in reversed(Path(src).parents):
+            if str(parent) not in made:
+                argv += ["--perms", "0755", "--dir", str(parent)]
+                made.add(str(parent))
+        argv += ["--ro-bind", src, src]
+        made.add(src)
+    for site in _site_dirs():
+        if any(site.startswith(m.rstrip("/") + "/") for m in made if m != "/"):
+            argv += ["--tmpfs", site]
+    argv += [
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--size",
+        str(tmp_mb << 20),
+        "--tmpfs",
+        "/tmp",
+        "--remount-ro",
+        "/",
+        "--chdir",
+        "/tmp",
+    ]
+    if root:
+        # The worker starts as root only to drop to its own uid; it needs nothing else.
+        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    return argv
+
+
+@lru_cache(maxsize=4)
+def bwrap_works(root: bool | None = None) -> bool:
+    """True if bubblewrap is installed and can start a sandbox here (user namespaces allowed, ...)."""
+    if _bwrap_path() is None:
+        return False
+    root = os.geteuid() == 0 if root is None else root
+    argv = _bwrap_argv(os.path.realpath(sys.executable), 1, (), root)
+    try:
+        r = subprocess.run(
+            [*argv, os.path.realpath(sys.executable), "-I", "-S", "-c", "pass"],
+            capture_output=True,
+            timeout=20,
+            env=_child_env("/tmp"),
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if r.returncode != 0:
+        log.warning(
+            "bwrap is installed but cannot start a sandbox (%s); using plain subprocesses",
+            r.stderr.decode(errors="replace").strip()[:300],
+        )
+    return r.returncode == 0
+
+
+def _child_env(tmp: str) -> dict[str, str]:
+    """The whole environment of a worker: nothing inherited, so no keys, tokens or settings leak."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": tmp,
+        "TMPDIR": tmp,
+        "LANG": "C.UTF-8",
+        "MALLOC_ARENA_MAX": "2",
+    }
+
+
+def _uid_processes(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+        except OSError:
+            continue
+        if _alive(int(entry)):
+            pids.append(int(entry))
+    return pids
+
+
+def _user_task_count(uid: int) -> int:
+    """Threads of all processes of `uid` (what RLIMIT_NPROC counts)."""
+    total = 0
+    for pid in _uid_processes(uid):
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/task"))
+    return total
+
+
+def _alive(pid: int) -> bool:
+    """True if `pid` exists and is not a zombie (a zombie holds no resources but its pid)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(k) for k in f.read().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process of `uid` with one kill(-1) run as that uid (needs root)."""
+    kill = shutil.which("kill", path="/usr/bin:/bin")
+    for _ in range(10):
+        if kill is not None:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    [kill, "-9", "-1"],
+                    user=uid,
+                    group=uid,
+                    extra_groups=[],
+                    env={},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=10,
+                )
+        left = _uid_processes(uid)
+        if not left:
+            return
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    log.warning("processes of sandbox uid %d survived 10 kill rounds", uid)
+
+
+# ---------------------------------------------------------------------------------------------
+# One worker process
+
+
+class _Job:
+    def __init__(self, llm: LLMCallback | None) -> None:
+        self.llm = llm
+        self.done = threading.Event()
+        self.result: dict[str, Any] | None = None
+        self.failure: tuple[ErrorKind, str] | None = None
+        self.llm_calls = 0
+        self.lock = threading.Lock()
+
+
+class _Worker:
+    """A started worker, its control pipe reader and its stderr drain."""
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        self.sb = sandbox
+        lim = sandbox.limits
+        self.uid = (
+            secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0] if sandbox.drop_uid else None
+        )
+        self.tmpdir: str | None = None
+        if sandbox.use_bwrap:
+            tmp = "/tmp"
+        else:
+            self.tmpdir = tmp = tempfile.mkdtemp(prefix="agentmeta-sbx-")
+            if self.uid is not None:
+                os.chown(tmp, self.uid, self.uid)
+        cfg: dict[str, Any] = {
+            "memory_mb": lim.memory_mb,
+            "file_mb": lim.tmp_mb,
+            "tmp": tmp,
+            "cpu_hard": lim.cpu_seconds * lim.max_jobs_per_worker + 10,
+            "uid": self.uid,
+            "unshare_net": not sandbox.use_bwrap and os.geteuid() == 0,
+            "subreaper": not sandbox.use_bwrap,
+        }
+        # NPROC counts per user: with our own uid the worker's processes alone; otherwise all of
+        # the user's, so the limit is what the user has now plus the allowance.
+        cfg["nproc"] = (
+            lim.max_processes if self.uid is not None else _user_task_count(os.geteuid()) + lim.max_processes
+        )
+        argv = [sandbox.python, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(cfg)]
+        if sandbox.use_bwrap:
+            argv = [*sandbox.bwrap_prefix, *argv]
+        self.stderr_tail: deque[bytes] = deque(maxlen=16)
+        self.jobs = 0
+        self.dead = threading.Event()
+        self.killed_for: ErrorKind | None = None
+        self._job: _Job | None = None
+        self._wlock = threading.Lock()
+        self._kill_lock = threading.Lock()
+        self._killed = False
+        self._ready = threading.Event()
+        self.started = time.perf_counter()
+        try:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=_child_env(tmp),
+                cwd=tmp,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as e:
+            self._cleanup_tmp()
+            raise SandboxError(f"could not start a sandbox worker ({argv[0]}): {e}") from e
+        threading.Thread(target=self._drain_stderr, daemon=True, name="sandbox-stderr").start()
+        threading.Thread(target=self._read, daemon=True, name="sandbox-reader").start()
+        if not self._ready.wait(30) or self.dead.is_set():
+            self.kill()
+            raise SandboxError("a sandbox worker did not start: " + self.stderr_text()[-1500:])
+
+    # -- pipes ------------------------------------------------------------------------------
+    def stderr_text(self) -> str:
+        return b"".join(self.stderr_tail).decode(errors="replace")
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := self.proc.stderr.read1(4096):  # type: ignore[attr-defined]
+            self.stderr_tail.append(chunk)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg, separators=(",", ":")) + "\n").encode()
+        with self._wlock:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        cap = 4 * self.sb.limits.max_output_bytes + 65536
+        try:
+            while True:
+                line = self.proc.stdout.readline(cap + 1)
+                if not line:
+                    break
+                if len(line) > cap:
+                    self._fail("output", f"the sandboxed code sent a message over {cap} bytes")
+                    break
+                try:
+                    msg = json.loads(line)
+                    op = msg["op"]
+                except (ValueError, KeyError, TypeError):
+                    self._fail("invalid", "the sandboxed code wrote garbage on the control pipe")
+                    break
+                if op == "ready":
+                    self._ready.set()
+                elif op == "llm":
+                    self.sb._llm_pool.submit(self._serve_llm, self._job, msg)
+                elif op == "result" and self._job is not None and not self._job.done.is_set():
+                    self._job.result = msg
+                    self._job.done.set()
+                else:
+                    self._fail("invalid", f"unexpected control message {op!r}")
+                    break
+        finally:
+            self.dead.set()
+            self._ready.set()
+            job = self._job
+            if job is not None and not job.done.is_set():
+                job.done.set()
+
+    def _fail(self, kind: ErrorKind, message: str) -> None:
+        job = self._job
+        if job is not None and not job.done.is_set():
+            job.failure = (kind, message)
+            self.killed_for = kind
+            job.done.set()
+        self.kill()
+
+    def _serve_llm(self, job: _Job | None, msg: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"op": "llm_reply", "id": msg.get("id")}
+        cap = self.sb.limits.max_llm_calls
+        if job is not None:
+            with job.lock:
+                job.llm_calls += 1
+                over = job.llm_calls > cap
+        if job is None or job.llm is None:
+            reply["error"] = "this sandbox run has no model (llm=None)"
+        elif over:
+            reply["error"] = f"the job made more than max_llm_calls={cap} model calls"
+        else:
+            try:
+                reply["response"] = job.llm(msg["request"])
+            except Exception as e:  # noqa: BLE001 - the candidate sees the failure as LLMError
+                reply["error"] = f"{type(e).__name__}: {e}"[:2000]
+        with contextlib.suppress(OSError, ValueError):
+            self._send(reply)
+
+    # -- jobs -------------------------------------------------------------------------------
+    def run(self, job_msg: dict[str, Any], llm: LLMCallback | None, wall_s: float) -> dict[str, Any]:
+        """Run one job; returns the worker's result message or a synthesized failure."""
+        job = _Job(llm)
+        self._job = job
+        self.jobs += 1
+        try:
+            self._send(job_msg)
+        except (OSError, ValueError):
+            return self._death_result(job)
+        if not job.done.wait(wall_s):
+            job.failure = ("timeout", f"the job ran past the wall-clock limit of {wall_s:g} s")
+            self.killed_for = "timeout"
+            self.kill()
+        if job.failure is not None:
+            kind, message = job.failure
+            return {"ok": False, "error_kind": kind, "error": message}
+        if job.result is None:
+            return self._death_result(job)
+        return job.result
+
+    def _death_result(self, job: _Job) -> dict[str, Any]:
+        """Classify a worker that died in the middle of a job."""
+        try:
+            rc = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            rc = self.proc.returncode
+        time.sleep(0.02)  # let the stderr drain catch the last words
+        tail = self.stderr_text()[-1500:]
+        sig = -rc if rc is not None and rc < 0 else (rc - 128 if self.sb.use_bwrap and rc and rc > 128 else 0)
+        kind: ErrorKind = "crash"
+        if sig == signal.SIGXCPU:
+            kind, what = "timeout", f"the job used more than {self.sb.limits.cpu_seconds} s of CPU"
+        elif sig == signal.SIGXFSZ:
+            kind, what = "output", f"the job wrote a file over {self.sb.limits.tmp_mb} MiB"
+        elif "MemoryError" in tail:
+            kind, what = "memory", f"the job ran out of its {self.sb.limits.memory_mb} MiB"
+        elif sig:
+            what = f"the worker was killed by {signal.Signals(sig).name}"
+        else:
+            what = f"the worker exited with status {rc}"
+        return {"ok": False, "error_kind": kind, "error": f"{what}; last output: {tail}" if tail else what}
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started: its uid, its session, its process tree."""
+        with self._kill_lock:
+            if not self._killed:
+                self._kill()
+                self._killed = True
+
+    def _kill(self) -> None:
+        if self.uid is not None:
+            _kill_uid(self.uid)
+        # Kill the tree below the worker (or below bwrap) while its root still holds it together:
+        # orphans re-parent to the subreaper worker / the namespace's init, so they stay in the tree.
+        seen: set[int] = set()
+        for _ in range(20):
+            tree = [p for p in _descendants(self.proc.pid) if _alive(p)]
+            if not tree:
+                break
+            seen.update(tree)
+            for pid in tree:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(OSError):
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        deadline = time.monotonic() + 2
+        while any(_alive(p) for p in seen) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self.uid is not None:
+            _kill_uid(self.uid)
+        self.dead.set()
+        for stream in (self.proc.stdin,):
+            with contextlib.suppress(OSError, ValueError):
+                if stream is not None:
+                    stream.close()
+        self._cleanup_tmp()
+
+    def _cleanup_tmp(self) -> None:
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None

@@ -1,0 +1,400 @@
+"""Process isolation for untrusted candidate code, with model calls served by the parent.
+
+Candidate code runs in a separate worker process, never in the campaign's process:
+
+- **bubblewrap** (`bwrap`) when it is installed and works: new pid, network, ipc and uts
+  namespaces (no network at all), a minimal read-only root (/usr, /etc, the Python prefix; no
+  site-packages, no home, no working tree, no archive), a private size-capped tmpfs /tmp,
+  `--die-with-parent`, `--new-session`.
+- a **plain subprocess** otherwise, in its own session, with a private temp dir as cwd.
+
+Both ways the worker starts with an empty environment (no API keys, no tokens, no AGENTMETA_*
+settings) and sets hard resource limits on itself before running any candidate code: address space
+(RLIMIT_AS), CPU seconds, processes (RLIMIT_NPROC), file size, open files, no core dumps. When the
+parent runs as root, each worker also drops to a fresh random uid, which makes RLIMIT_NPROC count
+only that worker's processes, makes the parent and files of other users unreachable, and lets the
+parent kill every process the worker left behind with one `kill(-1)` as that uid. The parent
+enforces the wall clock (kill the worker, its session, its process tree and its uid) and the
+output cap (a control message over the cap kills the worker).
+
+Model calls: the worker has no model and no key. Its `llm(prompt, **sampling)` sends the request
+over the control pipe; the parent answers through the `llm` callback (normally a `Model`, so calls
+from many sandboxes batch and hit the call cache). Scoring happens in the parent on the returned
+value only.
+
+Worker reuse and its limits: a warm worker runs jobs one after another, each in fresh module
+globals; builtins and the recursion limit are restored after each job, and a job may not add an
+audit hook. A worker is thrown away after any job that failed by a limit, crash or invalid
+message, that left threads or processes behind, that changed process-wide hooks (json/os
+functions the worker uses, sys.meta_path, sys.path, trace/profile hooks, excepthooks, gc
+callbacks, signal handlers), or after `max_jobs_per_worker` jobs. Not reset and not detected:
+other mutations of imported stdlib modules (a job could patch, say, `re` to alter a later job's
+behaviour), files it wrote in the private /tmp, and the process-wide CPU counter (each job gets
+`cpu_seconds` more on its soft limit; the hard limit covers all jobs of the worker). So jobs in
+one worker are isolated from the host, not fully from each other: give candidates from different
+campaigns different `Sandbox`es, and use `reuse=False` (a fresh worker per job, ~70-110 ms) where
+one candidate must not be able to influence another's score.
+
+What is not contained: CPU and memory *bandwidth* (a job can slow its neighbours until it hits
+its limits), and, in the plain-subprocess fallback, network access, reads of world-readable files
+and, when not root (no uid drop), signals to the parent's other processes. Use bwrap.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from agentmeta.agents._sandbox_process import (
+    ErrorKind,
+    LLMCallback,
+    _bwrap_argv,
+    _interpreter,
+    _Worker,
+    bwrap_works,
+)
+from agentmeta.errors import SandboxError
+
+log = logging.getLogger(__name__)
+
+
+class SandboxLimits(BaseModel):
+    """Resource limits of one sandboxed job (and of the worker process that runs it)."""
+
+    cpu_seconds: int = Field(default=30, ge=1)
+    """CPU seconds per job (all threads); past it the worker gets SIGXCPU."""
+    memory_mb: int = Field(default=1024, ge=64)
+    """Address-space limit of the worker and each of its processes, in MiB."""
+    max_processes: int = Field(default=64, ge=4)
+    """Processes and threads the worker may have at once (RLIMIT_NPROC)."""
+    max_output_bytes: int = Field(default=1_000_000, ge=1024)
+    """Cap on printed output and on the size of the returned value."""
+    wall_seconds: float = Field(default=60.0, gt=0)
+    """Wall-clock limit per job, enforced by the parent (kills the worker)."""
+    tmp_mb: int = Field(default=64, ge=1)
+    """Size of the private /tmp (bwrap) and the largest file a job may write."""
+    max_llm_calls: int = Field(default=256, ge=0)
+    """Model calls one job may make; later calls raise LLMError in the code (bounds the cost)."""
+    max_jobs_per_worker: int = Field(default=200, ge=1)
+    """A reused worker is replaced after this many jobs."""
+
+
+class SandboxResult(BaseModel):
+    """What one sandboxed call returned."""
+
+    ok: bool
+    """True if the entry function returned a JSON-able value within every limit."""
+    value: Any = None
+    """The returned value (JSON types only); None when not ok."""
+    error: str | None = None
+    """What went wrong: the candidate's traceback or the limit that was hit."""
+    error_kind: ErrorKind | None = None
+    """timeout, memory, output, exception (raised by the code), invalid (bad value/message) or crash."""
+    stdout: str = ""
+    """What the code printed, up to the output cap."""
+    stderr: str = ""
+    """What the code wrote to sys.stderr, up to the output cap."""
+    llm_calls: int = 0
+    """Model calls the code made."""
+    wall_s: float = 0.0
+    """Wall time of the job as seen by the parent."""
+
+
+class CodeResult(BaseModel):
+    """What running a plain Python snippet printed and how it ended."""
+
+    ok: bool
+    """True if the snippet ran to the end (or exited with status 0)."""
+    stdout: str = ""
+    stderr: str = ""
+    exit_code: int | None = None
+    """0, the sys.exit status, or None when it was killed or raised."""
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    wall_s: float = 0.0
+
+
+def llm_from_model(model: Any) -> LLMCallback:
+    """Wrap a `Model` as the parent-side `llm` callback: request fields in, response fields out."""
+    from agentmeta.models.types import GenerateRequest
+
+    def call(request: dict[str, Any]) -> dict[str, Any]:
+        resp = model.generate(GenerateRequest(**request))
+        return resp.model_dump(mode="json")
+
+    return call
+
+
+# ---------------------------------------------------------------------------------------------
+# The public front
+
+
+class Sandbox:
+    """Runs untrusted code in warm, isolated worker processes; thread-safe.
+
+    `use_bwrap=None` uses bubblewrap when it works here, else plain subprocesses; True requires it.
+    `pool_size` workers at most run at once (callers beyond wait); `reuse=False` starts a fresh
+    worker per job. `ro_paths` are extra folders made visible (read-only) inside bwrap.
+    """
+
+    def __init__(
+        self,
+        limits: SandboxLimits | None = None,
+        *,
+        use_bwrap: bool | None = None,
+        pool_size: int = 4,
+        reuse: bool = True,
+        ro_paths: tuple[str, ...] = (),
+    ) -> None:
+        self.limits = limits or SandboxLimits()
+        root = os.geteuid() == 0
+        works = bwrap_works(root)
+        if use_bwrap and not works:
+            raise SandboxError(
+                "use_bwrap=True but bubblewrap cannot start a sandbox here; "
+                "install it (apt-get install bubblewrap) or pass use_bwrap=None"
+            )
+        self.use_bwrap = works if use_bwrap is None else bool(use_bwrap)
+        self.python = os.path.realpath(sys.executable) if self.use_bwrap else _interpreter(root)
+        self.drop_uid = root and bool(self.python)
+        if not self.python:
+            self.python = os.path.realpath(sys.executable)
+            log.warning("no Python binary usable by an unprivileged uid; sandbox workers run as root")
+        self.bwrap_prefix = (
+            _bwrap_argv(self.python, self.limits.tmp_mb, ro_paths, root) if self.use_bwrap else []
+        )
+        if not self.use_bwrap:
+            log.warning(
+                "sandbox without bubblewrap: plain subprocesses (network%s not isolated)",
+                "" if root else ", files and signals to your processes",
+            )
+        self.pool_size = pool_size
+        self.reuse = reuse
+        self._idle: list[_Worker] = []
+        self._live = 0
+        self._cv = threading.Condition()
+        self._closed = False
+        self._llm_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sandbox-llm")
+        self.workers_started = 0
+
+    @property
+    def isolation(self) -> dict[str, bool]:
+        """What this sandbox isolates: bwrap (namespaces, minimal fs), uid drop, network."""
+        return {
+            "bwrap": self.use_bwrap,
+            "uid_drop": self.drop_uid,
+            "network": self.use_bwrap or os.geteuid() == 0,
+        }
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def warm(self, n: int | None = None) -> None:
+        """Start up to `n` (default `pool_size`) idle workers now, so the first jobs start fast."""
+        n = min(n or self.pool_size, self.pool_size)
+        with self._cv:
+            want = max(0, min(n - len(self._idle), self.pool_size - self._live))
+            self._live += want
+        started = list(self._llm_pool.map(lambda _: self._spawn_or_none(), range(want)))
+        with self._cv:
+            for w in started:
+                if w is None:
+                    self._live -= 1
+                else:
+                    self._idle.append(w)
+            self._cv.notify_all()
+
+    def _spawn_or_none(self) -> _Worker | None:
+        try:
+            return self._spawn()
+        except SandboxError as e:
+            log.warning("%s", e)
+            return None
+
+    def _spawn(self) -> _Worker:
+        w = _Worker(self)
+        self.workers_started += 1
+        return w
+
+    def _acquire(self) -> _Worker:
+        with self._cv:
+            while True:
+                if self._closed:
+                    raise SandboxError("the sandbox is closed")
+                while self._idle:
+                    w = self._idle.pop()
+                    if not w.dead.is_set():
+                        return w
+                    self._live -= 1
+                if self._live < self.pool_size:
+                    self._live += 1
+                    break
+                self._cv.wait()
+        try:
+            return self._spawn()
+        except BaseException:
+            with self._cv:
+                self._live -= 1
+                self._cv.notify()
+            raise
+
+    def _release(self, w: _Worker, clean: bool) -> None:
+        keep = (
+            clean
+            and self.reuse
+            and not self._closed
+            and not w.dead.is_set()
+            and w.jobs < self.limits.max_jobs_per_worker
+        )
+        if not keep:
+            w.kill()
+        with self._cv:
+            if keep:
+                self._idle.append(w)
+            else:
+                self._live -= 1
+            self._cv.notify()
+
+    def _job(
+        self, job: dict[str, Any], llm: LLMCallback | Any | None, timeout: float | None
+    ) -> tuple[dict[str, Any], float]:
+        if llm is not None and not callable(llm):
+            llm = llm_from_model(llm)
+        job = {
+            "op": "run",
+            "cpu_seconds": self.limits.cpu_seconds,
+            "max_output": self.limits.max_output_bytes,
+            **job,
+        }
+        w = self._acquire()
+        start = time.perf_counter()
+        clean = False
+        try:
+            res = w.run(job, llm, timeout or self.limits.wall_seconds)
+            clean = bool(res.get("ok") or res.get("error_kind") == "exception") and not res.get("dirty")
+        finally:
+            wall = time.perf_counter() - start
+            self._release(w, clean)
+        if res.get("dirty"):
+            log.info("sandbox job left %s behind; its worker was replaced", " and ".join(res["dirty"]))
+        return res, wall
+
+    def run(
+        self,
+        source: str,
+        entry: str = "forward",
+        args: list[Any] | tuple[Any, ...] = (),
+        llm: LLMCallback | Any | None = None,
+        env_preamble: str | None = None,
+        timeout: float | None = None,
+    ) -> SandboxResult:
+        """Exec `source` in fresh globals, call `entry(*args)`, return its (JSON) value.
+
+        `llm` serves the code's `llm(prompt, **sampling)` calls: a `Model` or a callable taking the
+        request fields (`GenerateRequest`) as a dict and returning the response fields as a dict.
+        `env_preamble` is exec'd first in the same globals (e.g. an `LLMAgentBase` helper).
+        Arguments must be JSON types. Never raises for a failure of the code, only `SandboxError`.
+        """
+        try:
+            json.dumps(list(args))
+        except (TypeError, ValueError) as e:
+            raise SandboxError(
+                f"sandbox args must be JSON types (str, int, float, bool, None, list, dict); got {e}"
+            ) from e
+        res, wall = self._job(
+            {
+                "mode": "call",
+                "source": source,
+                "entry": entry,
+                "args": list(args),
+                "preamble": env_preamble or "",
+            },
+            llm,
+            timeout,
+        )
+        return SandboxResult(
+            ok=bool(res.get("ok")),
+            value=res.get("value") if res.get("ok") else None,
+            error=res.get("error"),
+            error_kind=res.get("error_kind"),
+            stdout=res.get("stdout", ""),
+            stderr=res.get("stderr", ""),
+            llm_calls=res.get("llm_calls", 0),
+            wall_s=wall,
+        )
+
+    def run_code(
+        self,
+        code: str,
+        stdin: str | None = None,
+        timeout: float | None = None,
+        llm: LLMCallback | Any | None = None,
+    ) -> CodeResult:
+        """Run a Python snippet as `__main__` and capture what it prints (HumanEval checks, tools)."""
+        res, wall = self._job(
+            {
+                "mode": "exec",
+                "source": code,
+                "entry": "",
+                "args": [],
+                "stdin": stdin or "",
+                "filename": "<snippet>",
+            },
+            llm,
+            timeout,
+        )
+        value = res.get("value")
+        if not isinstance(value, dict):
+            value = {}
+        return CodeResult(
+            ok=bool(res.get("ok")),
+            stdout=res.get("stdout", ""),
+            stderr=res.get("stderr", ""),
+            exit_code=value.get("exit_code"),
+            error=res.get("error"),
+            error_kind=res.get("error_kind"),
+            wall_s=wall,
+        )
+
+    def close(self) -> None:
+        """Kill every worker; jobs still running fail."""
+        with self._cv:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._cv.notify_all()
+        for w in idle:
+            w.kill()
+        self._llm_pool.shutdown(wait=False)
+
+
+_default: Sandbox | None = None
+_default_lock = threading.Lock()
+
+
+def default_sandbox() -> Sandbox:
+    """The process-wide sandbox with default limits (started on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None or _default._closed:
+            _default = Sandbox()
+            atexit.register(_default.close)
+        return _default
+
+
+def run_code(
+    code: str, stdin: str | None = None, timeout: float | None = None, sandbox: Sandbox | None = None
+) -> CodeResult:
+    """Run a Python snippet in the (default) sandbox and capture its stdout and stderr."""
+    return (sandbox or default_sandbox()).run_code(code, stdin=stdin, timeout=timeout)
