@@ -23,8 +23,24 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-TOPICS = ["a dragon", "the sea", "a robot", "a city", "a forest", "winter", "a train", "the moon",
-          "a library", "a storm", "a garden", "a castle", "a desert", "a river", "a market", "a clock"]
+TOPICS = [
+    "a dragon",
+    "the sea",
+    "a robot",
+    "a city",
+    "a forest",
+    "winter",
+    "a train",
+    "the moon",
+    "a library",
+    "a storm",
+    "a garden",
+    "a castle",
+    "a desert",
+    "a river",
+    "a market",
+    "a clock",
+]
 
 
 def prompts(k: int) -> list[str]:
@@ -35,15 +51,17 @@ def bench_raw(provider, texts: list[str], new_tokens: int) -> dict:
     import torch
 
     tok, model = provider.tokenizer, provider.model
-    chats = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-             for t in texts]
+    chats = [
+        tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+        for t in texts
+    ]
     tok.padding_side = "left"
     enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=new_tokens, do_sample=False, pad_token_id=provider.pad_id)
     wall = time.perf_counter() - start
-    new = out[:, enc["input_ids"].shape[1]:]
+    new = out[:, enc["input_ids"].shape[1] :]
     tokens = int(sum(int((row != provider.pad_id).sum()) for row in new))
     return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall}
 
@@ -65,8 +83,12 @@ def bench_callers(model, texts: list[str], new_tokens: int) -> dict:
         t.join()
     wall = time.perf_counter() - start
     tokens = sum(counts)
-    return {"tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
-            "backend_calls": model.backend_calls - before}
+    return {
+        "tokens": tokens,
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "backend_calls": model.backend_calls - before,
+    }
 
 
 def main() -> None:
@@ -100,9 +122,11 @@ def main() -> None:
         "ratio_batcher_vs_unbatched": batched["tokens_per_s"] / unbatched["tokens_per_s"],
     }
     print(f"{'mode':<34}{'tokens':>8}{'wall s':>9}{'tok/s':>9}")
-    for name, key in [("(a) raw model.generate, batch", "raw_batched_generate"),
-                      ("(b) batcher, concurrent callers", "batcher_concurrent_callers"),
-                      ("(c) one request at a time", "unbatched_one_at_a_time")]:
+    for name, key in [
+        ("(a) raw model.generate, batch", "raw_batched_generate"),
+        ("(b) batcher, concurrent callers", "batcher_concurrent_callers"),
+        ("(c) one request at a time", "unbatched_one_at_a_time"),
+    ]:
         r = result[key]
         print(f"{name:<34}{r['tokens']:>8}{r['wall_s']:>9.2f}{r['tokens_per_s']:>9.1f}")
     print(f"b/a = {result['ratio_batcher_vs_raw']:.2f}   b/c = {result['ratio_batcher_vs_unbatched']:.2f}")

@@ -81,12 +81,12 @@ def parse_workflow(text: str | dict[str, Any], n_workers: int) -> Workflow:
         raise ConfigError(f"workflow is not valid: {str(e).splitlines()[0]}") from e
 
 
-def plan(conductor: Conductor, question: str, workers: list[str]) -> Workflow:
+def plan(conductor: Conductor, question: str, workers: list[Any]) -> Workflow:
     if not workers:
         raise ConfigError("plan needs at least one worker model spec")
     if not question.strip():
         raise ConfigError("the question is empty: give the conductor a task")
-    listing = "\n".join(f"{i}: {w}" for i, w in enumerate(workers))
+    listing = "\n".join(f"{i}: {getattr(w, 'spec', w)}" for i, w in enumerate(workers))
     prompt = render("workflow-plan", workers=listing, question=question.strip())
     resp = conductor.model.generate(
         prompt,
@@ -101,7 +101,7 @@ def plan(conductor: Conductor, question: str, workers: list[str]) -> Workflow:
 def run_workflow(
     conductor: Conductor, question: str, workflow: Workflow, workers: list[str] | None = None
 ) -> WorkflowResult:
-    specs = workers or [conductor.expert_model.spec]
+    specs = workers or [conductor.expert_model]
     validate_workflow(workflow, len(specs))
     models = [get_model(s) for s in specs]
     usage = Usage()

@@ -32,6 +32,10 @@ class MockProvider(Provider):
         self.requests: list[GenerateRequest] = []
         """Every request seen, in order."""
 
+    def identity(self) -> str:
+        # each scripted mock answers differently: never share cache entries between instances
+        return f"mock:{id(self)}"
+
     def _next(self, request: GenerateRequest) -> str:
         if self._outputs is None:
             return "mock: " + request.messages[-1].content

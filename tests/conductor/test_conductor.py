@@ -135,9 +135,9 @@ def test_workflow_plan_and_run_respects_access():
 
     model = get_model("mock", outputs=answer)
     c = Conductor(model)
-    wf = c.plan("What is 4+5?", workers=["mock"])
+    wf = c.plan("What is 4+5?", workers=[model])
     assert [s.access for s in wf.steps] == [[], [0]]  # forward/unknown references dropped
-    res = c.run_workflow("What is 4+5?", wf, workers=["mock"])
+    res = c.run_workflow("What is 4+5?", wf, workers=[model])
     assert res.answer == "9"
     assert "first output" in seen[-1] and "first output" not in seen[-2]
 

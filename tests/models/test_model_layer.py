@@ -103,10 +103,15 @@ def test_call_cache_hits_for_seeded_calls_only(tmp_path):
     assert provider.backend_calls == 4
     assert cache.stats() == {"hits": 1, "misses": 2, "entries": 2}
     # persistent: a new cache object on the same file still hits
-    again = Model(MockProvider(lambda r: "other"), cache=CallCache(tmp_path / "calls.sqlite"))
-    assert again.generate("q", seed=1).text == "answer"
+    again = Model(provider, cache=CallCache(tmp_path / "calls.sqlite"))
+    assert again.generate("q", seed=1).cached
+    assert provider.backend_calls == 4
     # a different sampling parameter is a different key
-    assert again.generate("q", seed=1, temperature=0.5).text == "other"
+    assert not again.generate("q", seed=1, temperature=0.5).cached
+    assert provider.backend_calls == 5
+    # another scripted mock never sees this one's entries
+    other = Model(MockProvider(lambda r: "other"), cache=CallCache(tmp_path / "calls.sqlite"))
+    assert other.generate("q", seed=1).text == "other"
 
 
 def test_call_cache_off_switch(monkeypatch):
