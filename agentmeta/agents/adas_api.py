@@ -15,26 +15,23 @@ from collections import namedtuple
 Info = namedtuple("Info", ["name", "author", "content", "iteration_idx"])
 
 # Knobs the parent may override per run (set by the job before the candidate code runs).
-AGENT_MAX_TOKENS = 384
-FIELD_MAX_CHARS = {"thinking": 600, "answer": 200}
-DEFAULT_FIELD_MAX_CHARS = 400
+AGENT_MAX_TOKENS = 256
+FIELD_MAX_CHARS = {"thinking": 400, "answer": 120}
+DEFAULT_FIELD_MAX_CHARS = 300
 
-FORMAT_INST = (
-    "Reply EXACTLY with a JSON object with these fields, and nothing else:\n{fields}\n"
-    "Keep every field a plain string."
-)
+FORMAT_INST = "Reply with a JSON object with the fields {names}, each a plain string.\n{fields}"
 
 
 def _field_desc(field):
     if field == "thinking":
-        return "Your step-by-step thinking."
+        return "step-by-step reasoning"
     if field == "answer":
-        return "Your final answer: only the answer itself, no explanation."
+        return "the final answer alone, as short as possible"
     if field == "feedback":
-        return "Your feedback on the answer."
+        return "what is wrong with the answer, if anything"
     if field == "correct":
-        return "Exactly 'True' if the answer is correct, else 'False'."
-    return "Your " + field.replace("_", " ") + "."
+        return "True if the answer is correct, else False"
+    return field.replace("_", " ")
 
 
 def _parse_json_reply(text, fields):
@@ -75,8 +72,9 @@ class LLMAgentBase:
         self.id = f"{random.getrandbits(24):06x}"
 
     def generate_prompt(self, input_infos, instruction):
-        fields = "\n".join(f'"{f}": "{_field_desc(f)}"' for f in self.output_fields)
-        system = f"You are a {self.role}.\n\n" + FORMAT_INST.format(fields="{\n" + fields + "\n}")
+        fields = "\n".join(f"- {f}: {_field_desc(f)}" for f in self.output_fields)
+        names = ", ".join(self.output_fields)
+        system = f"You are a {self.role}.\n\n" + FORMAT_INST.format(names=names, fields=fields)
         parts = []
         for info in input_infos:
             name, author, content, iteration_idx = tuple(info)
