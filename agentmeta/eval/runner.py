@@ -17,7 +17,6 @@ from typing import Any
 
 from agentmeta.errors import ConfigError, DataError
 from agentmeta.eval.agents import Agent, get_agent
-from agentmeta.eval.stats import bootstrap_ci
 from agentmeta.eval.types import EvalResult, Sample, SampleRecord, Score, Suite
 from agentmeta.models import GenerateRequest, GenerateResponse, Model, Usage, get_model
 
@@ -133,6 +132,8 @@ def summarize(
     """Aggregate per-sample records into an `EvalResult` (mean, seeded bootstrap CI, error counts)."""
     if not records:
         raise DataError(f"suite {suite.name} ({suite.split}) has no samples to evaluate")
+    from agentmeta.eval.stats import bootstrap_ci  # numpy loads on first use, not on import
+
     ci = bootstrap_ci([r.score for r in records], seed=seed)
     errors = Counter((r.error or "")[:200] for r in records if r.error)
     if usage is None:

@@ -70,7 +70,7 @@ def _clean(text: str) -> str:
     text = text.strip()
     text = re.sub(r"^[*_`\s]+|[*_`\s]+$", "", text)
     text = text.strip().strip("$").strip()
-    if text.endswith(".") and not re.search(r"\d\.$", text[-2:]):
+    if text.endswith("."):
         text = text[:-1]
     return text.strip()
 
@@ -212,10 +212,15 @@ def choice(letters: str = "ABCD") -> ScorerFn:
 
 
 def _f1_tokens(text: str) -> list[str]:
+    """Tokens for F1: numbers by value (`12.0` == `12`, `1,000` == `1000`), words SQuAD-normalized."""
     out = []
-    for tok in normalize_text(text).split():
+    for raw in text.lower().split():
+        tok = raw.strip(string.punctuation.replace("-", "").replace(".", "")).rstrip(".")
         num = parse_number(tok) if _NUMBER.fullmatch(tok) else None
-        out.append(f"{num:g}" if num is not None else tok)
+        if num is not None:
+            out.append(f"{num:g}")
+        else:
+            out += normalize_text(tok).split()
     return out
 
 
@@ -292,12 +297,17 @@ def build_program(code: str, sample: Sample) -> str:
 @register_scorer("code", "pass@1: the code plus the target tests run in a sandboxed subprocess")
 def code(timeout_s: float = 10.0, memory_mb: int = 1024) -> ScorerFn:
     def score(answer: str, sample: Sample) -> Score:
+        import secrets
+
         from agentmeta.eval.execution import run_python
 
+        # The run passes only if it reaches the end of the tests: an early sys.exit(0) does not pass.
+        sentinel = f"agentmeta-tests-done-{secrets.token_hex(8)}"
         program = build_program(extract_code(answer, sample.metadata.get("entry_point")), sample)
-        result = run_python(program, timeout_s=timeout_s, memory_mb=memory_mb)
-        why = "passed" if result.ok else result.reason()
-        return Score(value=1.0 if result.ok else 0.0, explanation=why)
+        result = run_python(f"{program}\nprint({sentinel!r})\n", timeout_s=timeout_s, memory_mb=memory_mb)
+        passed = result.ok and sentinel in result.stdout
+        why = "passed" if passed else result.reason() if not result.ok else "exited before the tests finished"
+        return Score(value=1.0 if passed else 0.0, explanation=why)
 
     return score
 

@@ -334,3 +334,57 @@ def _user_suite(base: str, opts: dict[str, Any], split: str, limit: int | None, 
         description=f"user file {path.name}",
         seed=seed,
     )
+
+
+class SuiteInfo(BaseModel):
+    """One row of `agentmeta suites`."""
+
+    name: str
+    """Spec to use (`rg/<task>` for a family)."""
+    description: str
+    """One line."""
+    scorer: str
+    """Scorer name."""
+    validation: int | None
+    """Validation split size (None if the data package is missing)."""
+    test: int | None
+    """Test split size (None if the data package is missing)."""
+    status: str = "ok"
+    """`ok`, or what to install."""
+
+
+def describe_suites() -> list[SuiteInfo]:
+    """Every defined suite with its split sizes; a missing data package is reported, not raised."""
+    from agentmeta.errors import MissingExtraError
+
+    rows = []
+    for name, d in suite_defs().items():
+        spec = f"{name}/<task>" if d.family else name
+        desc = d.description + (
+            f" (e.g. {', '.join(f'{name}/{e}' for e in d.examples)})" if d.examples else ""
+        )
+        try:
+            sizes = _resolve_sizes(d.sizes, None) if d.procedural else suite_sizes(name)
+            if d.family and d.loader == "reasoning_gym":
+                loaders.rg_tasks()  # reports a missing reasoning-gym
+            rows.append(
+                SuiteInfo(
+                    name=spec,
+                    description=desc,
+                    scorer=d.scorer.name,
+                    validation=sizes.validation,
+                    test=sizes.test,
+                )
+            )
+        except MissingExtraError as e:
+            rows.append(
+                SuiteInfo(
+                    name=spec,
+                    description=desc,
+                    scorer=d.scorer.name,
+                    validation=None,
+                    test=None,
+                    status=f"missing: {e.install}",
+                )
+            )
+    return rows

