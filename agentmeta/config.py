@@ -21,6 +21,12 @@ def cache_dir() -> Path:
     return base / "agentmeta"
 
 
+def models_dir() -> Path:
+    """Where converted model weights are kept; `AGENTMETA_MODELS_DIR` overrides `<cache_dir>/models`."""
+    env = os.environ.get("AGENTMETA_MODELS_DIR")
+    return Path(env).expanduser() if env else cache_dir() / "models"
+
+
 def _flag(name: str, default: bool) -> bool:
     value = os.environ.get(name)
     if value is None or value == "":

@@ -46,3 +46,7 @@ def require(module: str, install: str, what: str | None = None):  # noqa: ANN201
         return importlib.import_module(module)
     except ImportError as e:  # pragma: no cover - depends on environment
         raise MissingExtraError(what or module, install) from e
+
+
+class InvalidAgentError(AgentMetaError):
+    """A candidate agent is not valid (syntax error, missing forward, bad spec)."""

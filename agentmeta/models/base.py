@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -123,13 +124,17 @@ class Model:
     `generate` is thread-safe; concurrent callers of a batching provider share batches.
     """
 
-    def __init__(self, provider: Provider, *, cache: CallCache | None = None) -> None:
+    def __init__(
+        self, provider: Provider, *, cache: CallCache | None = None, batching: bool | None = None
+    ) -> None:
         self.provider = provider
         self.spec = provider.spec
         self.cache = cache
         self.usage = Usage()
         self._usage_lock = threading.Lock()
-        self._batcher = Batcher(provider) if provider.batching else None
+        use_batcher = provider.batching if batching is None else batching
+        self._batcher = Batcher(provider) if use_batcher else None
+        self._serial = threading.Lock()  # without a batcher, one backend call at a time
         self._pool: ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
@@ -173,7 +178,8 @@ class Model:
         if self._batcher is not None:
             resp = self._batcher.submit(request).result()
         else:
-            resps = self.provider.generate_batch([request])
+            with self._serial if self.provider.batching else contextlib.nullcontext():
+                resps = self.provider.generate_batch([request])
             if len(resps) != 1:
                 raise ModelCallError(f"{self.spec}: backend returned {len(resps)} responses for 1 request")
             resp = resps[0]

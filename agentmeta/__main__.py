@@ -1,0 +1,3 @@
+from agentmeta.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""Code agents: Python source defining `forward(self, taskInfo)`, run in the sandbox.
+
+The source is untrusted. The parent only compiles it (a syntax check, nothing runs) and inspects
+its AST; everything else happens in a sandbox worker, whose model calls come back to the parent
+over a pipe and go through the model layer (batching, cache).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentmeta.errors import InvalidAgentError
+
+if TYPE_CHECKING:
+    from agentmeta.agents.sandbox import Sandbox, SandboxResult
+    from agentmeta.models import Model
+
+ADAS_API = (Path(__file__).with_name("adas_api.py")).read_text()
+_ENTRY = "\n\ndef __agentmeta_entry(task_text):\n    return __agentmeta_run(task_text, forward)\n"
+
+
+def check_code(source: str) -> None:
+    """Raise `InvalidAgentError` unless `source` parses and defines `forward(self, taskInfo)`."""
+    if not source or not source.strip():
+        raise InvalidAgentError("the code is empty: it must define forward(self, taskInfo)")
+    try:
+        tree = ast.parse(source)
+        compile(tree, "<candidate>", "exec")
+    except SyntaxError as e:
+        raise InvalidAgentError(f"syntax error at line {e.lineno}: {e.msg}") from e
+    forwards = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "forward"]
+    if not forwards:
+        raise InvalidAgentError("the code defines no top-level function forward(self, taskInfo)")
+    args = forwards[-1].args
+    if len(args.args) != 2:
+        raise InvalidAgentError(
+            f"forward must take exactly (self, taskInfo), it takes {len(args.args)} argument(s)"
+        )
+
+
+class CodeAgent:
+    """An ADAS-style agent. `run(task, model)` executes `forward` in the sandbox."""
+
+    kind = "code"
+
+    def __init__(
+        self,
+        source: str,
+        name: str = "code-agent",
+        sandbox: Sandbox | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        check_code(source)
+        self.source = source
+        self.name = name
+        self._sandbox = sandbox
+        self.timeout_s = timeout_s
+        self.last_result: SandboxResult | None = None
+
+    @property
+    def sandbox(self) -> Sandbox:
+        if self._sandbox is None:
+            from agentmeta.agents.sandbox import default_sandbox
+
+            self._sandbox = default_sandbox()
+        return self._sandbox
+
+    def run_raw(self, task_input: str, model: Model | Any) -> SandboxResult:
+        """Run once and return the sandbox's full result (value, error kind, stdout, calls)."""
+        from agentmeta.agents.sandbox import llm_from_model
+
+        llm = model if callable(model) and not hasattr(model, "generate") else llm_from_model(model)
+        result = self.sandbox.run(
+            self.source + _ENTRY,
+            entry="__agentmeta_entry",
+            args=[task_input],
+            llm=llm,
+            env_preamble=ADAS_API,
+            timeout=self.timeout_s,
+        )
+        self.last_result = result
+        return result
+
+    def run(self, task_input: str, model: Model) -> str:
+        result = self.run_raw(task_input, model)
+        if not result.ok:
+            raise AgentRunError(result.error_kind or "error", result.error or "failed")
+        return str(result.value)
+
+
+class AgentRunError(RuntimeError):
+    """A sandboxed agent failed on one sample (the sample scores 0 and keeps this reason)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind

@@ -1,0 +1,148 @@
+"""The `agentmeta` command. Subcommands import their heavy dependencies only when run.
+
+Every `AgentMetaError` becomes one line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from agentmeta.errors import AgentMetaError
+
+app = typer.Typer(
+    name="agentmeta",
+    help="Meta-agent search, evaluation, a conductor and training loops for LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# Subcommand modules that add themselves to `app` through a `register(app)` function.
+_SUBCOMMAND_MODULES = ("agentmeta.cli.eval", "agentmeta.cli.archive")
+
+
+def _quiet_transformers() -> None:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # pragma: no cover
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def load_model_for_cli(spec: str | None):  # noqa: ANN201
+    """get_model with a status line while the backend loads (the first embedded load is slow)."""
+    from agentmeta import config
+    from agentmeta.models import get_model
+
+    spec = spec or config.DEFAULT_MODEL
+    if spec in ("smollm2", "default"):
+        from agentmeta.models.hf import dense_dir
+
+        if not (dense_dir() / "config.json").is_file():
+            err_console.print("[dim]first use: de-quantizing the embedded model once (about 30 s)...[/dim]")
+    _quiet_transformers()
+    with err_console.status(f"loading {spec}...", spinner="dots"):
+        return get_model(spec)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the model providers and the default."""
+    from agentmeta import config
+    from agentmeta.models import list_providers
+
+    table = Table(title="model providers")
+    table.add_column("spec")
+    table.add_column("what")
+    for p in list_providers():
+        table.add_row(escape(p["spec"]), escape(p["what"]))
+    console.print(table)
+    console.print(f"default: [bold]{config.DEFAULT_MODEL}[/bold]")
+
+
+@app.command("generate")
+def generate_cmd(
+    prompt: Annotated[str, typer.Argument(help="The user message.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model spec (default: smollm2).")] = None,
+    n: Annotated[int, typer.Option("-n", help="Number of completions.", min=1, max=128)] = 1,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).", min=0.0)] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.", min=0.0, max=1.0)] = 1.0,
+    max_tokens: Annotated[int, typer.Option(help="Most new tokens per completion.", min=1)] = 256,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed (seeded calls are cached).")] = None,
+    system: Annotated[str | None, typer.Option(help="Optional system message.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full response as JSON.")] = False,
+) -> None:
+    """Print completions of PROMPT."""
+    if not prompt.strip():
+        raise AgentMetaError("PROMPT is empty: give the text to complete")
+    m = load_model_for_cli(model)
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": prompt}
+    ]
+    resp = m.generate(messages, n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed)
+    if as_json:
+        print(json.dumps(resp.model_dump(mode="json"), indent=2))
+        return
+    for i, text in enumerate(resp.texts):
+        if len(resp.texts) > 1:
+            console.print(f"[bold]--- completion {i + 1} ({resp.finish_reasons[i]})[/bold]")
+        print(text)
+    err_console.print(
+        f"[dim]{resp.model}: {resp.prompt_tokens} prompt + {sum(resp.completion_tokens)} completion tokens, "
+        f"{resp.latency_s:.2f} s{' (cached)' if resp.cached else ''}[/dim]"
+    )
+
+
+def _register_subcommands() -> None:
+    for name in _SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:
+                continue
+            raise
+        module.register(app)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    """Entry point: run the app, turning agentmeta errors into one line and exit code 2."""
+    logging.basicConfig(
+        level=os.environ.get("AGENTMETA_LOG", "WARNING").upper(), format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        rv = app(standalone_mode=False)
+    except AgentMetaError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:
+        # Usage errors of the (vendored) click arrive here with standalone_mode=False.
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            sys.exit(2)
+        if type(e).__name__ == "Abort":
+            sys.exit(130)
+        raise
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)

