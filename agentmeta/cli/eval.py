@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,6 +23,25 @@ def _fail(message: str) -> typer.Exit:
 
 def _fmt_tokens(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
+
+
+def _load_model(spec: str | None):  # noqa: ANN202
+    """The main CLI's loader (status line, quiet transformers) when present, else plain get_model."""
+    try:
+        from agentmeta.cli import load_model_for_cli
+    except ImportError:
+        from agentmeta.models import get_model
+
+        return get_model(spec)
+    return load_model_for_cli(spec)
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    # piped output keeps whole rows instead of wrapping them at 80 columns
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
 
 
 def eval_command(
@@ -58,9 +76,7 @@ def eval_command(
     results: list[EvalResult] = []
     try:
         suites = [load_suite(spec, split=split, limit=limit, seed=seed) for spec in suite]
-        from agentmeta.models import get_model
-
-        resolved = get_model(model)
+        resolved = _load_model(model)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -96,7 +112,7 @@ def eval_command(
     if json_output:
         typer.echo(json.dumps([r.summary() for r in results], indent=2, default=str))
         return
-    _print_table(results, Console())
+    _print_table(results, _console())
     if out is not None:
         Console(stderr=True).print(f"wrote {out}")
 
@@ -107,7 +123,7 @@ def _print_table(results: list[EvalResult], console: Console) -> None:
     first = results[0]
     table = Table(title=f"{first.agent} on {first.model} ({first.split}, seed {first.seed})")
     for col in ("suite", "n", "score", "95% CI", "hits", "errors", "tokens", "wall"):
-        table.add_column(col, justify="left" if col == "suite" else "right")
+        table.add_column(col, justify="left" if col == "suite" else "right", no_wrap=col != "suite")
     for r in results:
         table.add_row(
             r.suite,
@@ -138,7 +154,6 @@ def suites_command(
     if json_output:
         typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title="suites (also: a path to a .jsonl or .csv file)")
@@ -149,9 +164,7 @@ def suites_command(
         test = str(r.test) if r.test is not None else "-"
         desc = r.description if r.status == "ok" else f"{r.description} [red]({r.status})[/red]"
         table.add_row(r.name, val, test, r.scorer, desc)
-    # piped output keeps whole rows instead of wrapping them at 80 columns
-    console = Console() if sys.stdout.isatty() else Console(width=160)
-    console.print(table)
+    _console().print(table)
 
 
 def register(app: typer.Typer) -> None:
