@@ -60,12 +60,15 @@ def get_agent(agent: str | Agent | Callable[[str, Any], str], **kwargs: Any) -> 
     """The agent object and its display name, from a registered name, an `Agent` or a function."""
     if isinstance(agent, str):
         factory = _AGENTS.get(agent)
-        if factory is None:
-            raise ConfigError(
-                f"unknown agent {agent!r}; built-in agents: {', '.join(sorted(_AGENTS))}, "
-                "or pass any object with run(task_input, model) -> str"
-            )
-        return factory(**kwargs), agent
+        if factory is not None:
+            return factory(**kwargs), agent
+        seed = _archive_agent(agent)
+        if seed is not None:
+            return seed, agent
+        raise ConfigError(
+            f"unknown agent {agent!r}; built-in agents: {', '.join(sorted(_AGENTS))}; seed agents: "
+            f"{', '.join(_seed_names())}; or a .py/.yaml/.json agent file"
+        )
     if isinstance(agent, Agent):
         return agent, str(getattr(agent, "name", type(agent).__name__))
     if callable(agent):
@@ -75,6 +78,28 @@ def get_agent(agent: str | Agent | Callable[[str, Any], str], **kwargs: Any) -> 
         f"agent must be a name, an object with run(task_input, model) or a function; "
         f"got {type(agent).__name__}"
     )
+
+
+def _seed_names() -> list[str]:
+    try:
+        from agentmeta.agents import seed_names
+    except ImportError:  # the agent system is not part of this build
+        return []
+    return seed_names()
+
+
+def _archive_agent(name: str) -> Agent | None:
+    """A seed agent of `archive/` (`code/self_refine`) or an agent file, built; None if neither."""
+    from pathlib import Path
+
+    try:
+        from agentmeta.agents import find_seed, spec_from_file
+    except ImportError:
+        return None
+    if name.endswith((".py", ".yaml", ".yml", ".json")) and Path(name).is_file():
+        return spec_from_file(name).build()
+    spec = find_seed(name)
+    return spec.build() if spec is not None else None
 
 
 # ----------------------------------------------------------------------------- prompt templates

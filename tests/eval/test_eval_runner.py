@@ -174,3 +174,13 @@ def test_prompt_templates_render_and_reject_missing_variables() -> None:
         render("eval-direct")
     agent, name = get_agent("cot-sc", n=3)
     assert name == "cot-sc" and agent.n == 3  # type: ignore[attr-defined]
+
+
+def test_seed_archive_agents_plug_in_by_name(mock_model: Callable[..., Any]) -> None:
+    pytest.importorskip("agentmeta.agents")
+    model = mock_model(lambda req: f"Answer: {solve(req.messages[-1].content)}")
+    result = evaluate("prompt/cot", arithmetic_suite(4), model=model, concurrency=1)
+    assert result.agent == "prompt/cot" and result.n_errors == 0 and result.mean == 1.0
+    assert all(r.calls == 1 for r in result.records)
+    with pytest.raises(ConfigError, match="seed agents: .*prompt/cot"):
+        evaluate("no-such-agent", arithmetic_suite(1), model=model)
