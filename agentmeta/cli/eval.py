@@ -67,7 +67,7 @@ def eval_command(
 ) -> None:
     """Evaluate an agent on one or more suites: score, 95% bootstrap CI, errors, tokens, wall time."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from agentmeta.eval.runner import evaluate
     from agentmeta.eval.suites import load_suite
@@ -88,6 +88,10 @@ def eval_command(
         ) as progress:
             for s in suites:
                 task = progress.add_task(f"{agent} on {s.name}", total=len(s.samples))
+
+                def advance(done: int, total: int, record: object, task: TaskID = task) -> None:
+                    progress.update(task, completed=done)
+
                 results.append(
                     evaluate(
                         agent,
@@ -96,7 +100,7 @@ def eval_command(
                         concurrency=concurrency,
                         seed=seed,
                         max_tokens=max_tokens,
-                        progress=lambda done, total, rec, task=task: progress.update(task, completed=done),
+                        progress=advance,
                     )
                 )
     except AgentMetaError as e:

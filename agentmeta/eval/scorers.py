@@ -269,7 +269,10 @@ def extract_code(answer: str, entry_point: str | None = None) -> str:
     blocks = _FENCE.findall(answer)
     if not blocks:
         open_fence = re.search(r"```[ \t]*(?:python|py)?[ \t]*\n(.*)$", answer, re.DOTALL | re.IGNORECASE)
-        return open_fence.group(1) if open_fence else answer
+        if open_fence:  # a completion cut off before its closing fence
+            return open_fence.group(1)
+        block = answer_block(answer)  # code written after an "Answer:" marker
+        return block + "\n" if block and "def " in block else answer
     if entry_point:
         defining = [b for b in blocks if re.search(rf"def\s+{re.escape(entry_point)}\s*\(", b)]
         if defining:

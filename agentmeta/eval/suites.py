@@ -14,14 +14,14 @@ import logging
 import random
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, Field
 
 from agentmeta._paths import data_dir
 from agentmeta.errors import ConfigError, DataError
 from agentmeta.eval import loaders
-from agentmeta.eval.types import SPLITS, Sample, ScorerSpec, SplitSizes, Suite
+from agentmeta.eval.types import SPLITS, Sample, ScorerSpec, SplitName, SplitSizes, Suite
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class SuiteDef(BaseModel):
     scorer: ScorerSpec = Field(default_factory=ScorerSpec)
     """How answers are scored."""
     sizes: dict[str, int | Literal["rest"]] = Field(
-        default_factory=lambda: {"validation": 128, "test": "rest"}
+        default_factory=lambda: dict[str, int | Literal["rest"]](validation=128, test="rest")
     )
     """Default split sizes; `rest` takes every remaining sample."""
     examples: list[str] = Field(default_factory=list)
@@ -219,9 +219,9 @@ def load_suite(
         samples = select_samples(chosen, limit, seed)
     return Suite(
         name=canonical_spec(base, opts),
-        split=split,
+        split=cast(SplitName, split),
         samples=samples,
-        scorer=scorer,  # type: ignore[arg-type]
+        scorer=scorer,
         sizes=sizes,
         description=d.description,
         seed=seed,
@@ -327,9 +327,9 @@ def _user_suite(base: str, opts: dict[str, Any], split: str, limit: int | None, 
     chosen = splits["validation"] + splits["test"] if split == "all" else splits[split]
     return Suite(
         name=str(path),
-        split=split,
+        split=cast(SplitName, split),
         samples=select_samples(chosen, limit, seed),
-        scorer=spec,  # type: ignore[arg-type]
+        scorer=spec,
         sizes=sizes,
         description=f"user file {path.name}",
         seed=seed,

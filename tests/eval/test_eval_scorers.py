@@ -114,6 +114,11 @@ def test_code_scorer_runs_tests_out_of_process() -> None:
     code = build_scorer(ScorerSpec(name="code", args={"timeout_s": 3}))
     full = "Here you go:\n```python\ndef add(a, b):\n    return a + b\n```"
     body = "    return a + b\n"
+    after_marker = "Answer: def add(a, b):\n    return a + b"
+    assert code(after_marker, HUMANEVAL_LIKE).value == 1.0
+    assert (
+        code("```python\ndef add(a, b):\n    return a + b\n", HUMANEVAL_LIKE).value == 1.0
+    )  # unclosed fence
     assert code(full, HUMANEVAL_LIKE).value == 1.0
     assert code(body, HUMANEVAL_LIKE).value == 1.0
     wrong = code("```python\ndef add(a, b):\n    return a - b\n```", HUMANEVAL_LIKE)
