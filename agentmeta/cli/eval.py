@@ -1,0 +1,177 @@
+"""`agentmeta eval` and `agentmeta suites`. The main app calls `register(app)` to add them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from agentmeta.errors import AgentMetaError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from agentmeta.eval.types import EvalResult
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def _fmt_tokens(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
+
+
+def _load_model(spec: str | None):  # noqa: ANN202
+    """The main CLI's loader (status line, quiet transformers) when present, else plain get_model."""
+    try:
+        from agentmeta.cli import load_model_for_cli
+    except ImportError:
+        from agentmeta.models import get_model
+
+        return get_model(spec)
+    return load_model_for_cli(spec)
+
+
+def _console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    # piped output keeps whole rows instead of wrapping them at 80 columns
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
+
+
+def eval_command(
+    agent: Annotated[str, typer.Argument(help="Built-in agent: direct, cot or cot-sc.")],
+    suite: Annotated[
+        list[str],
+        typer.Option(
+            "--suite", "-s", help="Suite spec (repeat for several): gsm8k, rg/countdown, data.jsonl?..."
+        ),
+    ],
+    split: Annotated[str, typer.Option(help="validation, test or all.")] = "validation",
+    limit: Annotated[int | None, typer.Option(help="At most this many samples per suite.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model spec; default: the embedded smollm2.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of sample choice, model calls and bootstrap.")] = 0,
+    concurrency: Annotated[int, typer.Option(help="Samples run at once.")] = 16,
+    max_tokens: Annotated[int | None, typer.Option(help="Cap on completion tokens per call.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Write the full results (per-sample records) as JSON.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the summaries as JSON instead of a table.")
+    ] = False,
+) -> None:
+    """Evaluate an agent on one or more suites: score, 95% bootstrap CI, errors, tokens, wall time."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+    from agentmeta.eval.runner import evaluate
+    from agentmeta.eval.suites import load_suite
+
+    err_console = Console(stderr=True)
+    results: list[EvalResult] = []
+    try:
+        suites = [load_suite(spec, split=split, limit=limit, seed=seed) for spec in suite]
+        resolved = _load_model(model)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        ) as progress:
+            for s in suites:
+                task = progress.add_task(f"{agent} on {s.name}", total=len(s.samples))
+
+                def advance(done: int, total: int, record: object, task: TaskID = task) -> None:
+                    progress.update(task, completed=done)
+
+                results.append(
+                    evaluate(
+                        agent,
+                        s,
+                        model=resolved,
+                        concurrency=concurrency,
+                        seed=seed,
+                        max_tokens=max_tokens,
+                        progress=advance,
+                    )
+                )
+    except AgentMetaError as e:
+        raise _fail(str(e)) from None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = (
+            results[0].model_dump(mode="json")
+            if len(results) == 1
+            else [r.model_dump(mode="json") for r in results]
+        )
+        out.write_text(json.dumps(payload, indent=2))
+    if json_output:
+        typer.echo(json.dumps([r.summary() for r in results], indent=2, default=str))
+        return
+    _print_table(results, _console())
+    if out is not None:
+        Console(stderr=True).print(f"wrote {out}")
+
+
+def _print_table(results: list[EvalResult], console: Console) -> None:
+    from rich.table import Table
+
+    first = results[0]
+    table = Table(title=f"{first.agent} on {first.model} ({first.split}, seed {first.seed})")
+    for col in ("suite", "n", "score", "95% CI", "hits", "errors", "tokens", "wall"):
+        table.add_column(col, justify="left" if col == "suite" else "right", no_wrap=col != "suite")
+    for r in results:
+        table.add_row(
+            r.suite,
+            str(r.n),
+            f"{r.mean:.3f}",
+            f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
+            str(r.n_hits),
+            str(r.n_errors) if not r.n_errors else f"[red]{r.n_errors}[/red]",
+            _fmt_tokens(r.usage.total_tokens),
+            f"{r.wall_s:.1f}s",
+        )
+    console.print(table)
+    for r in results:
+        for message, count in list(r.errors.items())[:3]:
+            console.print(f"[red]{r.suite}[/red]: {count} sample(s) failed with {message}")
+
+
+def suites_command(
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List the defined suites with their validation and test split sizes."""
+    from agentmeta.eval.suites import describe_suites
+
+    try:
+        rows = describe_suites()
+    except AgentMetaError as e:
+        raise _fail(str(e)) from None
+    if json_output:
+        typer.echo(json.dumps([r.model_dump() for r in rows], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="suites (also: a path to a .jsonl or .csv file)")
+    for col in ("suite", "validation", "test", "scorer", "description"):
+        table.add_column(col, justify="right" if col in ("validation", "test") else "left", overflow="fold")
+    for r in rows:
+        val = str(r.validation) if r.validation is not None else "-"
+        test = str(r.test) if r.test is not None else "-"
+        desc = r.description if r.status == "ok" else f"{r.description} [red]({r.status})[/red]"
+        table.add_row(r.name, val, test, r.scorer, desc)
+    _console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` and `suites` commands to `app`."""
+    app.command("eval")(eval_command)
+    app.command("suites")(suites_command)
