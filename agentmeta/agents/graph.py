@@ -109,6 +109,7 @@ class GraphSpec(BaseModel):
 
 
 class _State(TypedDict):
+    model: Any
     input: str
     last: str
     outputs: dict[str, Any]
@@ -158,7 +159,6 @@ class GraphAgent:
         self.spec = spec
         self.name = name or spec.name
         self.source = spec.model_dump_json(indent=2, exclude_defaults=True)
-        self._model: Model | None = None
         self._graph = self._compile()
 
     @classmethod
@@ -166,13 +166,15 @@ class GraphAgent:
         return cls(parse_spec(source), name=name)
 
     # -- node functions ------------------------------------------------------------------
-    def _call(self, node: Node, prompt: str, n: int = 1, temperature: float | None = None) -> list[str]:
-        assert self._model is not None
+    @staticmethod
+    def _call(
+        state: _State, node: Node, prompt: str, n: int = 1, temperature: float | None = None
+    ) -> list[str]:
         messages = [
             {"role": "system", "content": f"You are a {node.role}."},
             {"role": "user", "content": prompt},
         ]
-        resp = self._model.generate(
+        resp = state["model"].generate(
             messages,
             n=n,
             temperature=node.temperature if temperature is None else temperature,
@@ -188,10 +190,10 @@ class GraphAgent:
                 raise InvalidAgentError(f"graph ran more than max_steps={self.spec.max_steps} steps")
             out: Any
             if node.type == "llm":
-                out = self._call(node, _render(node.prompt, state))[0]
+                out = self._call(state, node, _render(node.prompt, state))[0]
             elif node.type == "sample":
                 temp = node.temperature if node.temperature > 0 else 0.8
-                out = self._call(node, _render(node.prompt, state), n=node.n, temperature=temp)
+                out = self._call(state, node, _render(node.prompt, state), n=node.n, temperature=temp)
             elif node.type == "vote":
                 src = node.source or ids[index - 1]
                 samples = state["outputs"].get(src) or []
@@ -209,6 +211,7 @@ class GraphAgent:
         answer = state["last"]
         for _ in range(node.max_rounds):
             critique = self._call(
+                state,
                 node,
                 (
                     f"Task: {state['input']}\n\nProposed answer:\n{answer}\n\n"
@@ -219,6 +222,7 @@ class GraphAgent:
             if critique.strip().upper().startswith("OK"):
                 break
             answer = self._call(
+                state,
                 node,
                 (
                     f"Task: {state['input']}\n\nPrevious answer:\n{answer}\n\nFeedback:\n{critique}\n\n"
@@ -278,8 +282,7 @@ class GraphAgent:
         return route
 
     def run(self, task_input: str, model: Model) -> str:
-        self._model = model
-        state: _State = {"input": task_input, "last": "", "outputs": {}, "steps": 0}
+        state: _State = {"model": model, "input": task_input, "last": "", "outputs": {}, "steps": 0}
         final = self._graph.invoke(state, config={"recursion_limit": self.spec.max_steps + 5})
         out_id = self.spec.output or self.spec.nodes[-1].id
         out = final["outputs"].get(out_id, final["last"])

@@ -11,12 +11,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any, Protocol, runtime_checkable
 
-from agentmeta._paths import data_dir
 from agentmeta.errors import ConfigError
 from agentmeta.eval.scorers import extract_answer, normalize_text, parse_number
+from agentmeta.prompts import load_template, render  # noqa: F401 - load_template re-exported
 
 
 @runtime_checkable
@@ -106,27 +105,6 @@ def _archive_agent(name: str) -> Agent | None:
 
 DEFAULT_MAX_TOKENS = 256
 """Completion budget of the built-in agents (the runner's `max_tokens` caps it)."""
-
-_VAR = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@lru_cache(maxsize=32)
-def load_template(name: str) -> str:
-    path = data_dir("prompts") / f"{name}.txt"
-    if not path.is_file():
-        raise ConfigError(f"prompt template {name!r} not found (expected {path})")
-    return path.read_text(encoding="utf-8")
-
-
-def render(name: str, **variables: str) -> str:
-    """Fill the `{var}` slots of `prompts/<name>.txt`; a slot with no value is an error."""
-    template = load_template(name)
-    missing = sorted({m for m in _VAR.findall(template) if m not in variables})
-    if missing:
-        raise ConfigError(
-            f"prompt {name!r} needs {', '.join(missing)}; got {', '.join(sorted(variables)) or 'nothing'}"
-        )
-    return _VAR.sub(lambda m: str(variables[m.group(1)]), template)
 
 
 # ----------------------------------------------------------------------------- built-in agents

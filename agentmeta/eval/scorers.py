@@ -297,19 +297,39 @@ def build_program(code: str, sample: Sample) -> str:
     return program
 
 
-@register_scorer("code", "pass@1: the code plus the target tests run in a sandboxed subprocess")
+_code_sandboxes: dict[tuple[float, int], Any] = {}
+
+
+def _code_sandbox(timeout_s: float, memory_mb: int) -> Any:
+    """A sandbox that starts a fresh worker per program, so no program can touch the next one's run."""
+    from agentmeta.agents.sandbox import Sandbox, SandboxLimits
+
+    key = (timeout_s, memory_mb)
+    if key not in _code_sandboxes:
+        limits = SandboxLimits(
+            cpu_seconds=max(1, int(timeout_s) + 1), memory_mb=memory_mb, wall_seconds=timeout_s
+        )
+        _code_sandboxes[key] = Sandbox(limits, reuse=False)
+    return _code_sandboxes[key]
+
+
+@register_scorer("code", "pass@1: the code plus the target tests run in the sandbox")
 def code(timeout_s: float = 10.0, memory_mb: int = 1024) -> ScorerFn:
     def score(answer: str, sample: Sample) -> Score:
         import secrets
 
-        from agentmeta.eval.execution import run_python
-
         # The run passes only if it reaches the end of the tests: an early sys.exit(0) does not pass.
         sentinel = f"agentmeta-tests-done-{secrets.token_hex(8)}"
         program = build_program(extract_code(answer, sample.metadata.get("entry_point")), sample)
-        result = run_python(f"{program}\nprint({sentinel!r})\n", timeout_s=timeout_s, memory_mb=memory_mb)
+        result = _code_sandbox(timeout_s, memory_mb).run_code(f"{program}\nprint({sentinel!r})\n")
         passed = result.ok and sentinel in result.stdout
-        why = "passed" if passed else result.reason() if not result.ok else "exited before the tests finished"
+        if passed:
+            why = "passed"
+        elif not result.ok:
+            lines = (result.error or "failed").strip().splitlines() or ["failed"]
+            why = f"{result.error_kind}: {lines[-1]}"
+        else:
+            why = "exited before the tests finished"
         return Score(value=1.0 if passed else 0.0, explanation=why)
 
     return score

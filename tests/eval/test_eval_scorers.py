@@ -127,7 +127,7 @@ def test_code_scorer_runs_tests_out_of_process() -> None:
     early = code("```python\nimport sys\nsys.exit(0)\ndef add(a, b):\n    return 0\n```", HUMANEVAL_LIKE)
     assert early.value == 0.0 and "before the tests finished" in early.explanation
     hang = code("```python\ndef add(a, b):\n    while True:\n        pass\n```", HUMANEVAL_LIKE)
-    assert hang.value == 0.0 and "timed out" in hang.explanation
+    assert hang.value == 0.0 and hang.explanation.startswith("timeout")
 
 
 def test_scorer_registry() -> None:
