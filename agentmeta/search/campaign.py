@@ -161,7 +161,7 @@ class Campaign:
         res = evaluate(
             agent, suite, model=self.model, concurrency=self.config.concurrency, seed=self.config.seed
         )
-        scores = [{"sample_id": r.sample_id, "score": r.score, "error": r.error} for r in res.records]
+        scores = [{"sample_id": r.id, "score": r.score, "error": r.error} for r in res.records]
         ev = self.archive.record_evaluation(
             cid,
             self.config.suite,

@@ -1,0 +1,195 @@
+"""Campaigns on scripted models: the loop, parents and CIs, debug rounds, hostile code, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agentmeta import get_model
+from agentmeta.archive import Archive
+from agentmeta.search import Campaign, SearchConfig
+from tests.search.conftest import graph_meta_reply, task_reply
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_graph_campaign_archives_seeds_and_candidates_with_parents_and_cis(tmp_path, suite_file):
+    archive = Archive(tmp_path / "a.db")
+    events: list[dict] = []
+    config = SearchConfig(suite=suite_file, kind="graph", iterations=4, subset=4, full=8, reflexion_rounds=2)
+    camp = Campaign(
+        config,
+        archive,
+        model=get_model("mock", outputs=task_reply),
+        meta_model=get_model("mock", outputs=graph_meta_reply([0])),
+        progress=events.append,
+    )
+    result = camp.run()
+    cands = archive.candidates(campaign=camp.record.id)
+    seeds = [c for c in cands if c.generation == 0]
+    new = [c for c in cands if c.generation > 0]
+    assert len(seeds) == 3 and len(new) == 4
+    for c in new:
+        assert c.parent_ids and all(p in {x.id for x in cands} for p in c.parent_ids)
+        assert c.status == "ok" and c.fitness is not None
+        assert c.ci_low is not None and c.ci_low <= c.fitness <= c.ci_high
+    # a sloppy pipeline scores 0 and stays on the cheap stage; a careful one reaches the full stage
+    by_name = {c.name: c for c in new}
+    assert by_name["pipeline-3"].fitness == 0.0 and by_name["pipeline-3"].fitness_stage == "subset"
+    assert by_name["pipeline-6"].fitness == 1.0 and by_name["pipeline-6"].fitness_stage == "full"
+    assert result.stop_reason == "iterations done"
+    assert any(e["event"] == "evaluated" for e in events)
+    assert archive.get_campaign(camp.record.id).status == "done"
+
+
+def code_meta(code: str):
+    return lambda req: json.dumps({"thought": "t", "name": "hostile", "code": code})
+
+
+def test_invalid_code_goes_through_debug_rounds_and_is_recorded(tmp_path, suite_file):
+    archive = Archive(tmp_path / "a.db")
+    replies = iter(
+        [
+            json.dumps({"thought": "t", "name": "broken", "code": "def forward(self, taskInfo)\n  return 1"}),
+            json.dumps({"thought": "t", "name": "broken", "code": "def forward(self, taskInfo)\n  return 1"}),
+            json.dumps({"thought": "t", "name": "still broken", "code": "def nothing():\n  pass"}),
+            json.dumps(
+                {"thought": "t", "name": "fixed", "code": "def forward(self, taskInfo):\n    return '3'"}
+            ),
+        ]
+    )
+    config = SearchConfig(suite=suite_file, kind="code", iterations=1, subset=2, full=2, reflexion_rounds=1)
+    camp = Campaign(
+        config,
+        archive,
+        model=get_model("mock", outputs=task_reply),
+        meta_model=get_model("mock", outputs=lambda r: next(replies)),
+    )
+    camp.run_iteration(0)
+    [c] = [
+        c
+        for c in archive.candidates(campaign=camp.record.id)
+        if c.generation > 0 or c.metadata.get("iteration") == 0
+    ]
+    assert c.name == "fixed" and c.metadata["debug_rounds"] == 2
+    debug_prompts = [
+        r for r in camp.meta_model.provider.requests if "failed when it was run" in r.messages[-1].content
+    ]
+    assert len(debug_prompts) == 2
+    assert "syntax error" in debug_prompts[0].messages[-1].content
+
+
+@pytest.mark.parametrize(
+    "code,reason",
+    [
+        ("def forward(self, taskInfo):\n    while True:\n        pass", "timeout"),
+        ("def forward(self, taskInfo):\n    import os\n    os.kill(os.getppid(), 9)\n    return 'x'", ""),
+        (
+            "def forward(self, taskInfo):\n    return open('/etc/passwd').read()[:0] + __import__('os').environ.get('SECRET_TOKEN', 'none')",
+            "",
+        ),
+    ],
+)
+def test_hostile_candidate_is_contained_and_campaign_goes_on(tmp_path, suite_file, monkeypatch, code, reason):
+    monkeypatch.setenv("SECRET_TOKEN", "s3cr3t")
+    archive = Archive(tmp_path / "a.db")
+    config = SearchConfig(
+        suite=suite_file, kind="code", iterations=1, subset=2, full=2, reflexion_rounds=0, debug_rounds=0
+    )
+    from agentmeta.agents.sandbox import Sandbox, SandboxLimits
+
+    camp = Campaign(
+        config,
+        archive,
+        model=get_model("mock", outputs=task_reply),
+        meta_model=get_model("mock", outputs=code_meta(code)),
+    )
+    import agentmeta.agents.sandbox as sb
+
+    monkeypatch.setattr(sb, "_default", Sandbox(SandboxLimits(wall_seconds=3, cpu_seconds=2)))
+    camp.run_iteration(0)
+    [c] = [c for c in archive.candidates(campaign=camp.record.id) if c.metadata.get("iteration") == 0]
+    answers = []
+    if c.status == "ok":
+        answers = [s.error for e in archive.evaluations(c.id) for s in e.scores]
+    else:
+        assert reason in (c.error or "")
+    assert "s3cr3t" not in json.dumps(archive.get(c.id).model_dump(mode="json"))
+    assert all("s3cr3t" not in (a or "") for a in answers)
+    assert os.getpid() > 0  # still here
+
+
+RUNNER = r"""
+import json, sys, time
+sys.path.insert(0, {root!r})
+from agentmeta import get_model
+from agentmeta.archive import Archive
+from agentmeta.search import Campaign, SearchConfig
+from tests.search.conftest import graph_meta_reply, task_reply
+
+def slow(fn, delay):
+    def wrapped(req):
+        time.sleep(delay)
+        return fn(req)
+    return wrapped
+
+archive = Archive({db!r})
+config = SearchConfig(suite={suite!r}, kind="graph", iterations=6, subset=3, full=4, reflexion_rounds=1)
+camp = Campaign(config, archive, model=get_model("mock", outputs=slow(task_reply, {delay})),
+                meta_model=get_model("mock", outputs=graph_meta_reply([0])),
+                progress=lambda e: print(json.dumps(e), flush=True))
+r = camp.run()
+print(json.dumps({{"event": "done", "evaluated": r.evaluated, "skipped": r.skipped}}), flush=True)
+"""
+
+
+def test_sigkill_mid_campaign_then_resume_loses_and_repeats_nothing(tmp_path, suite_file):
+    db = str(tmp_path / "a.db")
+    env = dict(os.environ, AGENTMETA_CALL_CACHE="1")
+    script = RUNNER.format(root=str(ROOT), db=db, suite=suite_file, delay=0.05)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    first: list[dict] = []
+    deadline = time.time() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        first.append(json.loads(line))
+        if sum(1 for e in first if e["event"] == "candidate") >= 2 or time.time() > deadline:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    done_before = {f"{e['stage']}:{e['id']}" for e in first if e["event"] == "evaluated"}
+    assert done_before
+    archive = Archive(db)
+    before = {(e.candidate_id, e.stage): e.created_at for e in archive.evaluations()}
+
+    second = subprocess.run(
+        [sys.executable, "-c", script.replace("delay=0.05", "delay=0")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert second.returncode == 0, second.stderr[-2000:]
+    final = json.loads(second.stdout.strip().splitlines()[-1])
+    # nothing evaluated twice: the resumed run evaluated only what the killed one had not stored
+    stored_before = {f"{stage}:{cid}" for cid, stage in before}
+    assert not set(final["evaluated"]) & stored_before
+    archive = Archive(db)
+    cands = archive.candidates()
+    keys = [c.key for c in cands]
+    assert len(keys) == len(set(keys))
+    iters = sorted(c.metadata["iteration"] for c in cands if "iteration" in c.metadata)
+    assert iters == list(range(6))
+    assert len([c for c in cands if c.generation == 0]) == 3
+    # evaluations stored before the kill are untouched
+    after = {(e.candidate_id, e.stage): e.created_at for e in archive.evaluations()}
+    for k, t in before.items():
+        assert after[k] == t
