@@ -30,7 +30,7 @@ PROBLEMS = [
 def suite_file(tmp_path: Path) -> str:
     path = tmp_path / "adds.jsonl"
     with path.open("w") as f:
-        for i, (q, a) in enumerate(PROBLEMS):
+        for q, a in PROBLEMS:
             f.write(json.dumps({"input": q, "target": a, "split": "validation"}) + "\n")
     return f"{path}?scorer=numeric"
 
