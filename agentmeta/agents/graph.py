@@ -56,7 +56,7 @@ class Node(BaseModel):
     """The sample node a vote counts (default: the previous node)."""
     code: str = ""
     """Python source defining tool(input, last) -> str (python)."""
-    max_tokens: int = Field(default=256, ge=1, le=4096)
+    max_tokens: int = Field(default=160, ge=1, le=4096)
     """Most new tokens per call."""
 
 

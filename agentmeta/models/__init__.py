@@ -102,8 +102,10 @@ def get_model(
     one loaded backend and one batcher; `shared=False` builds a fresh one. `cache=False` turns the
     disk call cache off for this model. Mock models are never shared.
     """
-    if isinstance(spec, Model):
-        return spec
+    if isinstance(spec, Model) or (
+        spec is not None and not isinstance(spec, str) and hasattr(spec, "generate")
+    ):
+        return spec  # type: ignore[return-value] - a Model, or a wrapper with the same interface
     spec = (spec or config.DEFAULT_MODEL).strip()
     if not spec:
         spec = config.DEFAULT_MODEL
