@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Model of the meta-agent (default: --model).")
         ] = None,
         seed: Annotated[int, typer.Option(help="Seed of sampling, selection and splits.")] = 0,
-        subset: Annotated[int, typer.Option(help="Samples in the cheap first stage.", min=1)] = 5,
-        full: Annotated[int, typer.Option(help="Samples in the full validation stage.", min=1)] = 10,
+        subset: Annotated[int, typer.Option(help="Samples in the cheap first stage.", min=1)] = 4,
+        full: Annotated[int, typer.Option(help="Samples in the full validation stage.", min=1)] = 8,
         max_tokens: Annotated[int | None, typer.Option(help="Token budget of the campaign.")] = None,
         max_wall_s: Annotated[float | None, typer.Option(help="Wall-clock budget in seconds.")] = None,
         concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.loader import seed_agents
-from agentmeta.errors import AgentMetaError, ConfigError, InvalidAgentError
+from agentmeta.errors import ConfigError, InvalidAgentError
 from agentmeta.models import Model, get_model
 from agentmeta.search.strategy import Proposal, ProposalContext, Strategy
 
@@ -41,9 +41,9 @@ class SearchConfig(BaseModel):
     meta_model: str | None = None
     """Model of the meta-agent (default: same as `model`)."""
     seed: int = 0
-    subset: int = Field(default=5, ge=1)
+    subset: int = Field(default=4, ge=1)
     """Samples in the cheap first evaluation stage."""
-    full: int = Field(default=10, ge=1)
+    full: int = Field(default=8, ge=1)
     """Samples in the full validation stage (only for promising candidates)."""
     promote_margin: float = Field(default=0.1, ge=0.0)
     """A candidate goes to the full stage if its subset score is within this of the best."""
@@ -264,20 +264,22 @@ class Campaign:
             self.evaluate_candidate(cid, spec.build())
 
     def _validate(self, spec: AgentSpec) -> tuple[Any, str | None]:
-        """Build and dry-run on one sample: returns (agent, error or None)."""
+        """Build and dry-run on the first sample: returns (agent, error or None).
+
+        The dry run goes through the evaluation runner with the campaign's seed, so its model
+        calls are the ones the subset stage makes for that sample (served again from the cache).
+        """
+        from agentmeta.eval import evaluate
+
         try:
             agent = spec.build()
         except InvalidAgentError as e:
             return None, f"invalid: {e}"
-        try:
-            sample = self.subset_suite.samples[0]
-            answer = agent.run(sample.input, self.model)
-            if not isinstance(answer, str):
-                return None, f"invalid: the agent returned {type(answer).__name__}, not a string"
-        except AgentMetaError as e:
-            return None, f"error: {e}"
-        except Exception as e:  # noqa: BLE001 - a candidate's failure is data, fed to the debug round
-            return None, f"error: {type(e).__name__}: {e}"
+        one = self.subset_suite.model_copy(update={"samples": self.subset_suite.samples[:1]})
+        res = evaluate(agent, one, model=self.model, concurrency=1, seed=self.config.seed)
+        error = res.records[0].error if res.records else None
+        if error:
+            return None, f"error: {error}"
         return agent, None
 
     def run_iteration(self, i: int) -> None:

@@ -35,8 +35,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "graph": {
         "type": "object",
         "properties": {
-            "thought": _text(300),
-            "name": _text(60),
+            "thought": _text(200),
+            "name": _text(40),
             "steps": {
                 "type": "array",
                 "minItems": 1,
@@ -45,8 +45,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "type": "object",
                     "properties": {
                         "type": {"enum": ["llm", "sample_vote", "reflect"]},
-                        "role": _text(60),
-                        "instruction": _text(300),
+                        "role": _text(40),
+                        "instruction": _text(200),
                     },
                     "required": ["type", "role", "instruction"],
                     "additionalProperties": False,
@@ -68,7 +68,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
     },
 }
-MAX_TOKENS = {"code": 1200, "graph": 400, "prompt": 300}
+MAX_TOKENS = {"code": 1200, "graph": 320, "prompt": 260}
 
 
 def reply_to_spec(kind: str, data: dict[str, Any]) -> AgentSpec:
