@@ -45,7 +45,13 @@ def _console(stderr: bool = False) -> Console:
 
 
 def eval_command(
-    agent: Annotated[str, typer.Argument(help="Built-in agent: direct, cot or cot-sc.")],
+    agent: Annotated[
+        str,
+        typer.Argument(
+            help="direct, cot, cot-sc, a seed (graph/self_refine), a .py/.yaml/.json agent file, "
+            "or an archive candidate id (with --archive)."
+        ),
+    ],
     suite: Annotated[
         list[str],
         typer.Option(
@@ -64,6 +70,10 @@ def eval_command(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the summaries as JSON instead of a table.")
     ] = False,
+    archive: Annotated[
+        str | None,
+        typer.Option(help="Archive holding the candidate AGENT names; its evaluation is recorded there."),
+    ] = None,
 ) -> None:
     """Evaluate an agent on one or more suites: score, 95% bootstrap CI, errors, tokens, wall time."""
     from rich.console import Console
@@ -74,7 +84,21 @@ def eval_command(
 
     err_console = Console(stderr=True)
     results: list[EvalResult] = []
+    runnable: object = agent
+    arch = candidate_id = None
     try:
+        if archive is not None:
+            from agentmeta.agents.base import AgentSpec
+            from agentmeta.archive import Archive
+
+            arch = Archive(archive, create=False)
+            cand = arch.get(agent, with_evaluations=False)
+            candidate_id = cand.id
+            built = AgentSpec(
+                kind=cand.kind, name=cand.name, thought=cand.thought, source=cand.source
+            ).build()
+            built.name = f"{cand.name} ({cand.id})"
+            runnable = built
         suites = [load_suite(spec, split=split, limit=limit, seed=seed) for spec in suite]
         resolved = _load_model(model)
         with Progress(
@@ -94,7 +118,7 @@ def eval_command(
 
                 results.append(
                     evaluate(
-                        agent,
+                        runnable,  # type: ignore[arg-type]
                         s,
                         model=resolved,
                         concurrency=concurrency,
@@ -102,6 +126,23 @@ def eval_command(
                         max_tokens=max_tokens,
                         progress=advance,
                     )
+                )
+        if arch is not None and candidate_id is not None:
+            for r in results:
+                scores = [{"sample_id": x.id, "score": x.score, "error": x.error} for x in r.records]
+                arch.record_evaluation(
+                    candidate_id,
+                    r.suite,
+                    scores,
+                    split=r.split,
+                    stage="full",
+                    n=r.n,
+                    mean=r.mean,
+                    ci_low=r.ci_low,
+                    ci_high=r.ci_high,
+                    usage=r.usage,
+                    wall_s=r.wall_s,
+                    primary=False,
                 )
     except AgentMetaError as e:
         raise _fail(str(e)) from None

@@ -24,19 +24,19 @@ def leaderboard_table(entries: list[Any], title: str) -> Table:
     table = Table(title=title)
     for col in ("rank", "id", "name", "kind", "fitness [95% CI]", "n", "stage", "status", "gen", "parents"):
         table.add_column(col)
-    for i, e in enumerate(entries, 1):
-        c = getattr(e, "candidate", e)
+    for e in entries:
+        parents = getattr(e, "parent_ids", None) or []
         table.add_row(
-            str(i),
-            c.id,
-            escape(c.name[:40]),
-            c.kind,
-            _fmt(c.fitness, c.ci_low, c.ci_high),
-            str(c.n or "-"),
-            c.fitness_stage or "-",
-            c.status,
-            str(c.generation),
-            ",".join(p[:6] for p in c.parent_ids) or "-",
+            str(e.rank),
+            e.id,
+            escape(e.name[:40]),
+            e.kind,
+            _fmt(e.fitness, e.ci_low, e.ci_high),
+            str(e.n or "-"),
+            e.stage or "-",
+            e.status,
+            str(e.generation),
+            ",".join(p[:6] for p in parents) or "-",
         )
     return table
 

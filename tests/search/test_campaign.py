@@ -193,3 +193,52 @@ def test_sigkill_mid_campaign_then_resume_loses_and_repeats_nothing(tmp_path, su
     after = {(e.candidate_id, e.stage): e.created_at for e in archive.evaluations()}
     for k, t in before.items():
         assert after[k] == t
+
+
+def test_cli_search_then_eval_archive_candidate(tmp_path, suite_file):
+    from typer.testing import CliRunner
+
+    from agentmeta.cli import app
+
+    db = str(tmp_path / "cli.db")
+    runner = CliRunner()
+    res = runner.invoke(
+        app,
+        [
+            "search",
+            "--suite",
+            suite_file,
+            "--kind",
+            "prompt",
+            "--iterations",
+            "2",
+            "--archive",
+            db,
+            "--model",
+            "mock",
+            "--subset",
+            "2",
+            "--full",
+            "3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "leaderboard" in res.output
+    archive = Archive(db)
+    new = [c for c in archive.candidates() if c.generation > 0]
+    assert len(new) == 2
+    cid = new[0].id
+    res = runner.invoke(
+        app,
+        ["eval", cid, "--archive", db, "--suite", suite_file, "--model", "mock", "--split", "all", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    evs = archive.evaluations(cid)
+    assert any(e.split == "all" for e in evs)
+    assert (
+        archive.get(cid).fitness_stage != "full" or archive.get(cid).n != 12
+    )  # the all-split run is not primary
+    res = runner.invoke(app, ["archive", "ls", "--archive", db])
+    assert res.exit_code == 0 and cid in res.output
+    bad = runner.invoke(app, ["eval", "nosuchid", "--archive", db, "--suite", suite_file, "--model", "mock"])
+    assert bad.exit_code == 2
