@@ -132,7 +132,7 @@ def workflow_format_reward(prompts: Sequence[Any], completions: Sequence[Any], *
 
 
 def worker_listing(workers: Sequence[str]) -> str:
-    return "\n".join(f"{i}: {w}" for i, w in enumerate(workers))
+    return "\n".join(f"{i}: {getattr(w, 'spec', w)}" for i, w in enumerate(workers))
 
 
 def grpo_prompt(sample: Sample, target: str, workers: Sequence[str] = ()) -> str:
