@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["train_metaicl", "train_grpo", "TrainResult", "AdapterInfo", "load_adapter_info"]
+__all__ = [
+    "train_metaicl",
+    "train_grpo",
+    "TrainResult",
+    "AdapterInfo",
+    "load_adapter_info",
+    "load_adapter",
+    "adapter_model_spec",
+]
 
 _LAZY = {
     "train_metaicl": "agentmeta.train.metaicl",
@@ -15,6 +23,8 @@ _LAZY = {
     "TrainResult": "agentmeta.train.common",
     "AdapterInfo": "agentmeta.train.common",
     "load_adapter_info": "agentmeta.train.common",
+    "load_adapter": "agentmeta.train.common",
+    "adapter_model_spec": "agentmeta.train.common",
 }
 
 

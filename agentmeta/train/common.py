@@ -265,3 +265,26 @@ def register_adapter(
 def set_seed(seed: int) -> None:
     transformers = require("transformers", "pip install transformers", "transformers")
     transformers.set_seed(seed)
+
+
+def adapter_model_spec(path: str | Path, engine: str = "hf") -> tuple[str, dict[str, Any]]:
+    """`(spec, options)` for `get_model` that serve a trained adapter on its base model.
+
+    `hf`: `get_model("hf/<base>", adapter=<path>)`; `vllm`: `get_model("vllm/<base>:<path>")`, the
+    adapter sent as a vLLM LoRA request.
+    """
+    info = load_adapter_info(path)
+    adapter = str(Path(path).expanduser().resolve())
+    if engine == "hf":
+        return f"hf/{info.base_model}", {"adapter": adapter}
+    if engine == "vllm":
+        return f"vllm/{info.base_model}:{adapter}", {}
+    raise ConfigError(f"unknown engine {engine!r}; use hf or vllm")
+
+
+def load_adapter(path: str | Path, engine: str = "hf", **options: Any) -> Any:
+    """The base model plus the adapter at `path`, as a `Model` (see `adapter_model_spec`)."""
+    from agentmeta.models import get_model
+
+    spec, opts = adapter_model_spec(path, engine)
+    return get_model(spec, **opts, **options)

@@ -214,3 +214,15 @@ def test_cli_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, args: list
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
     assert sorted(x.name for x in tmp_path.iterdir()) == ["empty", "exists"]
     assert list((tmp_path / "exists").iterdir()) == []
+
+
+def test_adapter_specs_for_hf_and_vllm(tmp_path: Path):
+    from agentmeta.train.common import ADAPTER_INFO, AdapterInfo, adapter_model_spec
+
+    (tmp_path / ADAPTER_INFO).write_text(
+        AdapterInfo(loop="grpo", base_model="/models/base").model_dump_json()
+    )
+    assert adapter_model_spec(tmp_path) == ("hf//models/base", {"adapter": str(tmp_path.resolve())})
+    assert adapter_model_spec(tmp_path, "vllm") == (f"vllm//models/base:{tmp_path.resolve()}", {})
+    with pytest.raises(ConfigError, match="not an agentmeta adapter"):
+        adapter_model_spec(tmp_path / "nothing")
