@@ -55,6 +55,12 @@ def _progress() -> tuple[Any, Any]:
 
 
 def _run(fn: Any, **kwargs: Any) -> Any:
+    import warnings
+
+    from agentmeta.cli import _quiet_transformers
+
+    _quiet_transformers()
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renamed-setting notices
     bar, report = _progress()
     try:
         return fn(progress=report, **kwargs)
@@ -68,6 +74,8 @@ def _print_result(result: Any, title: str) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # piped output keeps whole rows
+        console = Console(width=160)
     if result.table:
         table = Table(title=title)
         for col in ("suite", "n", "before", "after", "diff [95% CI]", "p(better)"):
@@ -118,10 +126,8 @@ def metaicl_cmd(
     no_register: Annotated[bool, typer.Option("--no-register", help="Do not add it to an archive.")] = False,
 ) -> None:
     """Meta-train for in-context learning; print k-shot accuracy on held-out suites before and after."""
-    from agentmeta.cli import _quiet_transformers
     from agentmeta.train.metaicl import train_metaicl
 
-    _quiet_transformers()
     result = _run(
         train_metaicl,
         train_suites=_split(train_suites, "--train-suites"),
@@ -173,10 +179,8 @@ def grpo_cmd(
     no_register: Annotated[bool, typer.Option("--no-register", help="Do not add it to an archive.")] = False,
 ) -> None:
     """Reinforcement learning (GRPO) with the suite's scorer as reward; print test scores before and after."""
-    from agentmeta.cli import _quiet_transformers
     from agentmeta.train.grpo import train_grpo
 
-    _quiet_transformers()
     result = _run(
         train_grpo,
         suite=suite,
