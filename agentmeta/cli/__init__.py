@@ -35,6 +35,7 @@ _SUBCOMMAND_MODULES = (
     "agentmeta.cli.search",
     "agentmeta.cli.conduct",
     "agentmeta.cli.archive",
+    "agentmeta.cli.train",
 )
 
 

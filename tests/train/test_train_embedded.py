@@ -1,0 +1,109 @@
+"""Both loops for a few real steps on the embedded model (CPU): adapters load and change the model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.embedded
+
+PROBE = "Spell this word backward: orange"
+
+
+def last_logits(base: str, adapter: Path | None):  # noqa: ANN201
+    """Next-token logits of a fixed prompt, from get_model's provider (base or base + adapter)."""
+    import torch
+
+    from agentmeta.models import get_model
+
+    m = get_model(f"hf/{base}", adapter=str(adapter) if adapter else None, cache=False, shared=False)
+    p = m.provider
+    ids = torch.tensor([p.tokenizer(PROBE)["input_ids"]])
+    with torch.no_grad():
+        return p.model(input_ids=ids).logits[0, -1].float()
+
+
+def assert_adapter_changes_model(base: str, adapter: Path) -> None:
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    info = json.loads((adapter / "agentmeta-adapter.json").read_text())
+    assert info["base_model"] == base and info["steps"] >= 1
+    diff = (last_logits(base, adapter) - last_logits(base, None)).abs().max().item()
+    assert diff > 1e-3, diff
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentmeta", "train", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_metaicl_command_trains_and_prints_before_after(tmp_path: Path, dense_model_dir: Path):
+    from agentmeta.archive import Archive
+
+    out, db = tmp_path / "metaicl", tmp_path / "a.db"
+    p = cli(
+        "metaicl", "--train-suites", "rg/basic_arithmetic,rg/word_sorting", "--eval-suites", "rg/spell_backward",
+        "--k", "2", "--steps", "2", "--samples-per-suite", "6", "--eval-limit", "3", "--lr", "5e-3",
+        "--max-length", "256", "--max-new-tokens", "12", "--output", str(out), "--archive", str(db),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "rg/spell_backward" in p.stdout and "before" in p.stdout and "after" in p.stdout
+    saved = json.loads((out / "metaicl-eval.json").read_text())
+    row = saved["table"][0]
+    assert row["suite"] == "rg/spell_backward" and row["n"] == 3 and row["k"] == 2
+    assert [r["id"] for r in saved["before"][0]["records"]] == [r["id"] for r in saved["after"][0]["records"]]
+    assert_adapter_changes_model(str(dense_model_dir), out)
+    with Archive(db) as arch:
+        (cand,) = [c for c in arch.candidates() if c.kind == "model"]
+        assert cand.source == str(out) and cand.metadata["loop"] == "metaicl"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.db", "metaicl"]
+
+
+def f1_suite(tmp_path: Path) -> str:
+    rows = [
+        {
+            "id": f"q{i}",
+            "input": f"Write a short sentence about the number {i}.",
+            "target": "the a is of to and in",
+        }
+        for i in range(8)
+    ]
+    f = tmp_path / "words.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"{f}?scorer=f1"
+
+
+def test_grpo_command_trains_a_loadable_adapter(tmp_path: Path, dense_model_dir: Path):
+    out = tmp_path / "grpo"
+    p = cli(
+        "grpo", "--suite", f1_suite(tmp_path), "--steps", "2", "--num-generations", "2",
+        "--max-new-tokens", "16", "--eval-limit", "2", "--lr", "2e-2", "--output", str(out), "--no-register",
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "before" in p.stdout and "rewards per step" in p.stdout
+    assert_adapter_changes_model(str(dense_model_dir), out)
+
+
+def test_grpo_trainer_receives_the_suite_scorer_values(tmp_path: Path, dense_model_dir: Path):
+    from agentmeta.eval.suites import load_suite
+    from agentmeta.train.grpo import train_grpo
+
+    spec = f1_suite(tmp_path)
+    rewards: list = []
+    result = train_grpo(
+        spec, tmp_path / "out", steps=2, train_limit=4, eval_limit=0, num_generations=2, max_new_tokens=16,
+        learning_rate=1e-3, rewards_out=rewards,
+    )  # fmt: skip
+    reward = rewards[0]
+    suite = load_suite(spec, split="validation", limit=4)
+    by_id = {s.id: s for s in suite.samples}
+    assert len(reward.calls) == 4  # 2 steps x 2 completions
+    for sid, text, value in reward.calls:
+        assert value == suite.score(text, by_id[sid]).value
+    logged = [r["rewards/score/mean"] for r in result.info.metrics["rewards"]]
+    values = [c[2] for c in reward.calls]
+    assert logged == pytest.approx([sum(values[:2]) / 2, sum(values[2:]) / 2], abs=1e-6)

@@ -1,0 +1,228 @@
+"""Training loops without training: episodes, truncation, reward adaptation, settings, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agentmeta.errors import ConfigError
+from agentmeta.eval.types import Sample, ScorerSpec, Suite
+from agentmeta.prompts import render
+from agentmeta.train.common import load_settings, resolve_base, staged_output
+from agentmeta.train.grpo import ConductorReward, SuiteReward, build_rewards, format_reward, grpo_prompt
+from agentmeta.train.metaicl import KShotAgent, build_episodes, fit_episode, format_prompt
+
+
+def words(prompt: str, completion: str) -> int:
+    return len((prompt + " " + completion).split())
+
+
+def samples(task: str, n: int) -> list[Sample]:
+    return [Sample(id=f"{task}/{i}", input=f"{task} question {i}", target=f"a{i}") for i in range(n)]
+
+
+def test_metaicl_templates_render():
+    assert render("metaicl-demo", input="2+2", target="4") == "Input: 2+2\nAnswer: 4\n"
+    text = format_prompt([Sample(id="d", input="1+1", target="2")], "3+3")
+    assert text.index("Input: 1+1\nAnswer: 2") < text.index("Input: 3+3")
+    assert text.rstrip().endswith("Answer: <your answer>")
+
+
+def test_fit_episode_drops_oldest_demonstrations_first_never_the_query():
+    demos = samples("t", 4)
+    query = Sample(id="q", input="the query " * 5, target="x")
+    full = fit_episode("t", demos, query, 10_000, words)
+    assert full is not None and full.dropped == 0 and len(full.demos) == 4
+    limit = full.length - 1
+    ep = fit_episode("t", demos, query, limit, words)
+    assert ep is not None and ep.dropped == 1
+    assert [d.id for d in ep.demos] == ["t/1", "t/2", "t/3"]  # t/0, farthest from the query, went first
+    assert ep.length <= limit and ep.prompt.count("the query") == 5  # the query is whole
+    alone = fit_episode("t", [], query, 10_000, words)
+    assert alone is not None
+    assert fit_episode("t", demos, query, alone.length, words).demos == []
+    assert fit_episode("t", demos, query, alone.length - 1, words) is None  # never cut the query
+
+
+def test_build_episodes_k_demonstrations_of_one_task_then_a_query():
+    tasks = {"a": samples("a", 6), "b": samples("b", 6)}
+    eps = build_episodes(tasks, k=3, n_episodes=8, max_length=10_000, length=words, seed=1)
+    assert len(eps) == 8 and {e.task for e in eps} == {"a", "b"}
+    for e in eps:
+        assert len(e.demos) == 3 and e.query.id not in {d.id for d in e.demos}
+        assert all(d.id.startswith(e.task + "/") for d in e.demos) and e.query.id.startswith(e.task + "/")
+        assert (
+            e.completion == f"Answer: {e.query.target}" and e.query.target not in e.prompt.split("Input:")[-1]
+        )
+    again = build_episodes(tasks, k=3, n_episodes=8, max_length=10_000, length=words, seed=1)
+    assert [e.prompt for e in again] == [e.prompt for e in eps]
+
+
+def test_build_episodes_refuses_k_larger_than_the_demonstrations():
+    with pytest.raises(ConfigError, match="k=5"):
+        build_episodes({"a": samples("a", 5)}, k=5, n_episodes=2, max_length=10_000, length=words)
+    with pytest.raises(ConfigError, match="no episode fits"):
+        build_episodes({"a": samples("a", 5)}, k=1, n_episodes=2, max_length=2, length=words)
+
+
+def test_kshot_agent_uses_the_same_demonstrations_for_every_query():
+    from agentmeta.models import get_model
+
+    m = get_model("mock", outputs=lambda req: "Answer: ok")
+    agent = KShotAgent(samples("d", 2), max_length=10_000, length=words)
+    assert agent.run("q1", m) == "Answer: ok"
+    prompt = m.provider.requests[-1].messages[-1].content
+    assert "Input: d question 0\nAnswer: a0" in prompt and "Input: q1" in prompt
+
+
+def suite(scorer: str = "exact") -> Suite:
+    return Suite(
+        name="toy",
+        samples=[Sample(id="s1", input="2+2", target="4"), Sample(id="s2", input="3+3", target="6")],
+        scorer=ScorerSpec(name=scorer),
+    )
+
+
+def test_suite_reward_is_the_scorer_value_and_records_calls():
+    s = suite("numeric")
+    reward = SuiteReward(s)
+    completions = [
+        [{"role": "assistant", "content": "Answer: 4"}],
+        [{"role": "assistant", "content": "I think 5"}],
+        "Answer: 6",
+    ]
+    got = reward(["p"] * 3, completions, sample_id=["s1", "s1", "s2"])
+    want = [
+        s.score(t, smp).value
+        for t, smp in [("Answer: 4", s.samples[0]), ("I think 5", s.samples[0]), ("Answer: 6", s.samples[1])]
+    ]
+    assert got == want == [1.0, 0.0, 1.0]
+    assert [c[2] for c in reward.calls] == got and reward.__name__ == "score"
+    with pytest.raises(ConfigError, match="unknown sample id"):
+        reward(["p"], ["x"], sample_id=["nope"])
+
+
+def test_format_reward_and_weights():
+    assert format_reward([], ["Answer: 3", "three", "answer:\n3"]) == [1.0, 0.0, 1.0]
+    funcs, weights = build_rewards(suite(), format_weight=0.25)
+    assert isinstance(funcs[0], SuiteReward) and funcs[1] is format_reward and weights == [1.0, 0.25]
+    assert len(build_rewards(suite())[0]) == 1
+    with pytest.raises(ConfigError, match="unknown target"):
+        build_rewards(suite(), "planner")
+
+
+def test_conductor_reward_runs_the_workflow_and_scores_the_final_answer():
+    from agentmeta.conductor.core import Conductor
+    from agentmeta.models import get_model
+
+    worker = get_model("mock", outputs=lambda req: "Answer: 4")
+    conductor = Conductor(get_model("mock"), expert_model=worker)
+    reward = ConductorReward(suite(), [worker], conductor)
+    plan = json.dumps({"steps": [{"worker": 0, "subtask": "add", "access": []}]})
+    assert reward([], [plan, "not a plan", f"Here: {plan}"], sample_id=["s1", "s1", "s2"]) == [1.0, 0.0, 0.0]
+    assert "0: mock" in grpo_prompt(suite().samples[0], "conductor", [worker])
+
+
+def test_staged_output_renames_on_success_and_leaves_nothing_on_failure(tmp_path: Path):
+    out = tmp_path / "adapter"
+    with pytest.raises(RuntimeError), staged_output(out) as tmp:
+        (tmp / "half").write_text("x")
+        raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with staged_output(out) as tmp:
+        (tmp / "done").write_text("x")
+    assert (out / "done").is_file() and list(tmp_path.iterdir()) == [out]
+    with pytest.raises(ConfigError, match="--overwrite"), staged_output(out):
+        pass
+    with staged_output(out, overwrite=True) as tmp:
+        (tmp / "new").write_text("y")
+    assert sorted(p.name for p in out.iterdir()) == ["new"]
+
+
+def test_settings_file_and_base_model_checks(tmp_path: Path):
+    f = tmp_path / "s.yaml"
+    f.write_text("trainer:\n  gradient_accumulation_steps: 2\nlora:\n  r: 4\n")
+    assert load_settings(f) == {"trainer": {"gradient_accumulation_steps": 2}, "lora": {"r": 4}}
+    f.write_text("optimizer: adam\n")
+    with pytest.raises(ConfigError, match="trainer"):
+        load_settings(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="hf/"):
+        resolve_base("openai/gpt-4o")
+    assert resolve_base("hf/some/dir") == "some/dir"
+
+
+def test_unknown_trainer_setting_is_a_config_error(tmp_path: Path):
+    import trl
+
+    from agentmeta.train.common import trainer_args
+
+    with pytest.raises(ConfigError, match="no_such_setting"):
+        trainer_args(trl.SFTConfig, tmp_path, {}, {"no_such_setting": 1})
+    args = trainer_args(trl.GRPOConfig, tmp_path, {"max_steps": 1}, {"use_vllm": True})
+    assert args.max_steps == 1 and args.use_cpu and not args.use_vllm  # no GPU here: vLLM is dropped
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentmeta", "train", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["metaicl", "--train-suites", "rg/nope", "--eval-suites", "rg/spell_backward"], "unknown"),
+        (
+            [
+                "metaicl",
+                "--train-suites",
+                "rg/basic_arithmetic",
+                "--eval-suites",
+                "rg/spell_backward",
+                "--k",
+                "9",
+                "--samples-per-suite",
+                "4",
+            ],
+            "k=9",
+        ),
+        (
+            ["metaicl", "--train-suites", "rg/basic_arithmetic", "--eval-suites", "rg/basic_arithmetic"],
+            "held out",
+        ),
+        (["grpo", "--suite", "rg/basic_arithmetic", "--model", "hf/EMPTY"], "could not load base model"),
+        (["grpo", "--suite", "rg/basic_arithmetic", "--output", "EXISTS"], "--overwrite"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_leaves_nothing(tmp_path: Path, args: list[str], needle: str):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "exists").mkdir()
+    args = [
+        a.replace("EMPTY", str(tmp_path / "empty")).replace("EXISTS", str(tmp_path / "exists")) for a in args
+    ]
+    if "--output" not in args:
+        args += ["--output", str(tmp_path / "out")]
+    p = cli(*args, "--no-register")
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["empty", "exists"]
+    assert list((tmp_path / "exists").iterdir()) == []
+
+
+def test_adapter_specs_for_hf_and_vllm(tmp_path: Path):
+    from agentmeta.train.common import ADAPTER_INFO, AdapterInfo, adapter_model_spec
+
+    (tmp_path / ADAPTER_INFO).write_text(
+        AdapterInfo(loop="grpo", base_model="/models/base").model_dump_json()
+    )
+    assert adapter_model_spec(tmp_path) == ("hf//models/base", {"adapter": str(tmp_path.resolve())})
+    assert adapter_model_spec(tmp_path, "vllm") == (f"vllm//models/base:{tmp_path.resolve()}", {})
+    with pytest.raises(ConfigError, match="not an agentmeta adapter"):
+        adapter_model_spec(tmp_path / "nothing")
