@@ -399,6 +399,26 @@ class Archive(CampaignsMixin):
             conn.execute(update(t.candidates).where(t.candidates.c.id == candidate_id).values(**values))
         return ev
 
+    def record_result(
+        self,
+        candidate_id: str,
+        result: Any,
+        *,
+        stage: str = "full",
+        primary: bool | None = None,
+        suite: str | None = None,
+    ) -> Evaluation:
+        """Store an `EvalResult` (per-sample scores, mean, CI, usage, wall time) as one evaluation.
+
+        `suite` overrides the key the evaluation is stored under (default: the result's suite).
+        """
+        scores = [{"sample_id": r.id, "score": r.score, "error": r.error} for r in result.records]
+        return self.record_evaluation(
+            candidate_id, suite or result.suite, scores, split=result.split, stage=stage, n=result.n,
+            mean=result.mean, ci_low=result.ci_low, ci_high=result.ci_high, usage=result.usage,
+            wall_s=result.wall_s, primary=primary,
+        )  # fmt: skip
+
     def get_evaluation(
         self, candidate_id: str, suite: str, split: str = "validation", stage: str = "full"
     ) -> Evaluation | None:

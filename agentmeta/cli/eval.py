@@ -129,21 +129,7 @@ def eval_command(
                 )
         if arch is not None and candidate_id is not None:
             for r in results:
-                scores = [{"sample_id": x.id, "score": x.score, "error": x.error} for x in r.records]
-                arch.record_evaluation(
-                    candidate_id,
-                    r.suite,
-                    scores,
-                    split=r.split,
-                    stage="full",
-                    n=r.n,
-                    mean=r.mean,
-                    ci_low=r.ci_low,
-                    ci_high=r.ci_high,
-                    usage=r.usage,
-                    wall_s=r.wall_s,
-                    primary=False,
-                )
+                arch.record_result(candidate_id, r, primary=False)
     except AgentMetaError as e:
         raise _fail(str(e)) from None
     if out is not None:

@@ -161,20 +161,7 @@ class Campaign:
         res = evaluate(
             agent, suite, model=self.model, concurrency=self.config.concurrency, seed=self.config.seed
         )
-        scores = [{"sample_id": r.id, "score": r.score, "error": r.error} for r in res.records]
-        ev = self.archive.record_evaluation(
-            cid,
-            self.config.suite,
-            scores,
-            split="validation",
-            stage=stage,
-            n=res.n,
-            mean=res.mean,
-            ci_low=res.ci_low,
-            ci_high=res.ci_high,
-            usage=res.usage,
-            wall_s=res.wall_s,
-        )
+        ev = self.archive.record_result(cid, res, stage=stage, suite=self.config.suite)
         self.result.evaluated.append(f"{stage}:{cid}")
         errors = res.n_errors
         self.progress(

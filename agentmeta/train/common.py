@@ -247,15 +247,7 @@ def register_adapter(
         )
         cid = store.add(cand)
         for res in evaluations or []:
-            store.record_evaluation(
-                cid,
-                res.suite,
-                [{"sample_id": r.id, "score": r.score, "error": r.error} for r in res.records],
-                split=res.split,
-                ci_low=res.ci_low,
-                ci_high=res.ci_high,
-                primary=True,
-            )
+            store.record_result(cid, res, primary=True)
         return cid
     finally:
         if store is not archive:
