@@ -324,7 +324,7 @@ def spec_from_steps(name: str, thought: str, steps: list[dict[str, Any]]) -> Gra
         elif kind == "reflect":
             if not nodes:
                 nodes.append({"id": f"a{i}", "type": "llm", "prompt": prompt, "role": role})
-            nodes.append({"id": f"r{i}", "type": "reflect", "role": role, "max_rounds": 2})
+            nodes.append({"id": f"r{i}", "type": "reflect", "role": role, "max_rounds": 1})
         else:
             nodes.append({"id": f"n{i}", "type": "llm", "prompt": prompt, "role": role, "temperature": temp})
     if not nodes:

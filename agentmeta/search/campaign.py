@@ -251,10 +251,11 @@ class Campaign:
             self.evaluate_candidate(cid, spec.build())
 
     def _validate(self, spec: AgentSpec) -> tuple[Any, str | None]:
-        """Build and dry-run on the first sample: returns (agent, error or None).
+        """Build and dry-run on the subset: returns (agent, error or None).
 
-        The dry run goes through the evaluation runner with the campaign's seed, so its model
-        calls are the ones the subset stage makes for that sample (served again from the cache).
+        The candidate fails validation if every subset sample raises. The dry run goes through
+        the evaluation runner with the campaign's seed and the subset's concurrency, so its model
+        calls are exactly the subset stage's: that stage is then served from the call cache.
         """
         from agentmeta.eval import evaluate
 
@@ -262,11 +263,16 @@ class Campaign:
             agent = spec.build()
         except InvalidAgentError as e:
             return None, f"invalid: {e}"
-        one = self.subset_suite.model_copy(update={"samples": self.subset_suite.samples[:1]})
-        res = evaluate(agent, one, model=self.model, concurrency=1, seed=self.config.seed)
-        error = res.records[0].error if res.records else None
-        if error:
-            return None, f"error: {error}"
+        res = evaluate(
+            agent,
+            self.subset_suite,
+            model=self.model,
+            concurrency=self.config.concurrency,
+            seed=self.config.seed,
+        )
+        errors = [r.error for r in res.records if r.error]
+        if res.records and len(errors) == len(res.records):
+            return None, f"error: {errors[0]}"
         return agent, None
 
     def run_iteration(self, i: int) -> None:
