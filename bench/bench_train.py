@@ -7,7 +7,7 @@ the same data with the same settings. Only the optimizer steps are timed (the sa
 evaluation are excluded. The first step of each run is reported but left out of the mean (one-off
 warm-up). Writes bench/results/train.json with the overhead ratio (agentmeta / plain).
 
-    python bench/bench_train.py [--sft-steps 6] [--grpo-steps 4]
+    python bench/bench_train.py [--sft-steps 12] [--grpo-steps 8]
 """
 
 from __future__ import annotations
@@ -156,8 +156,8 @@ def plain_grpo(base: str, limit: int, steps: int, gens: int, max_new: int, lr: f
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sft-steps", type=int, default=6)
-    ap.add_argument("--grpo-steps", type=int, default=4)
+    ap.add_argument("--sft-steps", type=int, default=12)
+    ap.add_argument("--grpo-steps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=256)

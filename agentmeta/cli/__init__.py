@@ -26,8 +26,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def make_console(stderr: bool = False, **kwargs: object) -> Console:
+    """A rich console; piped output gets 160 columns so table rows stay whole instead of wrapping at 80."""
+    console = Console(stderr=stderr, **kwargs)  # type: ignore[arg-type]
+    return console if console.is_terminal else Console(stderr=stderr, width=160, **kwargs)  # type: ignore[arg-type]
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 # Subcommand modules that add themselves to `app` through a `register(app)` function.
 _SUBCOMMAND_MODULES = (

@@ -66,9 +66,9 @@ def _ci(lo: float | None, hi: float | None, sep: str = ", ") -> str:
 
 
 def _console() -> Any:
-    from rich.console import Console
+    from agentmeta.cli import make_console
 
-    return Console(highlight=False)
+    return make_console(highlight=False)
 
 
 @archive_app.command("ls")

@@ -6,11 +6,12 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-console = Console()
-err = Console(stderr=True)
+from agentmeta.cli import make_console
+
+console = make_console()
+err = make_console(stderr=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,11 +37,9 @@ def _load_model(spec: str | None):  # noqa: ANN202
 
 
 def _console(stderr: bool = False) -> Console:
-    from rich.console import Console
+    from agentmeta.cli import make_console
 
-    # piped output keeps whole rows instead of wrapping them at 80 columns
-    console = Console(stderr=stderr)
-    return console if console.is_terminal else Console(stderr=stderr, width=160)
+    return make_console(stderr=stderr)
 
 
 def eval_command(

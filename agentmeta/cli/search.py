@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console()
-err = Console(stderr=True)
+from agentmeta.cli import make_console
+
+console = make_console()
+err = make_console(stderr=True)
 
 
 def _fmt(mean: float | None, lo: float | None, hi: float | None) -> str:
@@ -92,31 +94,36 @@ def register(app: typer.Typer) -> None:
         task_model = load_model_for_cli(model)
         meta = task_model if meta_model in (None, model) else load_model_for_cli(meta_model)
         best: dict[str, Any] = {"mean": None}
+        start = time.monotonic()
+
+        def say(text: str) -> None:
+            s = int(time.monotonic() - start)
+            err.print(f"[dim]{s // 60:02d}:{s % 60:02d}[/dim] {text}")
 
         def progress(ev: dict[str, Any]) -> None:
             kind_ = ev["event"]
             if kind_ == "seed":
-                err.print(f"[dim]seed[/dim] {escape(ev['name'])} ({ev['id']})")
+                say(f"[dim]seed[/dim] {escape(ev['name'])} ({ev['id']})")
             elif kind_ == "propose":
-                err.print(f"[bold]iteration {ev['iteration'] + 1}/{iterations}[/bold]: proposing...")
+                say(f"[bold]iteration {ev['iteration'] + 1}/{iterations}[/bold]: proposing...")
             elif kind_ == "resume":
-                err.print(
+                say(
                     f"[bold]iteration {ev['iteration'] + 1}/{iterations}[/bold]: resuming {escape(ev['name'])}"
                 )
             elif kind_ == "candidate":
-                err.print(
+                say(
                     f"  candidate [cyan]{escape(ev['name'])}[/cyan] ({ev['id']}), parents "
                     f"{', '.join(p[:6] for p in ev['parents']) or '-'}"
                 )
             elif kind_ == "debug":
-                err.print(f"  [yellow]debug round {ev['round']}[/yellow]: {escape(ev['error'][:120])}")
+                say(f"  [yellow]debug round {ev['round']}[/yellow]: {escape(ev['error'][:120])}")
             elif kind_ in ("invalid", "error"):
-                err.print(f"  [red]{kind_}[/red]: {escape(str(ev.get('error'))[:160])}")
+                say(f"  [red]{kind_}[/red]: {escape(str(ev.get('error'))[:160])}")
             elif kind_ == "evaluated":
                 if ev["stage"] == "full" and (best["mean"] is None or ev["mean"] > best["mean"]):
                     best["mean"] = ev["mean"]
                 errs = f", {ev['errors']} errors" if ev["errors"] else ""
-                err.print(
+                say(
                     f"  {ev['stage']:<6} {ev['id']}: {_fmt(ev['mean'], ev['ci_low'], ev['ci_high'])} "
                     f"n={ev['n']}{errs}   best so far: {_fmt(best['mean'], None, None)}"
                 )

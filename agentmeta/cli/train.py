@@ -70,12 +70,11 @@ def _run(fn: Any, **kwargs: Any) -> Any:
 
 
 def _print_result(result: Any, title: str) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal:  # piped output keeps whole rows
-        console = Console(width=160)
+    from agentmeta.cli import make_console
+
+    console = make_console()
     if result.table:
         table = Table(title=title)
         for col in ("suite", "n", "before", "after", "diff [95% CI]", "p(better)"):
