@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+
+from agentmeta.eval.scorers import extract_answer as extract_answer  # one parser for agents and scorers
 
 if TYPE_CHECKING:
     from agentmeta.models import Model
@@ -71,14 +72,3 @@ class AgentSpec(BaseModel):
         }
         (out / "agent.json").write_text(json.dumps(meta, indent=2) + "\n")
         return out
-
-
-_ANSWER_RE = re.compile(r"(?:final answer|answer)\s*[:：]\s*(.+)", re.I)
-
-
-def extract_answer(text: str) -> str:
-    """The text after the last 'Answer:' marker (its line), else the whole text stripped."""
-    matches = _ANSWER_RE.findall(text or "")
-    if matches:
-        return matches[-1].strip().strip("*").strip()
-    return (text or "").strip()

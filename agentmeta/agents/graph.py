@@ -17,9 +17,7 @@ order. The answer is the text after the last ``Answer:`` in the ``output`` node 
 from __future__ import annotations
 
 import json
-import re
 import string
-from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import yaml
@@ -27,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agentmeta.agents.base import extract_answer
 from agentmeta.errors import InvalidAgentError
+from agentmeta.eval.agents import majority
 
 if TYPE_CHECKING:
     from agentmeta.models import Model
@@ -141,15 +140,6 @@ def _render(template: str, state: _State) -> str:
     return template.format_map(values)
 
 
-def majority(answers: list[str]) -> str:
-    """The most common normalized answer (first seen wins ties)."""
-    norm = [re.sub(r"\s+", " ", a.strip().lower().rstrip(".")) for a in answers]
-    if not norm:
-        return ""
-    best, _ = Counter(norm).most_common(1)[0]
-    return answers[norm.index(best)].strip()
-
-
 class GraphAgent:
     """A compiled graph agent. `run(task, model)` invokes the LangGraph graph."""
 
@@ -197,7 +187,7 @@ class GraphAgent:
             elif node.type == "vote":
                 src = node.source or ids[index - 1]
                 samples = state["outputs"].get(src) or []
-                out = "Answer: " + majority([extract_answer(s) for s in samples])
+                out = "Answer: " + extract_answer(majority(samples))
             elif node.type == "reflect":
                 out = self._reflect(node, state)
             else:

@@ -60,6 +60,9 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Seed of sampling, selection and splits.")] = 0,
         subset: Annotated[int, typer.Option(help="Samples in the cheap first stage.", min=1)] = 4,
         full: Annotated[int, typer.Option(help="Samples in the full validation stage.", min=1)] = 8,
+        promote_margin: Annotated[
+            float, typer.Option(help="Full stage if the subset score is within this of the best.", min=0.0)
+        ] = 0.1,
         max_tokens: Annotated[int | None, typer.Option(help="Token budget of the campaign.")] = None,
         max_wall_s: Annotated[float | None, typer.Option(help="Wall-clock budget in seconds.")] = None,
         concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
@@ -85,6 +88,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             subset=subset,
             full=full,
+            promote_margin=promote_margin,
             max_tokens=max_tokens,
             max_wall_s=max_wall_s,
             concurrency=concurrency,
@@ -106,6 +110,8 @@ def register(app: typer.Typer) -> None:
                 say(f"[dim]seed[/dim] {escape(ev['name'])} ({ev['id']})")
             elif kind_ == "propose":
                 say(f"[bold]iteration {ev['iteration'] + 1}/{iterations}[/bold]: proposing...")
+            elif kind_ == "proposed":
+                say(f"  proposed {escape(ev['name'])} ({ev['tokens']} tokens); dry run on the subset...")
             elif kind_ == "resume":
                 say(
                     f"[bold]iteration {ev['iteration'] + 1}/{iterations}[/bold]: resuming {escape(ev['name'])}"
@@ -119,6 +125,8 @@ def register(app: typer.Typer) -> None:
                 say(f"  [yellow]debug round {ev['round']}[/yellow]: {escape(ev['error'][:120])}")
             elif kind_ in ("invalid", "error"):
                 say(f"  [red]{kind_}[/red]: {escape(str(ev.get('error'))[:160])}")
+            elif kind_ == "not_promoted":
+                say(f"  stays on the subset stage (best subset score so far {ev['best_subset']:.3f})")
             elif kind_ == "evaluated":
                 if ev["stage"] == "full" and (best["mean"] is None or ev["mean"] > best["mean"]):
                     best["mean"] = ev["mean"]

@@ -62,6 +62,7 @@ _ANSWER_LINE = re.compile(
     r"^[ \t>#*_-]*(?:final[ \t]+answer|answer)[ \t]*[*_]*[ \t]*[:：][ \t]*[*_]*[ \t]*(?P<rest>.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
+_ANSWER_INLINE = re.compile(r"\b(?:final[ \t]+answer|answer)[ \t]*[:：][ \t]*(?P<rest>[^\n]+)", re.IGNORECASE)
 _ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*(?P<rest>[^\n]+)", re.IGNORECASE)
 _BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 
@@ -85,7 +86,8 @@ def answer_block(text: str) -> str | None:
 
 
 def extract_answer(text: str) -> str:
-    """The final answer in a completion: the last `Answer:` line, else `\\boxed{}`, else the last line."""
+    """The final answer in a completion: the last `Answer:` line, else `\\boxed{}`, else an `Answer:`
+    inside a line, else "the answer is ...", else the last line."""
     if not text:
         return ""
     matches = list(_ANSWER_LINE.finditer(text))
@@ -100,6 +102,9 @@ def extract_answer(text: str) -> str:
     boxed = _BOXED.findall(text)
     if boxed:
         return _clean(boxed[-1])
+    inline = list(_ANSWER_INLINE.finditer(text))
+    if inline:
+        return _clean(inline[-1].group("rest"))
     said = list(_ANSWER_IS.finditer(text))
     if said:
         return _clean(said[-1].group("rest"))

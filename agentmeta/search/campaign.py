@@ -46,7 +46,9 @@ class SearchConfig(BaseModel):
     full: int = Field(default=8, ge=1)
     """Samples in the full validation stage (only for promising candidates)."""
     promote_margin: float = Field(default=0.1, ge=0.0)
-    """A candidate goes to the full stage if its subset score is within this of the best."""
+    """A proposed candidate goes to the full stage if its subset score is within this of the best
+    subset score so far, and above zero once some candidate has scored above zero. Seeds (the
+    baselines) always get the full stage."""
     reflexion_rounds: int = Field(default=2, ge=0, le=5)
     debug_rounds: int = Field(default=3, ge=0, le=10)
     name: str | None = None
@@ -150,7 +152,7 @@ class Campaign:
         return None
 
     # -- evaluation ------------------------------------------------------------------------
-    def _evaluate_stage(self, cid: str, agent: Any, stage: str) -> Any:
+    def _evaluate_stage(self, cid: str, agent: Any, stage: str, primary: bool | None = None) -> Any:
         from agentmeta.eval import evaluate
 
         suite = self.subset_suite if stage == "subset" else self.full_suite
@@ -161,7 +163,7 @@ class Campaign:
         res = evaluate(
             agent, suite, model=self.model, concurrency=self.config.concurrency, seed=self.config.seed
         )
-        ev = self.archive.record_result(cid, res, stage=stage, suite=self.config.suite)
+        ev = self.archive.record_result(cid, res, stage=stage, suite=self.config.suite, primary=primary)
         self.result.evaluated.append(f"{stage}:{cid}")
         errors = res.n_errors
         self.progress(
@@ -192,13 +194,32 @@ class Campaign:
                 best = ev.mean
         return best
 
+    def promising(self, subset_mean: float | None, best: float | None) -> bool:
+        """Promotion rule of the subset stage (see `SearchConfig.promote_margin`)."""
+        if best is None:
+            return True
+        mean = subset_mean or 0.0
+        if best > 0 and mean <= 0:
+            return False  # solves nothing on the subset while another candidate does
+        return mean >= best - self.config.promote_margin
+
     def evaluate_candidate(self, cid: str, agent: Any) -> None:
         sub = self._evaluate_stage(cid, agent, "subset")
         if self.archive.get(cid, with_evaluations=False).status == "error":
             return
         best = self._best_subset(exclude=cid)
-        if best is None or (sub.mean or 0.0) >= best - self.config.promote_margin:
+        if self.promising(sub.mean, best):
             self._evaluate_stage(cid, agent, "full")
+        else:
+            self.progress({"event": "not_promoted", "id": cid, "mean": sub.mean, "best_subset": best})
+
+    def evaluate_seed(self, cid: str, agent: Any) -> None:
+        """Seeds are baselines: full stage first (one pass, better batched), then the subset stage,
+        whose samples are the full stage's first ones and come back from the call cache."""
+        self._evaluate_stage(cid, agent, "full")
+        if self.archive.get(cid, with_evaluations=False).status == "error":
+            return
+        self._evaluate_stage(cid, agent, "subset", primary=False)  # the fitness stays the full stage's
 
     # -- the loop ------------------------------------------------------------------------
     def _add(
@@ -248,7 +269,7 @@ class Campaign:
             if cand.status in ("invalid", "error"):
                 continue
             self.progress({"event": "seed", "id": cid, "name": spec.name})
-            self.evaluate_candidate(cid, spec.build())
+            self.evaluate_seed(cid, spec.build())
 
     def _validate(self, spec: AgentSpec) -> tuple[Any, str | None]:
         """Build and dry-run on the subset: returns (agent, error or None).
@@ -301,6 +322,14 @@ class Campaign:
         error: str | None
         try:
             proposal = self.strategy.propose(ctx)
+            self.progress(
+                {
+                    "event": "proposed",
+                    "iteration": i,
+                    "name": proposal.spec.name,
+                    "tokens": proposal.usage.total_tokens,
+                }
+            )
             agent, error = self._validate(proposal.spec)
         except InvalidAgentError as e:
             proposal, agent, error = None, None, f"invalid: {e}"

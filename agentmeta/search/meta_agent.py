@@ -35,8 +35,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     "graph": {
         "type": "object",
         "properties": {
-            "thought": _text(200),
-            "name": _text(40),
+            "thought": _text(150),
+            "name": _text(32),
             "steps": {
                 "type": "array",
                 "minItems": 1,
@@ -45,8 +45,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                     "type": "object",
                     "properties": {
                         "type": {"enum": ["llm", "sample_vote", "reflect"]},
-                        "role": _text(40),
-                        "instruction": _text(200),
+                        "role": _text(32),
+                        "instruction": _text(150),
                     },
                     "required": ["type", "role", "instruction"],
                     "additionalProperties": False,
@@ -68,7 +68,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
     },
 }
-MAX_TOKENS = {"code": 1200, "graph": 320, "prompt": 260}
+MAX_TOKENS = {"code": 1200, "graph": 300, "prompt": 260}
 
 
 def reply_to_spec(kind: str, data: dict[str, Any]) -> AgentSpec:

@@ -30,6 +30,8 @@ def S(target: str, **meta: object) -> Sample:  # noqa: N802
         ("Answer:\n  blue", "blue"),
         ("just a line\n\nlast line here", "last line here"),
         ("answer: $3.5$", "3.5"),
+        ("2 + 1 = 3. OK so the final answer: 3.", "3"),
+        ("Answer: 4\nthen I said answer: 5", "4"),
         ("", ""),
     ],
 )

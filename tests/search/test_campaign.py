@@ -49,6 +49,41 @@ def test_graph_campaign_archives_seeds_and_candidates_with_parents_and_cis(tmp_p
     assert archive.get_campaign(camp.record.id).status == "done"
 
 
+def test_promotion_rule(tmp_path, suite_file):
+    config = SearchConfig(suite=suite_file, kind="graph", iterations=0, subset=2, full=4, promote_margin=0.1)
+    camp = Campaign(config, Archive(tmp_path / "a.db"), model=get_model("mock"), meta_model=get_model("mock"))
+    assert camp.promising(0.0, None)  # the first candidate has nothing to lose against
+    assert camp.promising(0.0, 0.0)  # nothing solved anything yet: the subset says nothing
+    assert not camp.promising(0.0, 0.05)  # solves nothing while another candidate does
+    assert camp.promising(0.5, 0.55) and camp.promising(0.9, 0.5)
+    assert not camp.promising(0.4, 0.55)
+
+
+def test_seeds_get_the_full_stage_even_when_they_score_zero(tmp_path, suite_file):
+    archive = Archive(tmp_path / "a.db")
+    events: list[dict] = []
+    config = SearchConfig(suite=suite_file, kind="graph", iterations=0, subset=2, full=4)
+    # every answer is wrong: all subset scores are 0, yet every seed is a baseline scored on the full stage
+    camp = Campaign(
+        config,
+        archive,
+        model=get_model("mock", outputs=lambda r: "Answer: 99"),
+        meta_model=get_model("mock"),
+        progress=events.append,
+    )
+    camp.run()
+    seeds = archive.candidates(campaign=camp.record.id)
+    assert len(seeds) == 3
+    for c in seeds:
+        stages = {e.stage: e for e in archive.evaluations(c.id)}
+        assert set(stages) == {"subset", "full"}
+        assert c.fitness_stage == "full" and c.n == 4 and c.fitness == 0.0
+        assert [(s.sample_id, s.score) for s in stages["subset"].scores] == [
+            (s.sample_id, s.score) for s in stages["full"].scores
+        ][:2]
+    assert not any(e["event"] == "not_promoted" for e in events)
+
+
 def code_meta(code: str):
     return lambda req: json.dumps({"thought": "t", "name": "hostile", "code": code})
 

@@ -20,9 +20,16 @@ def test_graph_proposals_from_the_embedded_model_are_valid(embedded, tmp_path, s
     strategy = MetaAgentSearch(reflexion_rounds=0)
     valid = 0
     for i in range(2):
-        ctx = ProposalContext(archive=archive, campaign=camp.record.id, kind="graph",
-                              task_description=camp._task_description(), iteration=i, seed=0,
-                              meta_model=embedded, candidates=camp._candidates())
+        ctx = ProposalContext(
+            archive=archive,
+            campaign=camp.record.id,
+            kind="graph",
+            task_description=camp._task_description(),
+            iteration=i,
+            seed=0,
+            meta_model=embedded,
+            candidates=camp._candidates(),
+        )
         proposal = strategy.propose(ctx)
         proposal.spec.build()  # raises if the candidate is not a valid graph
         valid += 1
