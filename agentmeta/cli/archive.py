@@ -98,7 +98,7 @@ def ls_command(
         header_style="bold",
     )
     # only name and parents shrink on a narrow terminal; the numbers never wrap
-    for col in ("#", "id", "name", "kind", "fitness", "95% CI", "n", "status", "gen", "parents"):
+    for col in ("#", "id", "name", "kind", "fitness", "95% CI", "n", "stage", "status", "gen", "parents"):
         table.add_column(
             col,
             justify="right" if col in ("#", "fitness", "n", "gen") else "left",
@@ -115,6 +115,7 @@ def ls_command(
             _num(r.fitness),
             _ci(r.ci_low, r.ci_high, sep=","),
             "-" if r.n is None else str(r.n),
+            r.stage or "-",
             r.status,
             str(r.generation),
             ",".join(p[:8] for p in r.parent_ids) or "-",
