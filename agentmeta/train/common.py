@@ -195,6 +195,33 @@ def step_timer(progress: ProgressFn | None = None) -> Any:
     return StepTimer()
 
 
+def check_run(steps: int, output: str | Path, overwrite: bool) -> None:
+    """The checks every loop makes before loading anything: a step count and a free output dir."""
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1; got {steps}")
+    if Path(output).expanduser().exists() and not overwrite:
+        raise ConfigError(f"output {output} already exists: choose another directory or pass --overwrite")
+
+
+def before_after(before: Any, after: Any, seed: int, **extra: Any) -> dict[str, Any]:
+    """One row of a before/after table: both means and the paired-bootstrap difference (after - before)."""
+    from agentmeta.eval.stats import compare_results
+
+    cmp = compare_results(after, before, seed=seed)
+    return {
+        "suite": after.suite,
+        "split": after.split,
+        "n": cmp.n,
+        **extra,
+        "before": before.mean,
+        "after": after.mean,
+        "diff": cmp.mean_diff,
+        "low": cmp.low,
+        "high": cmp.high,
+        "p_better": cmp.p_better,
+    }
+
+
 @contextlib.contextmanager
 def staged_output(output: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder next to `output`, renamed to `output` only if the body succeeds."""

@@ -27,6 +27,8 @@ from agentmeta.train.common import (
     AdapterInfo,
     ProgressFn,
     TrainResult,
+    before_after,
+    check_run,
     load_base,
     load_settings,
     lora_config,
@@ -281,20 +283,16 @@ def train_grpo(
     """
     from agentmeta.conductor.core import Conductor
     from agentmeta.eval.runner import evaluate
-    from agentmeta.eval.stats import compare_results
     from agentmeta.eval.suites import load_suite
     from agentmeta.models import get_model
 
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1; got {steps}")
+    check_run(steps, output, overwrite)
     if target not in TARGETS:
         raise ConfigError(f"unknown target {target!r}; use one of: {', '.join(TARGETS)}")
     if num_generations < 2:
         raise ConfigError(
             f"GRPO compares completions of one prompt: num_generations must be >= 2; got {num_generations}"
         )
-    if Path(output).expanduser().exists() and not overwrite:
-        raise ConfigError(f"output {output} already exists: choose another directory or pass --overwrite")
     settings = load_settings(config)
     train = load_suite(suite, split="validation", limit=train_limit, seed=seed)
     if not train.samples:
@@ -370,20 +368,7 @@ def train_grpo(
         after = None
         if before is not None:
             after = run_eval(get_model(f"hf/{base}", adapter=str(tmp), cache=False, shared=False))
-            cmp = compare_results(after, before, seed=seed)
-            table.append(
-                {
-                    "suite": after.suite,
-                    "split": after.split,
-                    "n": cmp.n,
-                    "before": before.mean,
-                    "after": after.mean,
-                    "diff": cmp.mean_diff,
-                    "low": cmp.low,
-                    "high": cmp.high,
-                    "p_better": cmp.p_better,
-                }
-            )
+            table.append(before_after(before, after, seed))
             info.metrics["eval"] = table
             save_adapter(trainer, tok, tmp, info)
     final = Path(output).expanduser().resolve()

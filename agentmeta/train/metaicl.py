@@ -26,6 +26,8 @@ from agentmeta.train.common import (
     AdapterInfo,
     ProgressFn,
     TrainResult,
+    before_after,
+    check_run,
     load_base,
     load_settings,
     lora_config,
@@ -260,13 +262,9 @@ def train_metaicl(
     drawn once from its validation split, so before and after see identical prompts.
     """
     from agentmeta.eval.runner import evaluate
-    from agentmeta.eval.stats import compare_results
     from agentmeta.models import get_model
 
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1; got {steps}")
-    if Path(output).expanduser().exists() and not overwrite:
-        raise ConfigError(f"output {output} already exists: choose another directory or pass --overwrite")
+    check_run(steps, output, overwrite)
     overlap = sorted(set(train_suites) & set(eval_suites))
     if overlap:
         raise ConfigError(f"evaluation suites must be held out; trained on: {', '.join(overlap)}")
@@ -345,23 +343,7 @@ def train_metaicl(
         after = (
             run_eval(get_model(f"hf/{base}", adapter=str(tmp), cache=False, shared=False)) if held_out else []
         )
-        table = []
-        for b, a in zip(before, after, strict=True):
-            cmp = compare_results(a, b, seed=seed)
-            table.append(
-                {
-                    "suite": a.suite,
-                    "split": a.split,
-                    "n": cmp.n,
-                    "k": k,
-                    "before": b.mean,
-                    "after": a.mean,
-                    "diff": cmp.mean_diff,
-                    "low": cmp.low,
-                    "high": cmp.high,
-                    "p_better": cmp.p_better,
-                }
-            )
+        table = [before_after(b, a, seed, k=k) for b, a in zip(before, after, strict=True)]
         info.metrics["in_context"] = table
         save_adapter(trainer, tok, tmp, info)
         import json
