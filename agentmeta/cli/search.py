@@ -137,6 +137,12 @@ def register(app: typer.Typer) -> None:
                 )
 
         camp = Campaign(config, arch, model=task_model, meta_model=meta, progress=progress)
+        done = [  # a resumed campaign starts from the best full-stage score it already has
+            c.fitness
+            for c in arch.candidates(campaign=camp.record.id)
+            if c.fitness is not None and c.fitness_stage == "full"
+        ]
+        best["mean"] = max(done, default=None)
         result = camp.run()
         board = arch.leaderboard(campaign=camp.record.id, limit=15)
         console.print(leaderboard_table(board, f"leaderboard: {result.campaign}"))

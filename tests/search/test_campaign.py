@@ -230,6 +230,24 @@ def test_sigkill_mid_campaign_then_resume_loses_and_repeats_nothing(tmp_path, su
         assert after[k] == t
 
 
+def test_cli_search_resumed_carries_the_best_score_over(tmp_path, suite_file):
+    from typer.testing import CliRunner
+
+    from agentmeta.cli import app
+
+    args = ["search", "--suite", suite_file, "--kind", "prompt", "--archive", str(tmp_path / "c.db"),
+            "--model", "mock", "--subset", "2", "--full", "3"]  # fmt: skip
+    runner = CliRunner()
+    first = runner.invoke(app, [*args, "--iterations", "0"])  # the seeds only, on the full stage
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, [*args, "--iterations", "1"])
+    assert again.exit_code == 0, again.output
+    assert "subset" in again.output  # the new candidate was evaluated...
+    assert (
+        "best so far: 0.00" in again.output and "best so far: -" not in again.output
+    )  # ...against the seeds
+
+
 def test_cli_search_then_eval_archive_candidate(tmp_path, suite_file):
     from typer.testing import CliRunner
 
@@ -259,6 +277,7 @@ def test_cli_search_then_eval_archive_candidate(tmp_path, suite_file):
     )
     assert res.exit_code == 0, res.output
     assert "leaderboard" in res.output
+    assert "00:0" in res.output  # progress lines carry the elapsed time
     archive = Archive(db)
     new = [c for c in archive.candidates() if c.generation > 0]
     assert len(new) == 2
