@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.loader import seed_agents
 from agentmeta.errors import ConfigError, InvalidAgentError
+from agentmeta.eval.types import EvalResult
 from agentmeta.models import Model, get_model
 from agentmeta.search.strategy import Proposal, ProposalContext, Strategy
 
@@ -152,18 +153,49 @@ class Campaign:
         return None
 
     # -- evaluation ------------------------------------------------------------------------
-    def _evaluate_stage(self, cid: str, agent: Any, stage: str, primary: bool | None = None) -> Any:
+    def _evaluate_stage(
+        self, cid: str, agent: Any, stage: str, primary: bool | None = None, known: EvalResult | None = None
+    ) -> Any:
+        """Evaluate (or skip, if stored) one stage; returns the stored evaluation or the new result.
+
+        The subset is the full stage's first samples. `known`: an `EvalResult` already run on the
+        first samples of this stage (the validation dry run, the subset stage, or a seed's full
+        stage); its records are reused and only the stage's remaining samples are run.
+        """
         from agentmeta.eval import evaluate
+        from agentmeta.eval.runner import summarize
 
         suite = self.subset_suite if stage == "subset" else self.full_suite
         existing = self.archive.get_evaluation(cid, self.config.suite, "validation", stage)
         if existing is not None:
             self.result.skipped.append(f"{stage}:{cid}")
             return existing
-        res = evaluate(
-            agent, suite, model=self.model, concurrency=self.config.concurrency, seed=self.config.seed
-        )
-        ev = self.archive.record_result(cid, res, stage=stage, suite=self.config.suite, primary=primary)
+        reused = list(known.records[: len(suite.samples)]) if known is not None else []
+        rest = suite.samples[len(reused) :]
+        ran = None
+        if rest:
+            ran = evaluate(
+                agent,
+                suite.model_copy(update={"samples": rest}),
+                model=self.model,
+                concurrency=self.config.concurrency,
+                seed=self.config.seed,
+            )
+        if not reused:
+            res = ran
+        else:
+            # wall time: the reused run counts only if it was this stage's own first part
+            reused_wall = known.wall_s if len(reused) == len(known.records) else 0.0
+            res = summarize(
+                reused + (ran.records if ran else []),
+                suite=suite,
+                agent=known.agent,
+                model=self.model.spec,
+                seed=self.config.seed,
+                wall_s=reused_wall + (ran.wall_s if ran else 0.0),
+                concurrency=self.config.concurrency,
+            )
+        self.archive.record_result(cid, res, stage=stage, suite=self.config.suite, primary=primary)
         self.result.evaluated.append(f"{stage}:{cid}")
         errors = res.n_errors
         self.progress(
@@ -182,7 +214,7 @@ class Campaign:
         if res.n and errors == res.n:
             first = next(iter(res.errors), "every sample failed")
             self.archive.update_status(cid, "error", f"every sample failed: {first}")
-        return ev
+        return res
 
     def _best_subset(self, exclude: str) -> float | None:
         best = None
@@ -203,23 +235,25 @@ class Campaign:
             return False  # solves nothing on the subset while another candidate does
         return mean >= best - self.config.promote_margin
 
-    def evaluate_candidate(self, cid: str, agent: Any) -> None:
-        sub = self._evaluate_stage(cid, agent, "subset")
+    def evaluate_candidate(self, cid: str, agent: Any, dry_run: EvalResult | None = None) -> None:
+        """Subset stage (reusing the validation dry run), then the full stage if promising."""
+        sub = self._evaluate_stage(cid, agent, "subset", known=dry_run)
         if self.archive.get(cid, with_evaluations=False).status == "error":
             return
         best = self._best_subset(exclude=cid)
         if self.promising(sub.mean, best):
-            self._evaluate_stage(cid, agent, "full")
+            self._evaluate_stage(cid, agent, "full", known=sub if isinstance(sub, EvalResult) else None)
         else:
             self.progress({"event": "not_promoted", "id": cid, "mean": sub.mean, "best_subset": best})
 
     def evaluate_seed(self, cid: str, agent: Any) -> None:
-        """Seeds are baselines: full stage first (one pass, better batched), then the subset stage,
-        whose samples are the full stage's first ones and come back from the call cache."""
-        self._evaluate_stage(cid, agent, "full")
+        """Seeds are baselines: full stage first (one pass, better batched); the subset stage is
+        its first samples' records (stored as a non-primary evaluation: the fitness stays the full's)."""
+        full = self._evaluate_stage(cid, agent, "full")
         if self.archive.get(cid, with_evaluations=False).status == "error":
             return
-        self._evaluate_stage(cid, agent, "subset", primary=False)  # the fitness stays the full stage's
+        known = full if isinstance(full, EvalResult) else None
+        self._evaluate_stage(cid, agent, "subset", primary=False, known=known)
 
     # -- the loop ------------------------------------------------------------------------
     def _add(
@@ -271,19 +305,19 @@ class Campaign:
             self.progress({"event": "seed", "id": cid, "name": spec.name})
             self.evaluate_seed(cid, spec.build())
 
-    def _validate(self, spec: AgentSpec) -> tuple[Any, str | None]:
-        """Build and dry-run on the subset: returns (agent, error or None).
+    def _validate(self, spec: AgentSpec) -> tuple[Any, str | None, EvalResult | None]:
+        """Build and dry-run on the subset: returns (agent, error or None, the dry run's result).
 
-        The candidate fails validation if every subset sample raises. The dry run goes through
-        the evaluation runner with the campaign's seed and the subset's concurrency, so its model
-        calls are exactly the subset stage's: that stage is then served from the call cache.
+        The candidate fails validation if every subset sample raises. The dry run is the subset
+        stage's evaluation (same samples, seed and concurrency): a valid candidate's subset stage
+        records it instead of running again.
         """
         from agentmeta.eval import evaluate
 
         try:
             agent = spec.build()
         except InvalidAgentError as e:
-            return None, f"invalid: {e}"
+            return None, f"invalid: {e}", None
         res = evaluate(
             agent,
             self.subset_suite,
@@ -293,8 +327,8 @@ class Campaign:
         )
         errors = [r.error for r in res.records if r.error]
         if res.records and len(errors) == len(res.records):
-            return None, f"error: {errors[0]}"
-        return agent, None
+            return None, f"error: {errors[0]}", None
+        return agent, None, res
 
     def run_iteration(self, i: int) -> None:
         key = f"iter:{i}"
@@ -330,9 +364,9 @@ class Campaign:
                     "tokens": proposal.usage.total_tokens,
                 }
             )
-            agent, error = self._validate(proposal.spec)
+            agent, error, dry_run = self._validate(proposal.spec)
         except InvalidAgentError as e:
-            proposal, agent, error = None, None, f"invalid: {e}"
+            proposal, agent, error, dry_run = None, None, f"invalid: {e}", None
         debug_rounds = 0
         while error is not None and proposal is not None and debug_rounds < self.config.debug_rounds:
             debug_rounds += 1
@@ -345,7 +379,7 @@ class Campaign:
             if fixed is None:
                 break
             proposal = fixed
-            agent, error = self._validate(proposal.spec)
+            agent, error, dry_run = self._validate(proposal.spec)
         meta = {"iteration": i, "debug_rounds": debug_rounds}
         if proposal is None:
             spec = AgentSpec(kind=self.config.kind, name=f"unparseable-{i}", source="")
@@ -376,7 +410,7 @@ class Campaign:
                 "parents": proposal.parent_ids,
             }
         )
-        self.evaluate_candidate(cid, agent)
+        self.evaluate_candidate(cid, agent, dry_run)
 
     def run(self) -> CampaignResult:
         self.archive.update_campaign(self.record.id, status="running")

@@ -59,6 +59,42 @@ def test_promotion_rule(tmp_path, suite_file):
     assert not camp.promising(0.4, 0.55)
 
 
+def test_each_sample_runs_once_across_dry_run_subset_and_full_stages(tmp_path, suite_file):
+    """Without the call cache, the stages reuse each other's records instead of running again."""
+    from collections import Counter
+
+    asked: Counter[str] = Counter()
+
+    def counting(req) -> str:
+        asked[" ".join(m.content for m in req.messages)] += 1
+        return task_reply(req)
+
+    proposals = iter(range(100))
+
+    def careful(req) -> str:  # a new prompt each time, so every (agent, sample) prompt is distinct
+        i = next(proposals)
+        return json.dumps(
+            {"thought": "t", "name": f"careful-{i}", "system": "You add.", "instruction": f"Add ({i})."}
+        )
+
+    archive = Archive(tmp_path / "a.db")
+    config = SearchConfig(suite=suite_file, kind="prompt", iterations=2, subset=2, full=4)
+    camp = Campaign(
+        config,
+        archive,
+        model=get_model("mock", outputs=counting, cache=False),
+        meta_model=get_model("mock", outputs=careful, cache=False),
+    )
+    camp.run()
+    new = [c for c in archive.candidates(campaign=camp.record.id) if c.generation > 0]
+    assert len(new) == 2 and all(c.fitness_stage == "full" and c.n == 4 for c in new)
+    for c in archive.candidates(campaign=camp.record.id):
+        stages = {e.stage: e for e in archive.evaluations(c.id)}
+        subset_ids = [s.sample_id for s in stages["subset"].scores]
+        assert subset_ids == [s.sample_id for s in stages["full"].scores][:2]
+    assert asked and max(asked.values()) == 1, [k[:80] for k, v in asked.items() if v > 1]
+
+
 def test_seeds_get_the_full_stage_even_when_they_score_zero(tmp_path, suite_file):
     archive = Archive(tmp_path / "a.db")
     events: list[dict] = []
