@@ -97,7 +97,6 @@ def register(app: typer.Typer) -> None:
         arch = Archive(archive)
         task_model = load_model_for_cli(model)
         meta = task_model if meta_model in (None, model) else load_model_for_cli(meta_model)
-        best: dict[str, Any] = {"mean": None}
         start = time.monotonic()
 
         def say(text: str) -> None:
@@ -128,21 +127,21 @@ def register(app: typer.Typer) -> None:
             elif kind_ == "not_promoted":
                 say(f"  stays on the subset stage (best subset score so far {ev['best_subset']:.3f})")
             elif kind_ == "evaluated":
-                if ev["stage"] == "full" and (best["mean"] is None or ev["mean"] > best["mean"]):
-                    best["mean"] = ev["mean"]
+                best = max(  # over the whole campaign, so a resumed one starts from what it has
+                    (
+                        c.fitness
+                        for c in arch.candidates(campaign=camp.record.id)
+                        if c.fitness is not None and c.fitness_stage == "full"
+                    ),
+                    default=None,
+                )
                 errs = f", {ev['errors']} errors" if ev["errors"] else ""
                 say(
                     f"  {ev['stage']:<6} {ev['id']}: {_fmt(ev['mean'], ev['ci_low'], ev['ci_high'])} "
-                    f"n={ev['n']}{errs}   best so far: {_fmt(best['mean'], None, None)}"
+                    f"n={ev['n']}{errs}   best so far: {_fmt(best, None, None)}"
                 )
 
         camp = Campaign(config, arch, model=task_model, meta_model=meta, progress=progress)
-        done = [  # a resumed campaign starts from the best full-stage score it already has
-            c.fitness
-            for c in arch.candidates(campaign=camp.record.id)
-            if c.fitness is not None and c.fitness_stage == "full"
-        ]
-        best["mean"] = max(done, default=None)
         result = camp.run()
         board = arch.leaderboard(campaign=camp.record.id, limit=15)
         console.print(leaderboard_table(board, f"leaderboard: {result.campaign}"))
