@@ -26,12 +26,23 @@ class MissingExtraError(AgentMetaError):
         self.install = install
 
 
+class InfrastructureError(AgentMetaError):
+    """The machinery failed, not the agent being evaluated: a model server that does not answer,
+    a backend that crashed, a sandbox that could not start. An evaluation retries the sample, then
+    leaves it out of the mean and counts it; it is never scored as the agent's 0."""
+
+
 class ModelLoadError(AgentMetaError):
     """A model could not be loaded."""
 
 
-class ModelCallError(AgentMetaError):
-    """A model call failed (server down, bad reply, generation error)."""
+class ModelCallError(InfrastructureError):
+    """A model call failed for reasons outside the request (server down, bad reply, backend error)."""
+
+
+class ModelRequestError(ConfigError):
+    """A request was rejected as invalid (unknown field, unsupported JSON schema, HTTP 4xx): the
+    caller's fault, so an agent that sends it fails on its own."""
 
 
 class DataError(AgentMetaError):
@@ -56,5 +67,5 @@ class InvalidAgentError(AgentMetaError):
     """A candidate agent is not valid (syntax error, missing forward, bad spec)."""
 
 
-class SandboxError(AgentMetaError):
+class SandboxError(InfrastructureError):
     """The sandbox could not start or talk to a worker (not a failure of the sandboxed code)."""

@@ -1,7 +1,8 @@
 """The archive: every candidate the search proposes, with its per-sample scores and lineage.
 
 `Archive(path_or_url)` stores records in SQLite (WAL) or PostgreSQL; `Candidate`, `Evaluation`
-and `Campaign` are the records; ADAS archive JSON imports with its fitness strings parsed.
+and `Campaign` are the records; `Archive.diff` compares two candidates sample by sample
+(`CandidateDiff`); ADAS archive JSON imports with its fitness strings parsed.
 The store (and SQLAlchemy) load on first use of `Archive`, so the record types stay light.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentmeta.archive.diff import CandidateDiff, SampleDiff
 from agentmeta.archive.io import FitnessCI, parse_adas_fitness
 from agentmeta.archive.records import (
     Campaign,
@@ -34,11 +36,13 @@ __all__ = [
     "ArchiveError",
     "Campaign",
     "Candidate",
+    "CandidateDiff",
     "Evaluation",
     "FitnessCI",
     "ImportResult",
     "LeaderboardEntry",
     "Lineage",
+    "SampleDiff",
     "SampleScore",
     "default_archive_path",
     "parse_adas_fitness",

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sqlalchemy import select
 
 from agentmeta.archive import schema as t
-from agentmeta.archive.records import Candidate, LeaderboardEntry, Lineage
+from agentmeta.archive.records import FITNESS_INFRA_KEY, Candidate, LeaderboardEntry, Lineage
 from agentmeta.errors import ArchiveError
 
 if TYPE_CHECKING:
@@ -25,6 +25,23 @@ def _rank_key(fitness: float | None, ci_low: float | None, created: object, cid:
     )
 
 
+class _Row(NamedTuple):
+    cand: Candidate
+    fitness: float | None
+    ci_low: float | None
+    ci_high: float | None
+    n: int | None
+    suite: str | None
+    stage: str | None
+    n_infra: int = 0
+    incomplete: bool = False
+
+    def key(self) -> tuple:
+        # Ranked rows first, then incomplete ones (never ranked above a real score), then unscored.
+        group = 1 if self.incomplete else (0 if self.fitness is not None else 2)
+        return (group, *_rank_key(self.fitness, self.ci_low, self.cand.created_at, self.cand.id))
+
+
 def leaderboard(
     archive: Archive,
     *,
@@ -35,62 +52,77 @@ def leaderboard(
     stage: str | None,
     kind: str | Iterable[str] | None,
     include_unscored: bool,
+    include_incomplete: bool = False,
 ) -> list[LeaderboardEntry]:
     if limit is not None and limit < 1:
         raise ArchiveError(f"leaderboard limit must be at least 1, got {limit}")
     cands = {c.id: c for c in archive.candidates(campaign=campaign, kind=kind)}
-    rows: list[
-        tuple[Candidate, float | None, float | None, float | None, int | None, str | None, str | None]
-    ] = []
+    show_incomplete = include_incomplete or include_unscored
+    rows: list[_Row] = []
     if suite is None:
         for c in cands.values():
-            if c.fitness is not None or include_unscored:
-                rows.append((c, c.fitness, c.ci_low, c.ci_high, c.n, c.fitness_suite, c.fitness_stage))
+            if c.incomplete:  # its fitness was cleared; never ranked
+                if show_incomplete:
+                    info = c.metadata.get(FITNESS_INFRA_KEY) or {}
+                    n = info.get("n") if isinstance(info.get("n"), int) else None
+                    rows.append(
+                        _Row(c, None, None, None, n, c.fitness_suite, c.fitness_stage, c.n_infra, True)
+                    )
+            elif c.fitness is not None or include_unscored:
+                rows.append(
+                    _Row(c, c.fitness, c.ci_low, c.ci_high, c.n, c.fitness_suite, c.fitness_stage, c.n_infra)
+                )
     else:
         best: dict[str, tuple] = {}
+        lost: dict[str, tuple] = {}
         e = t.evaluations.c
-        q = select(
-            t.evaluations.c.candidate_id, e.mean, e.ci_low, e.ci_high, e.n, e.stage, e.created_at, e.split
-        )
+        q = select(e.candidate_id, e.mean, e.ci_low, e.ci_high, e.n, e.stage, e.created_at, e.usage)
         q = q.where(e.suite == suite)
         q = q.where(e.split == split) if split is not None else q.where(e.split != "test")
         if stage is not None:
             q = q.where(e.stage == stage)
         with archive._read() as conn:
-            for cid, mean, lo, hi, n, stg, created, _ in conn.execute(q).all():
-                if cid not in cands or mean is None:
+            for cid, mean, lo, hi, n, stg, created, usage in conn.execute(q).all():
+                _, n_infra, incomplete = t.split_usage(usage)
+                if cid not in cands or (mean is None and not incomplete):
                     continue
-                prev = best.get(cid)
+                into = lost if incomplete else best
+                prev = into.get(cid)
                 # The evaluation with the most samples speaks for the candidate; ties: the latest.
                 if prev is None or (n, created) > (prev[3], prev[5]):
-                    best[cid] = (mean, lo, hi, n, stg, created)
+                    into[cid] = (mean, lo, hi, n, stg, created, n_infra)
         for cid, c in cands.items():
             if cid in best:
-                mean, lo, hi, n, stg, _ = best[cid]
-                rows.append((c, mean, lo, hi, n, suite, stg))
+                mean, lo, hi, n, stg, _, n_infra = best[cid]
+                rows.append(_Row(c, mean, lo, hi, n, suite, stg, n_infra))
+            elif cid in lost and show_incomplete:
+                _, _, _, n, stg, _, n_infra = lost[cid]
+                rows.append(_Row(c, None, None, None, n, suite, stg, n_infra, True))
             elif include_unscored:
-                rows.append((c, None, None, None, None, None, None))
-    rows.sort(key=lambda r: _rank_key(r[1], r[2], r[0].created_at, r[0].id))
+                rows.append(_Row(c, None, None, None, None, None, None))
+    rows.sort(key=_Row.key)
     if limit is not None:
         rows = rows[:limit]
     return [
         LeaderboardEntry(
             rank=i + 1,
-            id=c.id,
-            name=c.name,
-            kind=c.kind,
-            fitness=fit,
-            ci_low=lo,
-            ci_high=hi,
-            n=n,
-            suite=s,
-            stage=stg,
-            status=c.status,
-            generation=c.generation,
-            parent_ids=c.parent_ids,
-            campaign=c.campaign,
+            id=r.cand.id,
+            name=r.cand.name,
+            kind=r.cand.kind,
+            fitness=r.fitness,
+            ci_low=r.ci_low,
+            ci_high=r.ci_high,
+            n=r.n,
+            suite=r.suite,
+            stage=r.stage,
+            status=r.cand.status,
+            generation=r.cand.generation,
+            parent_ids=r.cand.parent_ids,
+            campaign=r.cand.campaign,
+            n_infra=r.n_infra,
+            incomplete=r.incomplete,
         )
-        for i, (c, fit, lo, hi, n, s, stg) in enumerate(rows)
+        for i, r in enumerate(rows)
     ]
 
 

@@ -21,10 +21,19 @@ Kind = Literal["code", "graph", "prompt", "conductor", "model"]
 Status = Literal["pending", "ok", "invalid", "error"]
 CampaignStatus = Literal["running", "done", "failed", "stopped"]
 
+Outcome = Literal["scored", "agent_error", "infra_error"]
+
 KINDS: tuple[str, ...] = ("code", "graph", "prompt", "conductor", "model")
 STATUSES: tuple[str, ...] = ("pending", "ok", "invalid", "error")
 ID_LENGTH = 12
 ID_PATTERN = r"^[A-Za-z0-9_.-]{0,32}$"
+ANSWER_MAX_BYTES = 4096
+"""Longest answer kept per sample (UTF-8 bytes, truncation marker included)."""
+TRUNCATED = "[... truncated: {chars} characters in all]"
+"""Marker ending an answer cut to `ANSWER_MAX_BYTES`."""
+FITNESS_INFRA_KEY = "fitness_infra"
+"""Candidate metadata key describing the infrastructure errors of the evaluation behind `fitness`
+(`suite`, `split`, `stage`, `n`, `n_infra`, `incomplete`); absent when there were none."""
 
 
 def new_id() -> str:
@@ -57,6 +66,17 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+def truncate_answer(text: str, limit: int = ANSWER_MAX_BYTES) -> str:
+    """`text` if it fits in `limit` UTF-8 bytes, else its head plus a marker, `limit` bytes in all."""
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= limit:
+        return text
+    marker = "\n" + TRUNCATED.format(chars=len(text))
+    room = max(0, limit - len(marker.encode("utf-8")))
+    head = data[:room].decode("utf-8", "ignore")  # never splits a character
+    return head + marker
+
+
 def _finite(v: float | None) -> float | None:
     if v is not None and not math.isfinite(v):
         raise ValueError(f"expected a finite number, got {v!r}")
@@ -64,7 +84,7 @@ def _finite(v: float | None) -> float | None:
 
 
 class SampleScore(BaseModel):
-    """The score of one sample of a suite."""
+    """The score of one sample of a suite, with the agent's answer (never the target)."""
 
     sample_id: str
     """Id of the sample inside its suite."""
@@ -72,6 +92,20 @@ class SampleScore(BaseModel):
     """Its score (1.0 right, 0.0 wrong, or a partial credit such as F1)."""
     error: str | None = None
     """Why the candidate failed on this sample (exception, timeout), if it did."""
+    outcome: Outcome = "scored"
+    """scored, agent_error (scored 0) or infra_error (not scored, left out of the mean).
+    Entries stored without one read as agent_error if they have an error, else scored."""
+    answer: str | None = None
+    """The agent's answer (at most `ANSWER_MAX_BYTES`, cut with a marker), or None."""
+    attempts: int = 1
+    """How many times the sample was run (an infrastructure error is retried)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_outcome(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("outcome") is None:
+            data = {**data, "outcome": "agent_error" if data.get("error") else "scored"}
+        return data
 
     @field_validator("sample_id", mode="before")
     @classmethod
@@ -82,6 +116,16 @@ class SampleScore(BaseModel):
     @classmethod
     def _finite_score(cls, v: float) -> float:
         return _finite(v)  # type: ignore[return-value]
+
+    @field_validator("answer")
+    @classmethod
+    def _short_answer(cls, v: str | None) -> str | None:
+        return None if v is None else truncate_answer(v)
+
+    @property
+    def counted(self) -> bool:
+        """True unless the sample was lost to an infrastructure error."""
+        return self.outcome != "infra_error"
 
 
 class Evaluation(BaseModel):
@@ -96,15 +140,20 @@ class Evaluation(BaseModel):
     stage: str = "full"
     """Stage of a staged evaluation, e.g. `subset` (cheap first pass) or `full`."""
     n: int = 0
-    """Number of samples scored."""
+    """Number of samples that count in the mean (infrastructure errors left out)."""
     mean: float | None = None
-    """Mean score over the samples."""
+    """Mean score over the samples that count."""
     ci_low: float | None = None
     """Lower bound of the 95% bootstrap confidence interval of the mean."""
     ci_high: float | None = None
     """Upper bound of the 95% bootstrap confidence interval of the mean."""
     scores: list[SampleScore] = Field(default_factory=list)
-    """Per-sample scores, in sample order."""
+    """Per-sample scores, outcomes and answers, in sample order."""
+    n_infra: int = 0
+    """Samples lost to infrastructure errors: not scored, not in `n` or the mean."""
+    incomplete: bool = False
+    """Too many samples were lost to infrastructure errors: the mean is not comparable, and
+    neither the candidate's fitness nor a leaderboard ever comes from this evaluation."""
     usage: Usage = Field(default_factory=Usage)
     """Tokens and calls this evaluation spent."""
     wall_s: float = 0.0
@@ -119,11 +168,28 @@ class Evaluation(BaseModel):
 
     @model_validator(mode="after")
     def _fill(self) -> Evaluation:
+        counted = [s.score for s in self.scores if s.counted]
         if self.scores and self.n == 0:
-            self.n = len(self.scores)
-        if self.mean is None and self.scores:
-            self.mean = sum(s.score for s in self.scores) / len(self.scores)
+            self.n = len(counted)
+        if self.scores and self.n_infra == 0:
+            self.n_infra = len(self.scores) - len(counted)
+        if self.mean is None and counted:
+            self.mean = sum(counted) / len(counted)
         return self
+
+    @property
+    def answers(self) -> dict[str, str | None]:
+        """The stored answer of each sample, by sample id."""
+        return {s.sample_id: s.answer for s in self.scores}
+
+    @property
+    def outcomes(self) -> dict[str, str]:
+        """The outcome of each sample (scored, agent_error, infra_error), by sample id."""
+        return {s.sample_id: s.outcome for s in self.scores}
+
+    def score_by_id(self) -> dict[str, float]:
+        """Scores by sample id, of the samples that count (infrastructure errors left out)."""
+        return {s.sample_id: s.score for s in self.scores if s.counted}
 
 
 class Candidate(BaseModel):
@@ -191,6 +257,18 @@ class Candidate(BaseModel):
     def _finite_stats(cls, v: float | None) -> float | None:
         return _finite(v)
 
+    @property
+    def incomplete(self) -> bool:
+        """True when its latest primary evaluation was incomplete (then `fitness` is None)."""
+        info = self.metadata.get(FITNESS_INFRA_KEY)
+        return isinstance(info, dict) and bool(info.get("incomplete"))
+
+    @property
+    def n_infra(self) -> int:
+        """Samples of the evaluation behind `fitness` lost to infrastructure errors."""
+        info = self.metadata.get(FITNESS_INFRA_KEY)
+        return int(info.get("n_infra") or 0) if isinstance(info, dict) else 0
+
 
 class Campaign(BaseModel):
     """A search campaign: its config and progress, so that a re-run resumes it."""
@@ -223,7 +301,7 @@ class LeaderboardEntry(BaseModel):
     kind: str
     """Candidate kind."""
     fitness: float | None
-    """Mean score used for ranking."""
+    """Mean score used for ranking (None when unscored or incomplete)."""
     ci_low: float | None
     """Lower bound of the 95% CI."""
     ci_high: float | None
@@ -242,6 +320,11 @@ class LeaderboardEntry(BaseModel):
     """Candidate parents."""
     campaign: str | None
     """Candidate campaign id."""
+    n_infra: int = 0
+    """Samples of the evaluation shown lost to infrastructure errors."""
+    incomplete: bool = False
+    """The candidate's evaluation is incomplete (too many infrastructure errors): it is not
+    ranked, has no fitness, and is listed after every ranked candidate."""
 
 
 class Lineage(BaseModel):

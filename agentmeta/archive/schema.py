@@ -127,6 +127,19 @@ evaluations = Table(
 TABLE_NAMES = frozenset(metadata.tables)
 
 
+def split_usage(stored: dict[str, Any] | None) -> tuple[dict[str, Any], int, bool]:
+    """An evaluation row's `usage` JSON as (usage, n_infra, incomplete).
+
+    `n_infra` and `incomplete` have no column: they ride in that JSON, so a v1 archive needs no
+    migration (rows written before them read as 0 and False, and older readers, which validate
+    the JSON as `Usage`, ignore them).
+    """
+    usage = dict(stored or {})
+    n_infra = usage.pop("n_infra", None)
+    incomplete = usage.pop("incomplete", None)
+    return usage, int(n_infra or 0), bool(incomplete)
+
+
 def to_url(url_or_path: str | Path) -> str:
     """A SQLAlchemy URL from a URL or a plain file path (a path means SQLite)."""
     text = str(url_or_path)

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, Connection, RowMapping, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from agentmeta.archive import schema as t
 from agentmeta.archive.campaigns import CampaignsMixin
 from agentmeta.archive.records import (
+    FITNESS_INFRA_KEY,
     KINDS,
     STATUSES,
     Candidate,
@@ -36,6 +37,9 @@ from agentmeta.archive.records import (
 )
 from agentmeta.errors import ArchiveError
 from agentmeta.models.types import Usage
+
+if TYPE_CHECKING:
+    from agentmeta.archive.diff import CandidateDiff
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,21 @@ def _as_set(value: str | Iterable[str] | None, allowed: Sequence[str], what: str
 def _eval_key(candidate_id: str, suite: str, split: str, stage: str) -> ColumnElement[bool]:
     e = t.evaluations.c
     return and_(e.candidate_id == candidate_id, e.suite == suite, e.split == split, e.stage == stage)
+
+
+def _sample_score(record: Any) -> SampleScore:
+    """The archived part of an `EvalResult` record: no target, no scorer explanation."""
+    outcome = getattr(record, "outcome", None)
+    if outcome in (None, "scored") and record.error:
+        outcome = "agent_error"  # a result saved before outcomes existed
+    return SampleScore(
+        sample_id=record.id,
+        score=record.score,
+        error=record.error,
+        outcome=outcome or "scored",
+        answer=record.answer,
+        attempts=getattr(record, "attempts", 1),
+    )
 
 
 class _Conflict(ArchiveError):
@@ -143,6 +162,7 @@ class Archive(CampaignsMixin):
     def _evaluation(row: RowMapping) -> Evaluation:
         data = {k: v for k, v in row.items() if k != "id"}
         data["created_at"] = as_utc(data["created_at"])
+        data["usage"], data["n_infra"], data["incomplete"] = t.split_usage(data["usage"])
         return Evaluation.model_validate(data)
 
     @staticmethod
@@ -154,7 +174,10 @@ class Archive(CampaignsMixin):
 
     @staticmethod
     def _evaluation_row(e: Evaluation) -> dict[str, Any]:
-        data = e.model_dump(mode="json", exclude={"created_at"})
+        data = e.model_dump(mode="json", exclude={"created_at", "n_infra", "incomplete"})
+        # No column of their own: they ride in the usage JSON, so v1 archives need no migration
+        # (and older readers, which validate that JSON as `Usage`, ignore them).
+        data["usage"] = {**data["usage"], "n_infra": e.n_infra, "incomplete": e.incomplete}
         data["created_at"] = e.created_at
         return data
 
@@ -346,12 +369,18 @@ class Archive(CampaignsMixin):
         usage: Usage | None = None,
         wall_s: float = 0.0,
         primary: bool | None = None,
+        n_infra: int | None = None,
+        incomplete: bool = False,
     ) -> Evaluation:
         """Store one evaluation (replacing an earlier one of the same suite, split and stage).
 
-        `mean` defaults to the mean of `scores`. A primary evaluation sets the candidate's
-        fitness, CI and n, and turns a pending candidate ok; `primary=None` means primary unless
-        `split == "test"`, so test scores never drive selection. Usage adds to the candidate's.
+        `mean` defaults to the mean of the `scores` that count (infrastructure errors left out);
+        `n_infra` defaults to the number of scores with outcome `infra_error`. A primary
+        evaluation sets the candidate's fitness, CI and n, and turns a pending candidate ok;
+        `primary=None` means primary unless `split == "test"`, so test scores never drive
+        selection. An `incomplete` primary evaluation (too many infrastructure errors) clears the
+        fitness instead, so that nothing selects on it; `Candidate.incomplete` then says so.
+        Usage adds to the candidate's.
         """
         ev = Evaluation(
             candidate_id=candidate_id,
@@ -363,22 +392,23 @@ class Archive(CampaignsMixin):
             ci_low=ci_low,
             ci_high=ci_high,
             scores=[s if isinstance(s, SampleScore) else SampleScore.model_validate(s) for s in scores],
+            n_infra=n_infra or 0,
+            incomplete=incomplete,
             usage=usage or Usage(),
             wall_s=wall_s,
         )
         is_primary = (split != "test") if primary is None else primary
         e = t.evaluations.c
         with self._write() as conn:
-            row = conn.execute(
-                select(t.candidates.c.usage, t.candidates.c.status).where(t.candidates.c.id == candidate_id)
-            ).first()
+            c = t.candidates.c
+            row = conn.execute(select(c.usage, c.status, c.metadata).where(c.id == candidate_id)).first()
             if row is None:
                 raise ArchiveError(f"no candidate with id {candidate_id!r} in {self.location}")
             total = Usage.model_validate(row[0] or {})
             where = _eval_key(candidate_id, suite, split, stage)
             old = conn.execute(select(e.usage).where(where)).first()
             if old is not None:
-                total = _usage_sum(total, Usage.model_validate(old[0] or {}), -1)
+                total = _usage_sum(total, Usage.model_validate(t.split_usage(old[0])[0]), -1)
                 conn.execute(delete(t.evaluations).where(where))
             conn.execute(insert(t.evaluations), [self._evaluation_row(ev)])
             values: dict[str, Any] = {
@@ -386,16 +416,27 @@ class Archive(CampaignsMixin):
                 "updated_at": utcnow(),
             }
             if is_primary:
+                complete = not ev.incomplete
                 values.update(
-                    fitness=ev.mean,
-                    ci_low=ev.ci_low,
-                    ci_high=ev.ci_high,
-                    n=ev.n,
+                    fitness=ev.mean if complete else None,
+                    ci_low=ev.ci_low if complete else None,
+                    ci_high=ev.ci_high if complete else None,
+                    n=ev.n if complete else None,
                     fitness_suite=suite,
                     fitness_stage=stage,
                 )
                 if row[1] == "pending":
                     values["status"] = "ok"
+                meta = dict(row[2] or {})
+                if ev.n_infra or ev.incomplete:
+                    meta[FITNESS_INFRA_KEY] = {
+                        "suite": suite, "split": split, "stage": stage, "n": ev.n,
+                        "n_infra": ev.n_infra, "incomplete": ev.incomplete,
+                    }  # fmt: skip
+                else:
+                    meta.pop(FITNESS_INFRA_KEY, None)
+                if meta != (row[2] or {}):
+                    values["metadata"] = meta
             conn.execute(update(t.candidates).where(t.candidates.c.id == candidate_id).values(**values))
         return ev
 
@@ -408,15 +449,18 @@ class Archive(CampaignsMixin):
         primary: bool | None = None,
         suite: str | None = None,
     ) -> Evaluation:
-        """Store an `EvalResult` (per-sample scores, mean, CI, usage, wall time) as one evaluation.
+        """Store an `EvalResult` as one evaluation: per sample its id, score, error, outcome,
+        answer (cut to `ANSWER_MAX_BYTES` with a marker) and attempts; then mean, CI, n, n_infra,
+        incomplete, usage and wall time. Targets are not stored (they live in the suite).
 
         `suite` overrides the key the evaluation is stored under (default: the result's suite).
         """
-        scores = [{"sample_id": r.id, "score": r.score, "error": r.error} for r in result.records]
+        scores = [_sample_score(r) for r in result.records]
         return self.record_evaluation(
             candidate_id, suite or result.suite, scores, split=result.split, stage=stage, n=result.n,
             mean=result.mean, ci_low=result.ci_low, ci_high=result.ci_high, usage=result.usage,
-            wall_s=result.wall_s, primary=primary,
+            wall_s=result.wall_s, primary=primary, n_infra=getattr(result, "n_infra", 0),
+            incomplete=bool(getattr(result, "incomplete", False)),
         )  # fmt: skip
 
     def get_evaluation(
@@ -475,18 +519,49 @@ class Archive(CampaignsMixin):
         stage: str | None = None,
         kind: str | Iterable[str] | None = None,
         include_unscored: bool = False,
+        include_incomplete: bool = False,
     ) -> list[LeaderboardEntry]:
         """Candidates by fitness (mean) then CI low bound, best first.
 
         With `suite`, rank by each candidate's evaluation on that suite (the one with the most
         samples; test split only if `split="test"` is asked); without, by the candidate's fitness.
+        An incomplete evaluation (too many infrastructure errors) never ranks: candidates that
+        have only such an evaluation are left out, or, with `include_incomplete` (or
+        `include_unscored`), listed after every ranked one with `incomplete=True` and no fitness.
         """
         from agentmeta.archive.queries import leaderboard
 
         return leaderboard(
             self, suite=suite, limit=limit, campaign=campaign, split=split, stage=stage, kind=kind,
-            include_unscored=include_unscored,
+            include_unscored=include_unscored, include_incomplete=include_incomplete,
         )  # fmt: skip
+
+    def diff(
+        self,
+        a: str,
+        b: str,
+        *,
+        suite: str | None = None,
+        split: str | None = None,
+        stage: str | None = None,
+        confidence: float = 0.95,
+        n_boot: int = 10_000,
+        seed: int = 0,
+    ) -> CandidateDiff:
+        """Compare candidates `a` and `b` (ids or unique prefixes) sample by sample on an
+        evaluation they share (same suite, split and stage).
+
+        With several shared evaluations and no choice made, the full-stage one (then the primary
+        one, then validation) is picked, and `CandidateDiff.note` says which. Returns the samples whose scores differ, the
+        wins/losses/ties of A and the paired bootstrap CI of A - B over the samples both scored
+        (infrastructure errors and samples only one side has are left out and counted). Raises
+        `ArchiveError` if they share no evaluation.
+        """
+        from agentmeta.archive.diff import diff_candidates
+
+        return diff_candidates(
+            self, a, b, suite=suite, split=split, stage=stage, confidence=confidence, n_boot=n_boot, seed=seed
+        )
 
     def lineage(self, candidate_id: str) -> Lineage:
         """Ancestors (nearest first) and direct children of a candidate."""

@@ -1,4 +1,4 @@
-"""`agentmeta archive ...`: leaderboard, one candidate, lineage, export and import.
+"""`agentmeta archive ...`: leaderboard, one candidate, lineage, diff of two, export and import.
 
 The main app calls `register(app)`. The archive package is imported only when a command runs.
 """
@@ -80,12 +80,16 @@ def ls_command(
     all_: Annotated[bool, typer.Option("--all", help="Also list candidates with no fitness yet.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Leaderboard: best candidates by fitness, then by the low end of the 95% CI."""
+    """Leaderboard: best candidates by fitness, then by the low end of the 95% CI.
+
+    Candidates whose evaluation is incomplete (too many infrastructure errors) are never ranked:
+    they come after the ranked ones, with no fitness and the status `incomplete (k infra errors)`.
+    """
     from rich.markup import escape
     from rich.table import Table
 
     with _open(archive) as a:
-        rows = a.leaderboard(suite, limit, campaign, include_unscored=all_)
+        rows = a.leaderboard(suite, limit, campaign, include_unscored=all_, include_incomplete=True)
         where = a.location
     if as_json:
         typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=1))
@@ -116,7 +120,7 @@ def ls_command(
             _ci(r.ci_low, r.ci_high, sep=","),
             "-" if r.n is None else str(r.n),
             r.stage or "-",
-            r.status,
+            _status(r.status, r.n_infra, r.incomplete),
             str(r.generation),
             ",".join(p[:8] for p in r.parent_ids) or "-",
         )
@@ -124,6 +128,17 @@ def ls_command(
     console.print(table)
     if not rows:
         console.print("no scored candidates" + ("" if all_ else " (use --all to list unscored ones)"))
+    lost = sum(r.incomplete for r in rows)
+    if lost:
+        console.print(
+            f"{lost} incomplete: too many samples lost to infrastructure errors; not ranked, listed last"
+        )
+
+
+def _status(status: str, n_infra: int, incomplete: bool) -> str:
+    if incomplete:
+        return f"incomplete ({n_infra} infra error{'' if n_infra == 1 else 's'})"
+    return f"{status} ({n_infra} infra)" if n_infra else status
 
 
 def _describe(c: Candidate) -> list[tuple[str, str]]:
@@ -135,7 +150,10 @@ def _describe(c: Candidate) -> list[tuple[str, str]]:
         ("status", c.status + (f": {c.error}" if c.error else "")),
         (
             "fitness",
-            f"{_num(c.fitness)}  95% CI {_ci(c.ci_low, c.ci_high)}  n={c.n if c.n is not None else '-'}",
+            f"- (incomplete evaluation: {c.n_infra} infra errors; never ranked)"
+            if c.incomplete
+            else f"{_num(c.fitness)}  95% CI {_ci(c.ci_low, c.ci_high)}  n={c.n if c.n is not None else '-'}"
+            + (f"  ({c.n_infra} infra errors left out)" if c.n_infra else ""),
         ),
         ("from", f"{c.fitness_suite or '-'} ({c.fitness_stage or '-'})"),
         ("generation", str(c.generation)),
@@ -172,13 +190,14 @@ def show_command(
         console.print(f"[bold]{key:>10}[/bold]  {escape(value)}")
     if c.evaluations:
         table = Table(title="evaluations")
-        for col in ("suite", "split", "stage", "n", "mean", "95% CI", "errors", "tokens", "wall s"):
+        for col in ("suite", "split", "stage", "n", "mean", "95% CI", "errors", "infra", "tokens", "wall s"):
             table.add_column(col)
         for e in c.evaluations:
-            errors = sum(1 for s in e.scores if s.error)
+            errors = sum(1 for s in e.scores if s.outcome == "agent_error")
             tokens = e.usage.prompt_tokens + e.usage.completion_tokens
-            row = (e.suite, e.split, e.stage, str(e.n), _num(e.mean), _ci(e.ci_low, e.ci_high), str(errors))
-            table.add_row(*map(escape, row), str(tokens), f"{e.wall_s:.1f}")
+            mean = _num(e.mean) + (" incomplete" if e.incomplete else "")
+            row = (e.suite, e.split, e.stage, str(e.n), mean, _ci(e.ci_low, e.ci_high), str(errors))
+            table.add_row(*map(escape, row), str(e.n_infra), str(tokens), f"{e.wall_s:.1f}")
         console.print(table)
     if c.thought:
         console.print("[bold]thought[/bold]")
@@ -215,6 +234,87 @@ def lineage_command(
         console.print(line(child, "child"))
     if not lin.ancestors and not lin.children:
         console.print("no parents and no children")
+
+
+def _line(text: str | None, width: int) -> str:
+    """One line of at most `width` characters."""
+    if text is None:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: max(0, width - 3)] + "..."
+
+
+@archive_app.command("diff")
+def diff_command(
+    a_id: Annotated[str, typer.Argument(metavar="A", help="Candidate A: id or a unique prefix.")],
+    b_id: Annotated[str, typer.Argument(metavar="B", help="Candidate B: id or a unique prefix.")],
+    archive: ArchiveOpt = None,
+    suite: Annotated[str | None, typer.Option(help="Compare on this suite's evaluation.")] = None,
+    split: Annotated[str | None, typer.Option(help="... of this split (e.g. validation).")] = None,
+    stage: Annotated[str | None, typer.Option(help="... and this stage (e.g. full, subset).")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many differing samples.", min=1)] = 50,
+    width: Annotated[int, typer.Option(help="Characters shown of each answer.", min=10)] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two candidates sample by sample on an evaluation they share: the samples where
+    their scores differ, wins/losses/ties, and the paired bootstrap 95% CI of A - B."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    with _open(archive) as arch:
+        d = arch.diff(a_id, b_id, suite=suite, split=split, stage=stage, seed=seed)
+    if as_json:
+        typer.echo(json.dumps(d.model_dump(mode="json"), indent=1))
+        return
+    console = _console()
+    console.print(f"A  {d.a}  {escape(d.name_a)}")
+    console.print(f"B  {d.b}  {escape(d.name_b)}")
+    console.print(f"on {escape(d.suite)} {d.split}/{d.stage}")
+    if d.note:
+        console.print(escape(d.note))
+    for side, flag in (("A", d.incomplete_a), ("B", d.incomplete_b)):
+        if flag:
+            console.print(
+                f"[yellow]{side}'s evaluation is incomplete (too many infrastructure errors)[/yellow]"
+            )
+    if d.samples:
+        table = Table(box=None, padding=(0, 1, 0, 0), pad_edge=False, header_style="bold")
+        for col in ("sample", "A", "B", "A's answer", "B's answer"):
+            table.add_column(col, justify="right" if col in ("A", "B") else "left", no_wrap=True)
+        for s in d.samples[:limit]:
+            table.add_row(
+                escape(_line(s.sample_id, 24)),
+                _num(s.score_a),
+                _num(s.score_b),
+                escape(_line(s.answer_a if s.answer_a is not None else s.error_a, width)),
+                escape(_line(s.answer_b if s.answer_b is not None else s.error_b, width)),
+            )
+        console.print(table)
+        if len(d.samples) > limit:
+            console.print(f"... and {len(d.samples) - limit} more differing samples (--limit, or --json)")
+    else:
+        console.print("no sample scored differently")
+    console.print(f"A wins {d.wins}, loses {d.losses}, ties {d.ties} (of {d.n} samples compared)")
+    if d.mean_diff is not None:
+        pct = round(d.confidence * 100)
+        console.print(
+            f"A - B: {d.mean_diff:+.3f}  {pct}% CI [{d.ci_low:+.3f}, {d.ci_high:+.3f}]  "
+            f"(A {_num(d.mean_a)}, B {_num(d.mean_b)}; P(A better) {d.p_better:.2f})"
+        )
+    else:
+        console.print("A - B: no sample scored on both sides, no CI")
+    if d.left_out:
+        parts = [
+            f"{k} {what}"
+            for k, what in (
+                (d.only_a, "only in A"),
+                (d.only_b, "only in B"),
+                (d.infra, "lost to infrastructure errors"),
+            )
+            if k
+        ]
+        console.print(f"left out: {d.left_out} samples ({', '.join(parts)})")
 
 
 @archive_app.command("export")

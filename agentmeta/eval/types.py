@@ -11,8 +11,15 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 from agentmeta.models.types import Usage
 
-SplitName = Literal["validation", "test", "all"]
-SPLITS: tuple[str, ...] = ("validation", "test", "all")
+SplitName = Literal["train", "validation", "test", "all"]
+SPLITS: tuple[str, ...] = ("train", "validation", "test", "all")
+"""`train` (demonstrations, failures shown to proposers, training loops), `validation`
+(selection), `test` (confirmation only), or `all` three."""
+
+Outcome = Literal["scored", "agent_error", "infra_error"]
+"""What happened on a sample: its answer was scored; the agent failed (its own exception,
+timeout or limit: scored 0 with the reason); or the infrastructure failed (model, server or
+sandbox, after retries: not scored, left out of the mean, counted)."""
 
 
 class Sample(BaseModel):
@@ -56,8 +63,10 @@ class ScorerSpec(BaseModel):
 
 
 class SplitSizes(BaseModel):
-    """Default sizes of the two disjoint splits of a suite."""
+    """Sizes of the three disjoint splits of a suite."""
 
+    train: int = Field(default=0, ge=0)
+    """Samples in the train split (demonstrations, proposer feedback, training loops)."""
     validation: int = Field(ge=0)
     """Samples in the validation split (what search optimizes on)."""
     test: int = Field(ge=0)
@@ -81,6 +90,9 @@ class Suite(BaseModel):
     """One line about the suite."""
     seed: int = 0
     """The seed that picked (or generated) these samples."""
+    dropped: dict[str, int] = Field(default_factory=dict)
+    """Items left out because they failed a built-in label check, by check name (see
+    `agentmeta.eval.audit`); `agentmeta suites check` lists them."""
     _scorer_fn: Callable[[str, Sample], Score] | None = PrivateAttr(default=None)
 
     def __len__(self) -> int:
@@ -111,11 +123,15 @@ class SampleRecord(BaseModel):
     target: str = ""
     """The reference answer, for reading results without the suite."""
     score: float = 0.0
-    """The score; 0 for a failed sample."""
+    """The score; 0 for a failed sample (and for an infrastructure error, which is not counted)."""
     explanation: str = ""
     """The scorer's explanation."""
     error: str | None = None
-    """`Type: message` of the exception that failed this sample (agent or scorer), else None."""
+    """`Type: message` of the exception that failed this sample (agent, scorer or infrastructure)."""
+    outcome: Outcome = "scored"
+    """scored, agent_error (scored 0) or infra_error (excluded from the mean)."""
+    attempts: int = 1
+    """How many times the sample was run (an infrastructure error is retried)."""
     prompt_tokens: int = 0
     """Prompt tokens spent on this sample (cached calls count 0)."""
     completion_tokens: int = 0
@@ -142,19 +158,26 @@ class EvalResult(BaseModel):
     records: list[SampleRecord]
     """One record per sample, in suite order."""
     mean: float
-    """Mean score over all samples (failed samples count 0)."""
+    """Mean score over the scored samples (agent errors count 0; infrastructure errors are left out)."""
     ci_low: float
     """Lower end of the 95% bootstrap CI of the mean."""
     ci_high: float
     """Upper end of the 95% bootstrap CI of the mean."""
     n: int
-    """Samples evaluated."""
+    """Samples that count in the mean (scored, or failed by the agent)."""
     n_hits: int
     """Samples with score >= 1."""
     n_errors: int
-    """Samples that raised (scored 0)."""
+    """Samples whose agent (or scorer) failed: scored 0."""
+    n_infra: int = 0
+    """Samples lost to infrastructure errors after retries: not scored, not in `n` or the mean."""
+    incomplete: bool = False
+    """True when too many samples were lost to infrastructure errors (see `max_infra_share`):
+    the mean is not comparable and a search never selects on it."""
     errors: dict[str, int] = Field(default_factory=dict)
     """Error messages (first line, truncated) with how many samples raised each."""
+    dropped: dict[str, int] = Field(default_factory=dict)
+    """Suite items left out by built-in label checks before the run, by check name."""
     usage: Usage = Field(default_factory=Usage)
     """Model calls and tokens over the whole run."""
     wall_s: float = 0.0
@@ -163,11 +186,18 @@ class EvalResult(BaseModel):
     """Worker threads used."""
 
     @property
+    def scored_records(self) -> list[SampleRecord]:
+        """The records that count (infrastructure errors left out)."""
+        return [r for r in self.records if r.outcome != "infra_error"]
+
+    @property
     def scores(self) -> list[float]:
-        return [r.score for r in self.records]
+        """Scores of the samples that count, in suite order."""
+        return [r.score for r in self.scored_records]
 
     def score_by_id(self) -> dict[str, float]:
-        return {r.id: r.score for r in self.records}
+        """Scores by sample id, of the samples that count."""
+        return {r.id: r.score for r in self.scored_records}
 
     def summary(self) -> dict[str, Any]:
         """The aggregate fields only (no per-sample records)."""

@@ -131,3 +131,124 @@ def test_unknown_id_is_one_line(tmp_path: Path, cli: typer.Typer, runner: CliRun
     Archive(tmp_path / "a.db").close()
     res = _invoke(runner, cli, "show", "nope", "-a", str(tmp_path / "a.db"))
     assert res.exit_code == 2 and res.stderr.startswith("error: no candidate with id 'nope'")
+
+
+def _scores(rows: list[tuple[str, float, str | None]], infra: tuple[str, ...] = ()) -> list[dict]:
+    return [
+        {"sample_id": sid, "score": score, "answer": answer}
+        | ({"outcome": "infra_error", "error": "ConnectionError: refused"} if sid in infra else {})
+        for sid, score, answer in rows
+    ]
+
+
+def _pair(path: Path) -> tuple[str, str]:
+    with Archive(path) as a:
+        x = a.add(Candidate(name="Alpha", id="aaaa11112222"))
+        y = a.add(Candidate(name="Beta", id="bbbb11112222"))
+        rows_x = [("q1", 1.0, "four"), ("q2", 1.0, "the answer is\n 7"), ("q3", 0.0, "12"), ("q4", 1.0, "3")]
+        rows_x += [("q5", 1.0, "9"), ("q6", 1.0, "only A has this")]
+        rows_y = [
+            ("q1", 0.0, "five"),
+            ("q2", 0.0, "8"),
+            ("q3", 1.0, "13"),
+            ("q4", 1.0, "3"),
+            ("q5", 0.0, None),
+        ]
+        a.record_evaluation(x, "rg/arith", _scores(rows_x))
+        a.record_evaluation(y, "rg/arith", _scores(rows_y, infra=("q5",)))
+        a.record_evaluation(x, "rg/arith", _scores(rows_x[:2]), stage="subset")
+        a.record_evaluation(y, "rg/arith", _scores(rows_y[:2]), stage="subset")
+        a.record_evaluation(x, "other", _scores([("z", 1.0, "z")]))
+    return x, y
+
+
+def test_diff_api(tmp_path: Path) -> None:
+    from agentmeta.eval.stats import paired_bootstrap
+
+    x, y = _pair(tmp_path / "a.db")
+    with Archive(tmp_path / "a.db") as a:
+        d = a.diff("aaaa", "bbbb", stage="full")
+        assert (d.a, d.b, d.suite, d.split, d.stage, d.shared) == (x, y, "rg/arith", "validation", "full", 1)
+        assert d.note is None
+        assert (d.n, d.wins, d.losses, d.ties) == (4, 2, 1, 1)
+        assert (d.left_out, d.only_a, d.only_b, d.infra) == (2, 1, 0, 1)
+        assert [s.sample_id for s in d.samples] == ["q1", "q2", "q3"]
+        assert (d.samples[0].answer_a, d.samples[0].answer_b) == ("four", "five")
+        ref = paired_bootstrap([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0])
+        assert (d.mean_diff, d.ci_low, d.ci_high, d.p_better) == (
+            ref.mean_diff,
+            ref.low,
+            ref.high,
+            ref.p_better,
+        )
+        assert (d.mean_a, d.mean_b) == (0.75, 0.5)
+        # several shared evaluations and none chosen: the full (primary) one, and the note says so
+        auto = a.diff(x, y)
+        assert auto.stage == "full" and auto.shared == 2 and "rg/arith validation/full" in (auto.note or "")
+        sub = a.diff(x, y, stage="subset")
+        assert (sub.n, sub.wins, sub.losses, sub.left_out) == (2, 2, 0, 0)
+
+
+def test_diff_cli_table_counts_and_ci(tmp_path: Path, cli: typer.Typer, runner: CliRunner) -> None:
+    path = tmp_path / "a.db"
+    x, y = _pair(path)
+    res = _invoke(
+        runner, cli, "diff", x[:6], y[:6], "-a", str(path), "--split", "validation", "--stage", "full"
+    )
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert "Alpha" in out and "Beta" in out and "rg/arith validation/full" in out
+    for sid, ans_a, ans_b in [("q1", "four", "five"), ("q2", "the answer is 7", "8"), ("q3", "12", "13")]:
+        line = next(line for line in out.splitlines() if line.split() and line.split()[0] == sid)
+        assert ans_a in line and ans_b in line
+    assert not any(line.split()[:1] == ["q4"] for line in out.splitlines())  # a tie is not listed
+    assert "A wins 2, loses 1, ties 1 (of 4 samples compared)" in out
+    assert "A - B: +0.250  95% CI [" in out
+    assert "left out: 2 samples (1 only in A, 1 lost to infrastructure errors)" in out
+    res = _invoke(runner, cli, "diff", x, y, "-a", str(path))  # none chosen: picks full, says so
+    assert res.exit_code == 0 and "picked out of 2 shared evaluations" in res.stdout
+    res = _invoke(runner, cli, "diff", x, y, "-a", str(path), "--stage", "full", "--json")
+    doc = json.loads(res.stdout)
+    assert (doc["wins"], doc["losses"], doc["ties"], doc["n"], doc["left_out"]) == (2, 1, 1, 4, 2)
+    assert doc["ci_low"] <= doc["mean_diff"] == 0.25 <= doc["ci_high"]
+    assert [s["sample_id"] for s in doc["samples"]] == ["q1", "q2", "q3"]
+    assert doc["samples"][1]["answer_a"] == "the answer is\n 7"
+
+
+def test_diff_without_shared_evaluation_is_one_line(
+    tmp_path: Path, cli: typer.Typer, runner: CliRunner
+) -> None:
+    path = tmp_path / "a.db"
+    x, y = _pair(path)
+    with Archive(path) as a:
+        z = a.add(Candidate(name="Gamma", id="cccc11112222"))
+        a.record_evaluation(z, "rg/other", [{"sample_id": "q1", "score": 1.0}])
+    for args in ([x, z], [x, y, "--suite", "nope"], [x, y, "--split", "test"]):
+        res = _invoke(runner, cli, "diff", *args, "-a", str(path))
+        assert res.exit_code == 2, res.output
+        assert res.stderr.startswith("error: candidates ") and "share no evaluation" in res.stderr
+        assert res.stderr.count("\n") == 1 and "Traceback" not in res.output
+    res = _invoke(runner, cli, "diff", x, "zzz", "-a", str(path))
+    assert res.exit_code == 2 and res.stderr.startswith("error: no candidate with id 'zzz'")
+
+
+def test_ls_flags_incomplete_candidates(tmp_path: Path, cli: typer.Typer, runner: CliRunner) -> None:
+    path = tmp_path / "a.db"
+    with Archive(path) as a:
+        ok = a.add(Candidate(name="Fine"))
+        bad = a.add(Candidate(name="Spoiled"))
+        a.record_evaluation(ok, "s", [{"sample_id": "1", "score": 0.25}])
+        lost = [{"sample_id": str(i), "score": 0.0, "outcome": "infra_error"} for i in range(3)]
+        a.record_evaluation(bad, "s", [{"sample_id": "9", "score": 1.0}, *lost], incomplete=True)
+    for args in ([], ["--suite", "s"]):
+        res = _invoke(runner, cli, "ls", "-a", str(path), *args)
+        assert res.exit_code == 0, res.output
+        assert res.stdout.index("Fine") < res.stdout.index("Spoiled")
+        assert "incomplete (3 infra errors)" in res.stdout and "1 incomplete" in res.stdout
+        rows = json.loads(_invoke(runner, cli, "ls", "-a", str(path), "--json", *args).stdout)
+        assert [(r["name"], r["fitness"], r["incomplete"]) for r in rows] == [
+            ("Fine", 0.25, False),
+            ("Spoiled", None, True),
+        ]
+    res = _invoke(runner, cli, "show", bad, "-a", str(path), "--no-source")
+    assert res.exit_code == 0 and "incomplete evaluation: 3 infra errors" in res.stdout

@@ -157,7 +157,9 @@ def test_export_candidate_folder(tmp_path: Path, archive: Archive, make) -> None
     assert meta["id"] == root and meta["source_file"] == "agent.py" and "source" not in meta
     assert (folder / "agent.py").read_text() == archive.get(root).source
     evs = json.loads((folder / "evaluations.json").read_text())
-    assert evs[0]["scores"][1] == {"sample_id": "b", "score": 0.0, "error": "Timeout"}
+    assert evs[0]["scores"][1] == {
+        "sample_id": "b", "score": 0.0, "error": "Timeout", "outcome": "agent_error", "answer": None, "attempts": 1,
+    }  # fmt: skip
     assert "scores" not in meta["evaluations"][0] and meta["evaluations"][0]["mean"] == 0.5
     prompt_dir = archive.export_candidate(bad, tmp_path / "bad")
     assert (prompt_dir / "prompt.txt").is_file() and not (prompt_dir / "agent.py").exists()

@@ -87,3 +87,22 @@ def test_shared_database_and_foreign_tables(pg: str) -> None:
     engine.dispose()
     with pytest.raises(ArchiveError, match="no agentmeta archive marker"):
         Archive(pg)
+
+
+def test_answers_incomplete_and_diff(pg: str) -> None:
+    with Archive(pg) as a:
+        x = a.add(Candidate(name="x"))
+        y = a.add(Candidate(name="y"))
+        a.record_evaluation(
+            x, "s", [{"sample_id": "1", "score": 1.0, "answer": "é" * 3000}, {"sample_id": "2", "score": 0.0}]
+        )
+        lost = {"sample_id": "2", "score": 0.0, "outcome": "infra_error", "attempts": 3}
+        a.record_evaluation(y, "s", [{"sample_id": "1", "score": 0.0, "answer": "b"}, lost], incomplete=True)
+        ev = a.get_evaluation(y, "s")
+        assert ev is not None and (ev.n, ev.n_infra, ev.incomplete) == (1, 1, True)
+        assert ev.scores[1].attempts == 3 and ev.outcomes["2"] == "infra_error"
+        assert a.get_evaluation(x, "s").answers["1"].endswith("characters in all]")  # type: ignore[union-attr]
+        assert [e.name for e in a.leaderboard("s")] == ["x"] and a.get(y).fitness is None
+        assert [e.incomplete for e in a.leaderboard(include_incomplete=True)] == [False, True]
+        d = a.diff(x, y)
+        assert (d.n, d.wins, d.infra, d.incomplete_b, d.mean_diff) == (1, 1, 1, True, 1.0)
