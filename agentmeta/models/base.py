@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
+from pydantic import ValidationError
+
 from agentmeta.errors import ModelCallError
 from agentmeta.models.cache import CallCache
-from agentmeta.models.types import GenerateRequest, GenerateResponse, Message, Usage
+from agentmeta.models.types import GenerateRequest, GenerateResponse, Message, Usage, request_error
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,9 @@ class Batcher:
     """Gathers requests from concurrent callers into batches for one provider.
 
     A worker thread takes the first waiting request, waits up to `max_wait_s` for more (up to
-    `provider.max_batch`), runs them in one backend call and resolves each caller's future.
+    `provider.max_batch`), runs them in one backend call and resolves each caller's future. When
+    the backend call fails, the batch is split and run again until each failure is pinned to its
+    own request, so one bad request never fails the other callers of its batch.
     """
 
     def __init__(self, provider: Provider, max_wait_s: float = 0.01) -> None:
@@ -60,6 +64,9 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.batch_sizes: list[int] = []
+        """Sizes of the batches gathered (before any split to isolate a failure)."""
+        self.split_batches = 0
+        """How many failed batches were split in halves and run again."""
 
     def submit(self, request: GenerateRequest) -> Future[GenerateResponse]:
         fut: Future[GenerateResponse] = Future()
@@ -100,9 +107,39 @@ class Batcher:
         if not live:
             return
         self.batch_sizes.append(len(live))
+        self._run_isolated(live)
+
+    def _run_isolated(self, live: list[tuple[GenerateRequest, Future[GenerateResponse]]]) -> None:
+        """Run `live` in one backend call; if it fails, split it in halves and run each again.
+
+        A backend fails the whole batch when one request is bad (a schema it cannot compile, a
+        prompt too long), so only a batch of one hands its exception to its caller: one poisoned
+        request costs about log2(batch) extra backend calls and never fails its neighbours.
+        """
         try:
             responses = self.provider.generate_batch([r for r, _ in live])
-        except BaseException as e:  # noqa: BLE001 - every caller must hear about the failure
+            if len(responses) != len(live):
+                raise ModelCallError(
+                    f"{self.provider.spec}: backend returned {len(responses)} responses "
+                    f"for {len(live)} requests"
+                )
+        except Exception as e:  # noqa: BLE001 - every caller must hear about its failure
+            if len(live) == 1:
+                live[0][1].set_exception(e)
+                return
+            self.split_batches += 1
+            log.info(
+                "%s: a batch of %d failed (%s: %s); running it again in halves to isolate the failure",
+                self.provider.spec,
+                len(live),
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+            )
+            mid = len(live) // 2
+            self._run_isolated(live[:mid])
+            self._run_isolated(live[mid:])
+            return
+        except BaseException as e:  # noqa: BLE001 - not an error of a request: no split, no caller hangs
             for _, f in live:
                 f.set_exception(e)
             return
@@ -142,9 +179,16 @@ class Model:
 
     @staticmethod
     def _request(prompt: PromptLike, kwargs: dict[str, Any]) -> GenerateRequest:
-        if isinstance(prompt, GenerateRequest):
-            return prompt.model_copy(update=kwargs) if kwargs else prompt
-        return GenerateRequest.build(prompt, **kwargs)  # type: ignore[arg-type]
+        """The request for `prompt` plus sampling kwargs, validated; `ModelRequestError` if invalid."""
+        try:
+            if isinstance(prompt, GenerateRequest):
+                if not kwargs:
+                    return prompt
+                # model_copy(update=...) would not validate: rebuild from the merged fields
+                return GenerateRequest(**{**prompt.model_dump(), **kwargs})
+            return GenerateRequest.build(prompt, **kwargs)  # type: ignore[arg-type]
+        except ValidationError as e:
+            raise request_error(e) from e
 
     def generate(self, prompt: PromptLike, **kwargs: Any) -> GenerateResponse:
         """Complete `prompt` (a string, chat messages or a `GenerateRequest`); kwargs set sampling fields."""

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from agentmeta import config
-from agentmeta.errors import ModelCallError, ModelLoadError, require
+from agentmeta.errors import AgentMetaError, ModelCallError, ModelLoadError, ModelRequestError, require
 from agentmeta.models.base import Provider
+from agentmeta.models.fingerprint import digest, source_fingerprint
 from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
 
 log = logging.getLogger(__name__)
@@ -117,9 +119,16 @@ class _Row:
 
 
 class HFProvider(Provider):
-    """Any transformers causal LM, run in-process with batched decoding."""
+    """Any transformers causal LM, run in-process with batched decoding.
+
+    Its cache identity is computed once, when it loads: the fingerprints of the model's and the
+    adapter's files (see `agentmeta.models.fingerprint`) plus the engine settings (dtype, device,
+    this class and `DECODE_VERSION`).
+    """
 
     batching = True
+    DECODE_VERSION = 1
+    """Bump when a change to the decode loop changes outputs, so old cache entries are not served."""
 
     def __init__(
         self,
@@ -147,6 +156,9 @@ class HFProvider(Provider):
             if config.hub_offline():
                 kwargs["local_files_only"] = True
         source = str(local) if local.exists() else model_id
+        if adapter and not Path(adapter).is_dir():
+            raise ModelLoadError(f"adapter directory {adapter!r} does not exist")
+        files_before = self._files_fingerprint(source, adapter)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                 source, **{k: v for k, v in kwargs.items() if k == "local_files_only"}
@@ -161,8 +173,6 @@ class HFProvider(Provider):
             raise ModelLoadError(f"could not load model {model_id!r}: {str(e).splitlines()[0]}") from e
         if adapter:
             peft = require("peft", "pip install peft", "peft (for LoRA adapters)")
-            if not Path(adapter).is_dir():
-                raise ModelLoadError(f"adapter directory {adapter!r} does not exist")
             self.model = peft.PeftModel.from_pretrained(self.model, adapter)
             self.spec += f"+{adapter}"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -177,24 +187,50 @@ class HFProvider(Provider):
             eos_ids.add(int(self.tokenizer.eos_token_id))
         self.eos_ids = eos_ids
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        ctx = getattr(self.model.config, "max_position_embeddings", None)
+        self.context_len = int(ctx) if isinstance(ctx, int) else None
         self._grammar_compiler: Any = None
         self._grammar_cache: dict[str, Any] = {}
         self._lock = threading.Lock()
+        files = self._files_fingerprint(source, adapter)
+        if files != files_before and "name" not in files_before["model"]:  # a hub id is fetched now
+            raise ModelLoadError(
+                f"the files of {model_id!r}"
+                + (f" or of adapter {adapter!r}" if adapter else "")
+                + " changed while it was loading (a training run still writing?): load it again"
+            )
+        self.engine = {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "decode_version": self.DECODE_VERSION,
+            "model_class": type(self.model).__name__,
+            "dtype": str(getattr(self.model, "dtype", dtype)),
+            "device": str(self.device),
+        }
+        """Engine settings that change outputs, part of the cache identity."""
+        self._identity = "hf:" + digest({"files": files, "engine": self.engine})
+
+    @staticmethod
+    def _files_fingerprint(source: str, adapter: str | None) -> dict[str, Any]:
+        parts: dict[str, Any] = {"model": source_fingerprint(source)}
+        if adapter:
+            parts["adapter"] = source_fingerprint(adapter)
+        return parts
 
     def identity(self) -> str:
-        ident = self.model_id
-        if self.adapter:
-            ident += "+" + self.adapter
-        cfg = Path(self.model_id) / "model.safetensors"
-        if cfg.is_file():  # a changed checkpoint in the same folder must not hit old cache entries
-            st = cfg.stat()
-            ident += f"@{st.st_size}-{int(st.st_mtime)}"
-        return f"hf:{ident}"
+        """The model's and adapter's file fingerprints and the engine settings, hashed at load time.
+
+        The loaded weights are the ones read at load time, so a retrained adapter written into the
+        same folder later changes the identity of the next load, not of this one.
+        """
+        return self._identity
 
     # -- prompts and grammars -------------------------------------------------------------
     def encode_chat(self, request: GenerateRequest) -> list[int]:
         messages = [m.model_dump() for m in request.messages]
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        try:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception as e:  # noqa: BLE001 - jinja's TemplateError: e.g. roles that must alternate
+            raise ModelRequestError(f"{self.spec}: the chat template rejected the messages: {e}") from e
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _compiled_grammar(self, schema: dict[str, Any]) -> Any:
@@ -211,16 +247,25 @@ class HFProvider(Provider):
                     key, any_whitespace=False
                 )
             except Exception as e:  # noqa: BLE001 - xgrammar raises several types
-                raise ModelCallError(f"JSON schema not supported for constrained decoding: {e}") from e
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = re.sub(r"^\[[^\]]*\]\s*\S+:\d+:\s*", "", first)  # "[time] file.cc:12: "
+                raise ModelRequestError(f"JSON schema not supported for constrained decoding: {first}") from e
         return self._grammar_cache[key]
 
     # -- generation -----------------------------------------------------------------------
     def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        """Decode `requests` together. A request that cannot be prepared (chat template, JSON
+        schema) raises `ModelRequestError` for the batch before any decoding; a failure while
+        decoding raises `ModelCallError`. (`Batcher` splits a failed batch to find the request.)"""
         torch = _torch()
         rows: list[_Row] = []
         prompt_lens: list[int] = []
         for i, req in enumerate(requests):
             ids = self.encode_chat(req)
+            if self.context_len and len(ids) >= self.context_len:
+                raise ModelRequestError(
+                    f"{self.spec}: the prompt has {len(ids)} tokens; the model's context is {self.context_len}"
+                )
             prompt_lens.append(len(ids))
             grammar = self._compiled_grammar(req.json_schema) if req.json_schema is not None else None
             for j in range(req.n):
@@ -240,7 +285,13 @@ class HFProvider(Provider):
         with self._lock, torch.inference_mode():
             for start in range(0, len(rows), self.max_batch):
                 self.backend_calls += 1
-                self._decode(rows[start : start + self.max_batch])
+                try:
+                    self._decode(rows[start : start + self.max_batch])
+                except AgentMetaError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - the backend failed, not the request
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                    raise ModelCallError(f"{self.spec}: decoding failed: {type(e).__name__}: {first}") from e
         out: list[GenerateResponse] = []
         for i in range(len(requests)):
             mine = [r for r in rows if r.request_index == i]

@@ -10,22 +10,33 @@ from agentmeta.models.base import Provider
 from agentmeta.models.types import GenerateRequest, GenerateResponse
 
 Script = Sequence[str] | Callable[[GenerateRequest], str] | None
+FailFn = Callable[[GenerateRequest], BaseException | None]
 
 
 class MockProvider(Provider):
     """Answers from a script: a list of texts (used in order), a function of the request, or an echo.
 
     `batching=True` makes `Model` route concurrent calls through its batcher, for batching tests.
+    `fail` simulates a failing backend: a function of each request returning an exception (or
+    None); when it returns one for any request of a batch, `generate_batch` raises it for the whole
+    batch, as a real backend would (e.g. `fail=lambda r: ModelCallError("server down")`).
     """
 
     def __init__(
-        self, outputs: Script = None, *, batching: bool = False, max_batch: int = 16, delay_s: float = 0.0
+        self,
+        outputs: Script = None,
+        *,
+        batching: bool = False,
+        max_batch: int = 16,
+        delay_s: float = 0.0,
+        fail: FailFn | None = None,
     ) -> None:
         super().__init__()
         self.spec = "mock"
         self.batching = batching
         self.max_batch = max_batch
         self.delay_s = delay_s
+        self.fail = fail
         self._outputs = outputs
         self._index = 0
         self._lock = threading.Lock()
@@ -58,6 +69,11 @@ class MockProvider(Provider):
             self.requests.extend(requests)
         if self.delay_s:
             time.sleep(self.delay_s)
+        if self.fail is not None:
+            for req in requests:
+                exc = self.fail(req)
+                if exc is not None:
+                    raise exc
         out = []
         for req in requests:
             texts = []

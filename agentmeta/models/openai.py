@@ -1,8 +1,13 @@
 """Any OpenAI-compatible server: `vllm serve`, `transformers serve`, OpenAI itself.
 
-Plain HTTP with httpx; retries with exponential backoff on connection errors, timeouts, 429 and
-5xx; then a clear error naming the URL. Servers batch continuously on their side, so requests
-are sent concurrently, one HTTP call each.
+Plain HTTP with httpx; retries with exponential backoff on connection errors, timeouts, 408,
+409, 429 and 5xx; then `ModelCallError` naming the URL. Any other 4xx rejects the request itself
+(`ModelRequestError`: a bad schema, a prompt longer than the context), except 401, 403, 404 and
+407, which say the setup is wrong (key, URL, model name) and raise `ModelCallError`. Servers batch
+continuously on their side, so requests are sent concurrently, one HTTP call each.
+
+The cache identity is the base URL, the model name and `cache_tag`: the served weights cannot be
+fingerprinted from here, so change `cache_tag` when the model behind the URL changes.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ from typing import Any
 import httpx
 
 from agentmeta import config
-from agentmeta.errors import ConfigError, ModelCallError
+from agentmeta.errors import ConfigError, ModelCallError, ModelRequestError
 from agentmeta.models.base import Provider
 from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_SETUP_STATUS = {401, 403, 404, 407}
+"""4xx answers that blame the setup (key, URL, model name), not the request."""
 
 
 def _normalize_base(url: str) -> str:
@@ -34,7 +41,11 @@ def _normalize_base(url: str) -> str:
 
 
 class OpenAIProvider(Provider):
-    """Chat completions over HTTP. `base_url` or `AGENTMETA_BASE_URL` / `OPENAI_BASE_URL`."""
+    """Chat completions over HTTP. `base_url` or `AGENTMETA_BASE_URL` / `OPENAI_BASE_URL`.
+
+    `cache_tag` is part of the call cache's identity: the server's weights cannot be fingerprinted
+    from here, so set a new tag (e.g. the checkpoint name) when the model behind the URL changes.
+    """
 
     batching = False
 
@@ -48,6 +59,7 @@ class OpenAIProvider(Provider):
         retries: int = 4,
         backoff_s: float = 0.5,
         max_concurrency: int = 32,
+        cache_tag: str = "",
     ) -> None:
         super().__init__()
         url = base_url or config.base_url()
@@ -60,6 +72,7 @@ class OpenAIProvider(Provider):
         self.base_url = _normalize_base(url)
         self.spec = f"openai/{model}"
         self.retries = retries
+        self.cache_tag = cache_tag
         self.backoff_s = backoff_s
         key = api_key or os.environ.get("AGENTMETA_API_KEY") or os.environ.get("OPENAI_API_KEY") or "none"
         self._client = httpx.Client(
@@ -71,7 +84,8 @@ class OpenAIProvider(Provider):
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="agentmeta-http")
 
     def identity(self) -> str:
-        return f"openai:{self.base_url}:{self.model}"
+        ident = f"openai:{self.base_url}:{self.model}"
+        return ident + (f":{self.cache_tag}" if self.cache_tag else "")
 
     def _payload(self, request: GenerateRequest, n: int) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -111,7 +125,11 @@ class OpenAIProvider(Provider):
                 log.warning("%s: attempt %d failed: %s", url, attempt + 1, last)
                 continue
             if resp.status_code >= 400:
-                raise ModelCallError(f"{url} answered HTTP {resp.status_code}: {resp.text[:300]}")
+                said = " ".join(resp.text[:300].split())
+                if resp.status_code in _SETUP_STATUS or resp.status_code >= 500:
+                    raise ModelCallError(f"{url} answered HTTP {resp.status_code}: {said}")
+                # the server rejected this request: the caller's fault
+                raise ModelRequestError(f"{url} rejected the request: HTTP {resp.status_code}: {said}")
             try:
                 return dict(resp.json())
             except ValueError as e:

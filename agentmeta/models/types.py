@@ -2,24 +2,69 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agentmeta.errors import ModelRequestError
 
 Role = Literal["system", "user", "assistant"]
 
 
+def _reject_unknown(cls: type[BaseModel], data: Any, what: str) -> Any:
+    """Raise `ModelRequestError` naming the unknown keys of `data` and the valid ones.
+
+    Runs before pydantic's own validation (which forbids extra fields too), so the caller gets
+    one line instead of a multi-line `ValidationError`.
+    """
+    if isinstance(data, dict):
+        valid = list(cls.model_fields)
+        unknown = [k for k in data if k not in cls.model_fields]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(str(k), valid, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ModelRequestError(
+                f"unknown {what} field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
+                f"valid fields: {', '.join(valid)}"
+            )
+    return data
+
+
+def request_error(e: ValidationError) -> ModelRequestError:
+    """One line for a request that pydantic rejected: which field, and why."""
+    parts = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "request"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return ModelRequestError("invalid model request: " + "; ".join(parts))
+
+
 class Message(BaseModel):
     """One chat message."""
+
+    model_config = ConfigDict(extra="forbid")
 
     role: Role
     """Who speaks: system, user or assistant."""
     content: str
     """The text of the message."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        return _reject_unknown(cls, data, "message")
+
 
 class GenerateRequest(BaseModel):
-    """One call to a model: chat messages plus sampling settings."""
+    """One call to a model: chat messages plus sampling settings.
+
+    Unknown fields (a typo such as `max_token=`) raise `ModelRequestError`, never pass silently.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     messages: list[Message]
     """The conversation, oldest first."""
@@ -38,6 +83,11 @@ class GenerateRequest(BaseModel):
     json_schema: dict[str, Any] | None = None
     """If set, every completion is JSON valid against this schema (constrained decoding)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields(cls, data: Any) -> Any:
+        return _reject_unknown(cls, data, "request")
+
     @field_validator("messages")
     @classmethod
     def _non_empty(cls, v: list[Message]) -> list[Message]:
@@ -48,6 +98,8 @@ class GenerateRequest(BaseModel):
     @classmethod
     def build(cls, prompt: str | list[dict[str, str]] | list[Message], **kwargs: Any) -> GenerateRequest:
         """Build a request from a plain prompt string or a list of messages."""
+        if "messages" in kwargs:
+            raise ModelRequestError("give the messages as the prompt, not as messages=")
         if isinstance(prompt, str):
             messages: list[Any] = [Message(role="user", content=prompt)]
         else:

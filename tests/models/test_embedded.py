@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from agentmeta.errors import ModelRequestError
+
 pytestmark = pytest.mark.embedded
 
 
@@ -83,3 +85,32 @@ def test_stop_string_cuts_completion(embedded):
     cut = embedded.generate("List the numbers from 1 to 10 separated by commas.", max_tokens=40, stop=[","])
     assert cut.text == full[: full.index(",")]
     assert cut.finish_reasons == ["stop"]
+
+
+def test_a_schema_xgrammar_cannot_compile_fails_alone_among_eight_callers(embedded):
+    batcher = embedded._batcher
+    sizes_before, splits_before = len(batcher.batch_sizes), batcher.split_batches
+    prompts = [f"Say the number {i}." for i in range(8)]
+    results: list[object] = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def call(i: int) -> None:
+        barrier.wait()
+        kwargs = {"json_schema": {"type": "foo"}} if i == 3 else {}
+        try:
+            results[i] = embedded.generate(prompts[i], max_tokens=8, **kwargs).text
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bad = results.pop(3)
+    assert isinstance(bad, ModelRequestError), bad
+    assert "JSON schema not supported" in str(bad) and "foo" in str(bad) and "\n" not in str(bad)
+    assert max(batcher.batch_sizes[sizes_before:]) > 1  # the poisoned request did share a batch
+    assert batcher.split_batches > splits_before
+    good = [p for i, p in enumerate(prompts) if i != 3]
+    assert results == [r.text for r in embedded.generate_many(good, max_tokens=8)]

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from agentmeta import get_model
-from agentmeta.errors import ConfigError, ModelCallError, ModelSpecError
+from agentmeta.errors import ConfigError, ModelCallError, ModelRequestError, ModelSpecError
 from agentmeta.models import CallCache, GenerateRequest, Model
 from agentmeta.models.mock import MockProvider
 
@@ -25,6 +25,40 @@ def test_request_validation_and_build():
         GenerateRequest.build("x", n=0)
     with pytest.raises(ValidationError):
         GenerateRequest.build([{"role": "robot", "content": "x"}])
+
+
+def test_unknown_request_fields_are_rejected_in_one_line():
+    model = get_model("mock")
+    with pytest.raises(ModelRequestError) as e:
+        model.generate("hi", max_token=16)
+    msg = str(e.value)
+    assert "\n" not in msg and "'max_token'" in msg and "did you mean 'max_tokens'" in msg
+    for field in ("messages", "n", "temperature", "top_p", "max_tokens", "stop", "seed", "json_schema"):
+        assert field in msg
+    with pytest.raises(ModelRequestError, match="unknown message field 'name'; valid fields: role, content"):
+        model.generate([{"role": "user", "content": "x", "name": "bob"}])
+    with pytest.raises(ModelRequestError, match="unknown request field 'max_token'"):
+        GenerateRequest(messages=[{"role": "user", "content": "x"}], max_token=3)
+    with pytest.raises(ModelRequestError, match="'foo', 'bar'"):
+        GenerateRequest.build("x", foo=1, bar=2)
+    assert model.usage.calls == 0 and model.provider.backend_calls == 0
+
+
+def test_request_plus_kwargs_is_validated():
+    model = get_model("mock")
+    req = GenerateRequest.build("hi", max_tokens=5)
+    with pytest.raises(ModelRequestError, match="unknown request field 'max_token'"):
+        model.generate(req, max_token=3)
+    with pytest.raises(ModelRequestError) as e:
+        model.generate(req, temperature=99)  # model_copy(update=...) alone would let this through
+    assert "temperature" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ModelRequestError, match="n:"):
+        model.generate("hi", n=0)
+    with pytest.raises(ModelRequestError, match="not as messages="):
+        model.generate("hi", messages=[])
+    assert model.generate(req, max_tokens=7, seed=3).text == "mock: hi"
+    assert model.provider.requests[-1].max_tokens == 7 and model.provider.requests[-1].seed == 3
+    assert req.max_tokens == 5 and req.seed is None  # the caller's request is not changed
 
 
 def test_mock_script_order_usage_and_exhaustion():
@@ -81,6 +115,78 @@ def test_backend_error_reaches_every_caller():
     model = Model(MockProvider(boom, batching=True))
     with pytest.raises(RuntimeError, match="exploded"):
         model.generate("x")
+
+
+def _poison(r: GenerateRequest) -> BaseException | None:
+    return ValueError("poisoned request") if "poison" in r.messages[-1].content else None
+
+
+def test_poisoned_request_fails_alone_in_a_batch_of_eight():
+    provider = MockProvider(
+        lambda r: "re:" + r.messages[-1].content, batching=True, delay_s=0.05, fail=_poison
+    )
+    model = Model(provider)
+    results: dict[int, str | BaseException] = {}
+    barrier = threading.Barrier(8)
+
+    def call(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = model.generate("poison" if i == 5 else f"q{i}").text
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert isinstance(results.pop(5), ValueError)
+    assert results == {i: f"re:q{i}" for i in range(8) if i != 5}
+    batcher = model._batcher
+    assert batcher is not None and sum(batcher.batch_sizes) == 8
+    assert max(batcher.batch_sizes) > 1 and batcher.split_batches >= 1
+    assert model.usage.calls == 7
+
+
+def test_mock_fail_option_fails_the_whole_batch_of_a_direct_call():
+    provider = MockProvider(fail=_poison)
+    reqs = [GenerateRequest.build(t) for t in ("a", "poison", "c")]
+    with pytest.raises(ValueError, match="poisoned"):
+        provider.generate_batch(reqs)
+    assert [r.text for r in provider.generate_batch([reqs[0], reqs[2]])] == ["mock: a", "mock: c"]
+    down = get_model("mock", fail=lambda r: ModelCallError("server down"))
+    with pytest.raises(ModelCallError, match="server down"):
+        down.generate("x")
+
+
+def test_every_caller_hears_of_a_backend_that_fails_for_all():
+    provider = MockProvider(batching=True, delay_s=0.02, fail=lambda r: ModelCallError("server down"))
+    model = Model(provider)
+    errors = []
+
+    def call(i: int) -> None:
+        try:
+            model.generate(f"p{i}")
+        except ModelCallError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 6
+
+
+def test_wrong_response_count_fails_callers_instead_of_hanging():
+    class Short(MockProvider):
+        def generate_batch(self, requests):  # noqa: ANN001, ANN202
+            return super().generate_batch(requests)[:-1] if len(requests) > 1 else []
+
+    model = Model(Short(batching=True, delay_s=0.02))
+    with pytest.raises(ModelCallError, match="0 responses for 1"):
+        model.generate_many(["a", "b", "c"])
 
 
 def test_generate_many_keeps_order():

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from agentmeta import get_model
-from agentmeta.errors import ModelCallError
+from agentmeta.errors import ModelCallError, ModelRequestError
 
 
 def _free_port() -> int:
@@ -74,6 +74,62 @@ def test_server_down_gives_clear_error_naming_url():
     with pytest.raises(ModelCallError) as e:
         m.generate("hi")
     assert url in str(e.value) and "3 attempts" in str(e.value)
+
+
+class _Status(BaseHTTPRequestHandler):
+    """Answers every request with the status code named in the user message."""
+
+    seen = 0
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen += 1
+        data = b'{"error": {"message": "no"}}'
+        self.send_response(int(body["messages"][-1]["content"]))
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_4xx_blames_the_request_except_setup_and_retryable_codes():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        m = get_model("openai/status", base_url=url, retries=1, backoff_s=0.01, cache=False)
+        for code in (400, 413, 422):
+            _Status.seen = 0
+            with pytest.raises(ModelRequestError, match=f"rejected the request: HTTP {code}"):
+                m.generate(str(code))
+            assert _Status.seen == 1  # not retried
+        for code in (401, 404, 501):
+            with pytest.raises(ModelCallError, match=f"HTTP {code}"):
+                m.generate(str(code))
+        for code in (408, 429, 503):
+            _Status.seen = 0
+            with pytest.raises(ModelCallError, match="after 2 attempts"):
+                m.generate(str(code))
+            assert _Status.seen == 2
+    finally:
+        server.shutdown()
+
+
+def test_cache_identity_is_url_model_and_cache_tag():
+    from agentmeta.models.openai import OpenAIProvider
+
+    a = OpenAIProvider("m", base_url="http://127.0.0.1:9")
+    b = OpenAIProvider("m", base_url="http://127.0.0.1:9", cache_tag="ckpt-2")
+    c = OpenAIProvider("m", base_url="http://127.0.0.1:9/v1")
+    try:
+        assert a.identity() == c.identity() != b.identity()
+        assert "ckpt-2" in b.identity()
+    finally:
+        for p in (a, b, c):
+            p.close()
 
 
 @pytest.mark.server
