@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentmeta.agents.sandbox import Sandbox, SandboxLimits, bwrap_works, llm_from_model
+from agentmeta.agents.sandbox import Sandbox, SandboxLimits, bwrap_works, llm_from_model, unshare_works
 from agentmeta.models import get_model
 
 AGENTS = {
@@ -56,9 +56,11 @@ def in_process(source: str, args: list[Any], n: int) -> dict[str, float]:
     return _ms(times)
 
 
-def sandboxed(use_bwrap: bool, reuse: bool, source: str, args: list[Any], n: int) -> dict[str, float]:
+def sandboxed(mode: str, reuse: bool, source: str, args: list[Any], n: int) -> dict[str, float]:
     model = get_model("mock", outputs=lambda req: "4")
-    with Sandbox(SandboxLimits(), use_bwrap=use_bwrap, pool_size=1, reuse=reuse) as sb:
+    flags = {"bwrap": {"use_bwrap": True}, "unshare": {"use_bwrap": False, "use_unshare": True},
+             "plain": {"use_bwrap": False, "use_unshare": False, "allow_unsafe": True}}[mode]  # fmt: skip
+    with Sandbox(SandboxLimits(), pool_size=1, reuse=reuse, **flags) as sb:
         if reuse:
             sb.warm(1)
             sb.run(source, "forward", args, llm=model)
@@ -78,14 +80,15 @@ def main() -> None:
     ap.add_argument("--cold", type=int, default=30, help="samples per cold-start measurement")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "sandbox.json"))
     opts = ap.parse_args()
-    modes = (["bwrap"] if bwrap_works() else []) + ["plain"]
+    root = os.geteuid() == 0
+    modes = (["bwrap"] if bwrap_works(root) else []) + (["unshare"] if unshare_works(root) else []) + ["plain"]
     rows: list[dict[str, Any]] = []
     for agent, (source, args) in AGENTS.items():
         base = in_process(source, args, opts.n)
         rows.append({"agent": agent, "mode": "in-process", "pool": "-", **base, "overhead_ms": 0.0})
         for mode in modes:
             for pool, reuse, n in (("warm", True, opts.n), ("cold", False, opts.cold)):
-                m = sandboxed(mode == "bwrap", reuse, source, args, n)
+                m = sandboxed(mode, reuse, source, args, n)
                 rows.append(
                     {
                         "agent": agent,

@@ -1,5 +1,6 @@
-"""Sandbox worker processes: how they are launched here (bwrap argv, interpreter, uid), the
-parent's end of their pipes, and how they are killed. Internal to `agentmeta.agents.sandbox`.
+"""Sandbox worker processes: how they are launched here (bwrap or unshare argv, the mount plan
+both share, interpreter, uid), the parent's end of their pipes, and how they are killed. Internal to
+`agentmeta.agents.sandbox`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("agentmeta.agents.sandbox")
 
 ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash"]
+Isolation = Literal["bwrap", "unshare", "none"]
 LLMCallback = Callable[[dict[str, Any]], dict[str, Any]]
 
 _WORKER_SOURCE = Path(__file__).with_name("_sandbox_worker.py").read_text()
@@ -42,6 +44,11 @@ _UID_RANGE = (2_000_000, 2_000_000_000)
 @lru_cache(maxsize=1)
 def _bwrap_path() -> str | None:
     return shutil.which("bwrap")
+
+
+@lru_cache(maxsize=1)
+def _unshare_path() -> str | None:
+    return shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") or shutil.which("unshare")
 
 
 def _accessible_to_others(path: str) -> bool:
@@ -91,6 +98,37 @@ def _interpreter(drop_uid: bool) -> str:
     return ""
 
 
+def _fs_plan(python: str, ro_paths: tuple[str, ...]) -> list[list[str]]:
+    """The read-only tree both bwrap and unshare build: /usr, /etc, the top-level lib/bin links,
+    the Python prefix (its site-packages hidden) and `ro_paths`, each at its own path. /proc, /dev
+    and /tmp come on top. Entries: ["bind", path], ["symlink", target, path], ["dir", path] (0755,
+    the parents of a bind) and ["tmpfs", path] (an empty folder over one of the bound tree)."""
+    plan: list[list[str]] = [["bind", "/usr"], ["bind", "/etc"]]
+    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+        if os.path.islink(top):
+            plan.append(["symlink", os.readlink(top), top])
+        elif os.path.isdir(top):
+            plan.append(["bind", top])
+    made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
+    prefix = os.path.realpath(sys.base_prefix)
+    binds = [os.path.dirname(python), *_stdlib_dirs(), *(os.path.realpath(p) for p in ro_paths)]
+    if not prefix.startswith("/usr/"):
+        binds.insert(0, prefix)
+    for src in binds:
+        if any(src == m or src.startswith(m.rstrip("/") + "/") for m in made if m != "/"):
+            continue
+        for parent in reversed(Path(src).parents):
+            if str(parent) not in made:
+                plan.append(["dir", str(parent)])
+                made.add(str(parent))
+        plan.append(["bind", src])
+        made.add(src)
+    for site in _site_dirs():
+        if any(site.startswith(m.rstrip("/") + "/") for m in made if m != "/"):
+            plan.append(["tmpfs", site])
+    return plan
+
+
 def _bwrap_argv(python: str, tmp_mb: int, ro_paths: tuple[str, ...], root: bool) -> list[str]:
     argv = [
         _bwrap_path() or "bwrap",
@@ -104,30 +142,15 @@ def _bwrap_argv(python: str, tmp_mb: int, ro_paths: tuple[str, ...], root: bool)
     ]
     if not root:
         argv.append("--unshare-user")
-    for top in ("/usr", "/etc"):
-        argv += ["--ro-bind", top, top]
-    for top in ("/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
-        if os.path.islink(top):
-            argv += ["--symlink", os.readlink(top), top]
-        elif os.path.isdir(top):
-            argv += ["--ro-bind", top, top]
-    made = {"/", "/usr", "/etc", "/tmp", "/proc", "/dev"}
-    prefix = os.path.realpath(sys.base_prefix)
-    binds = [os.path.dirname(python), *_stdlib_dirs(), *(os.path.realpath(p) for p in ro_paths)]
-    if not prefix.startswith("/usr/"):
-        binds.insert(0, prefix)
-    for src in binds:
-        if any(src == m or src.startswith(m.rstrip("/") + "/") for m in made if m != "/"):
-            continue
-        for parent in reversed(Path(src).parents):
-            if str(parent) not in made:
-                argv += ["--perms", "0755", "--dir", str(parent)]
-                made.add(str(parent))
-        argv += ["--ro-bind", src, src]
-        made.add(src)
-    for site in _site_dirs():
-        if any(site.startswith(m.rstrip("/") + "/") for m in made if m != "/"):
-            argv += ["--tmpfs", site]
+    for op in _fs_plan(python, ro_paths):
+        if op[0] == "bind":
+            argv += ["--ro-bind", op[1], op[1]]
+        elif op[0] == "symlink":
+            argv += ["--symlink", op[1], op[2]]
+        elif op[0] == "dir":
+            argv += ["--perms", "0755", "--dir", op[1]]
+        else:
+            argv += ["--tmpfs", op[1]]
     argv += [
         "--proc",
         "/proc",
@@ -150,6 +173,26 @@ def _bwrap_argv(python: str, tmp_mb: int, ro_paths: tuple[str, ...], root: bool)
     return argv
 
 
+def _unshare_argv(root: bool) -> list[str]:
+    """New net (loopback only, down), mount, pid, ipc and uts namespaces; a user namespace with
+    this user as its root when not root. The worker builds its root and pid 1 itself (see
+    `_sandbox_worker.build_root`); `--kill-child` kills that pid 1, and so the namespace, if
+    `unshare` dies."""
+    argv = [_unshare_path() or "unshare"]
+    if not root:
+        argv += ["--user", "--map-root-user"]
+    return [*argv, "--net", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child"]
+
+
+def _namespace_cfg(python: str, tmp_mb: int, ro_paths: tuple[str, ...]) -> dict[str, Any]:
+    """What a worker under `unshare` mounts before anything else (see `_sandbox_worker.build_root`)."""
+    return {"plan": _fs_plan(python, ro_paths), "tmp_mb": tmp_mb, "base": "/tmp"}
+
+
+def _random_uid() -> int:
+    return secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0]
+
+
 @lru_cache(maxsize=4)
 def bwrap_works(root: bool | None = None) -> bool:
     """True if bubblewrap is installed and can start a sandbox here (user namespaces allowed, ...)."""
@@ -168,10 +211,43 @@ def bwrap_works(root: bool | None = None) -> bool:
         return False
     if r.returncode != 0:
         log.warning(
-            "bwrap is installed but cannot start a sandbox (%s); using plain subprocesses",
+            "bwrap is installed but cannot start a sandbox (%s); trying unshare",
             r.stderr.decode(errors="replace").strip()[:300],
         )
     return r.returncode == 0
+
+
+@lru_cache(maxsize=4)
+def unshare_works(root: bool | None = None) -> bool:
+    """True if `unshare` can start a real worker here: namespaces, the read-only root, pid 1, the
+    capability drop and (as root) the uid drop all work (a probe worker starts and says ready)."""
+    if _unshare_path() is None or not sys.platform.startswith("linux"):
+        return False
+    root = os.geteuid() == 0 if root is None else root
+    python = os.path.realpath(sys.executable)
+    cfg = {
+        "memory_mb": 1024,
+        "file_mb": 1,
+        "tmp": "/tmp",
+        "cpu_hard": 20,
+        "uid": _random_uid() if root else None,
+        "drop_caps": True,
+        "subreaper": True,
+        "namespace": _namespace_cfg(python, 1, ()),
+    }
+    argv = [*_unshare_argv(root), python, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(cfg)]
+    try:
+        r = subprocess.run(argv, input=b"", capture_output=True, timeout=20, env=_child_env("/tmp"), cwd="/")
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    ok = r.returncode == 0 and b'"op":"ready"' in r.stdout
+    if not ok:
+        log.warning(
+            "unshare cannot start a sandbox here (status %s: %s)",
+            r.returncode,
+            r.stderr.decode(errors="replace").strip()[-300:],
+        )
+    return ok
 
 
 def _child_env(tmp: str) -> dict[str, str]:
@@ -284,14 +360,15 @@ class _Worker:
     def __init__(self, sandbox: Sandbox) -> None:
         self.sb = sandbox
         lim = sandbox.limits
-        self.uid = (
-            secrets.randbelow(_UID_RANGE[1] - _UID_RANGE[0]) + _UID_RANGE[0] if sandbox.drop_uid else None
-        )
+        mode = sandbox.mode
+        self.uid = _random_uid() if sandbox.drop_uid else None
         self.tmpdir: str | None = None
-        if sandbox.use_bwrap:
-            tmp = "/tmp"
+        if mode != "none":
+            tmp = cwd = "/tmp"
+            if mode == "unshare":
+                cwd = "/"
         else:
-            self.tmpdir = tmp = tempfile.mkdtemp(prefix="agentmeta-sbx-")
+            self.tmpdir = tmp = cwd = tempfile.mkdtemp(prefix="agentmeta-sbx-")
             if self.uid is not None:
                 os.chown(tmp, self.uid, self.uid)
         cfg: dict[str, Any] = {
@@ -300,17 +377,18 @@ class _Worker:
             "tmp": tmp,
             "cpu_hard": lim.cpu_seconds * lim.max_jobs_per_worker + 10,
             "uid": self.uid,
-            "unshare_net": not sandbox.use_bwrap and os.geteuid() == 0,
-            "subreaper": not sandbox.use_bwrap,
+            "unshare_net": mode == "none" and os.geteuid() == 0,
+            "subreaper": mode != "bwrap",
         }
+        if mode == "unshare":
+            cfg["drop_caps"] = True
+            cfg["namespace"] = sandbox.namespace_cfg
         # NPROC counts per user: with our own uid the worker's processes alone; otherwise all of
         # the user's, so the limit is what the user has now plus the allowance.
         cfg["nproc"] = (
             lim.max_processes if self.uid is not None else _user_task_count(os.geteuid()) + lim.max_processes
         )
-        argv = [sandbox.python, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(cfg)]
-        if sandbox.use_bwrap:
-            argv = [*sandbox.bwrap_prefix, *argv]
+        argv = [*sandbox.launch_prefix, sandbox.python, "-I", "-S", "-c", _WORKER_SOURCE, json.dumps(cfg)]
         self.stderr_tail: deque[bytes] = deque(maxlen=16)
         self.jobs = 0
         self.dead = threading.Event()
@@ -328,7 +406,7 @@ class _Worker:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=_child_env(tmp),
-                cwd=tmp,
+                cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
             )
@@ -448,7 +526,9 @@ class _Worker:
             rc = self.proc.returncode
         time.sleep(0.02)  # let the stderr drain catch the last words
         tail = self.stderr_text()[-1500:]
-        sig = -rc if rc is not None and rc < 0 else (rc - 128 if self.sb.use_bwrap and rc and rc > 128 else 0)
+        # bwrap and the namespace's pid 1 (under unshare) report a worker killed by a signal as 128+sig.
+        wrapped = self.sb.mode != "none"
+        sig = -rc if rc is not None and rc < 0 else (rc - 128 if wrapped and rc and rc > 128 else 0)
         kind: ErrorKind = "crash"
         if sig == signal.SIGXCPU:
             kind, what = "timeout", f"the job used more than {self.sb.limits.cpu_seconds} s of CPU"

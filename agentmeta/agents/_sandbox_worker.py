@@ -1,12 +1,18 @@
 """The sandbox worker: runs untrusted jobs one after another. Standard library only.
 
-The parent starts this file as `python -I -S -c <this source> <settings json>`, inside bubblewrap
-or as a plain subprocess. It must not import agentmeta (the sandbox cannot see the package, and a
-worker that imported torch would blow the memory limit).
+The parent starts this file as `python -I -S -c <this source> <settings json>`, inside bubblewrap,
+under `unshare` (new namespaces, this process their pid 1) or as a plain subprocess. It must not
+import agentmeta (the sandbox cannot see the package, and a worker that imported torch would blow
+the memory limit).
 
-Start-up, before any untrusted code runs: set the resource limits (hard limits, so they cannot be
-raised again), drop to the sandbox uid when started as root, keep the control pipe on private fds
-and point fds 0/1 at /dev/null and the stderr pipe.
+Start-up, before any untrusted code runs. Under `unshare` first: build a minimal read-only root
+(the bind mounts the parent planned, a fresh /proc, a few /dev nodes, a size-capped tmpfs /tmp),
+pivot into it, then fork: the pid 1 that stays behind only reaps and passes the worker's exit status
+on (a pid 1 would ignore SIGXCPU), and its exit tears the whole namespace down. Then, in every
+mode: set the resource limits (hard limits, so they cannot be raised again), drop to the sandbox uid
+when started as root (under `unshare` also every capability, and no_new_privs), keep the control
+pipe on private fds and point fds 0/1 at /dev/null and the stderr pipe. When the parent goes away
+(the control pipe reaches EOF) in the middle of a job, the worker exits at once.
 
 Protocol: one JSON object per line. Parent -> worker: `{"op": "run", ...}` jobs and
 `{"op": "llm_reply", "id", "response" | "error"}`. Worker -> parent: `{"op": "ready"}` once,
@@ -32,6 +38,18 @@ _dumps, _loads, _write = json.dumps, json.loads, os.write
 
 CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+# pivot_root(2) by syscall number, where libc has no wrapper (glibc < 2.34).
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217, "i686": 217}
+DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 
 
 class OutputLimitExceeded(BaseException):
@@ -68,7 +86,11 @@ class CappedText(io.TextIOBase):
 
 
 class Channel:
-    """The control pipe: a reader thread routes job messages to a queue and model replies to waiters."""
+    """The control pipe: a reader thread routes job messages to a queue and model replies to waiters.
+
+    EOF while a job runs means the parent is gone: the worker exits at once (and under `unshare`
+    its pid 1 with it, which kills every process left in the namespace).
+    """
 
     def __init__(self, fd_in: int, fd_out: int) -> None:
         self.rfile = os.fdopen(fd_in, "rb", buffering=1 << 16)
@@ -80,6 +102,7 @@ class Channel:
         self.replies_cv = threading.Condition()
         self.next_id = 0
         self.closed = False
+        self.busy = False
         threading.Thread(target=self._read, daemon=True).start()
 
     def send(self, msg: dict) -> None:
@@ -104,6 +127,8 @@ class Channel:
                 with self.jobs_cv:
                     self.jobs.append(msg)
                     self.jobs_cv.notify_all()
+        if self.busy:
+            os._exit(1)
         self.closed = True
         with self.jobs_cv:
             self.jobs_cv.notify_all()
@@ -174,12 +199,188 @@ def isolate(cfg: dict) -> None:
         # can find and kill them by walking the process tree.
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     uid = cfg.get("uid")
-    if uid is not None:
+    if cfg.get("drop_caps"):
+        drop_capabilities(libc, uid)
+    elif uid is not None:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
     set_limits(cfg)
     os.chdir(cfg["tmp"])
+
+
+def check(ok: bool, what: str) -> None:
+    """Raise OSError with errno's text unless a libc call succeeded."""
+    if not ok:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def drop_capabilities(libc, uid) -> None:
+    """Empty the bounding, ambient, inheritable, permitted and effective sets; set no_new_privs.
+
+    With `uid`, switch to it on the way. Without (a user namespace where only root is mapped) the
+    code stays uid 0 of the namespace, with no capability left and none to regain by exec.
+    """
+    for cap in range(64):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            check(ctypes.get_errno() == 22, f"dropping capability {cap}")  # EINVAL: past the last
+            break
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+    header = (ctypes.c_uint32 * 2)(LINUX_CAPABILITY_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()
+    check(libc.capset(header, data) == 0, "capset")
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0, "PR_SET_NO_NEW_PRIVS")
+    with open("/proc/self/status") as f:
+        caps = {k: int(v, 16) for k, _, v in (ln.partition(":") for ln in f) if k.startswith("Cap")}
+    if any(caps.get(k) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")):
+        raise OSError(f"capabilities left after dropping them: {caps}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Under `unshare`: the minimal root and the namespace's pid 1
+
+
+def _mount(libc, src, target, fstype, flags, data=None) -> None:
+    enc = lambda v: None if v is None else v.encode()  # noqa: E731
+    ok = libc.mount(enc(src), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)) == 0
+    check(ok, f"mount {fstype or src or ''} on {target}")
+
+
+def _unescape(field: str) -> str:
+    """A mount point as /proc/self/mountinfo writes it (octal escapes for space, tab, newline, \\)."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _remount_ro(libc, top: str) -> None:
+    """Make the bind mount at `top` and every mount below it read-only, nosuid and nodev."""
+    with open("/proc/self/mountinfo") as f:
+        points = [_unescape(ln.split()[4]) for ln in f]
+    for point in points:
+        if point == top or point.startswith(top + "/"):
+            # Keep noexec (a flag a user namespace may not clear); atime flags are kept by the kernel.
+            keep = os.statvfs(point).f_flag & MS_NOEXEC
+            flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | keep
+            _mount(libc, None, point, None, flags)
+
+
+def _pivot_root(libc, new: str, put_old: str) -> None:
+    if hasattr(libc, "pivot_root"):
+        check(libc.pivot_root(new.encode(), put_old.encode()) == 0, "pivot_root")
+        return
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
+    if number is None:
+        raise OSError(f"pivot_root: unknown syscall number on {os.uname().machine}")
+    check(libc.syscall(ctypes.c_long(number), new.encode(), put_old.encode()) == 0, "pivot_root")
+
+
+def build_root(ns: dict) -> None:
+    """Mount the planned tree on a tmpfs at `ns["base"]` (the host's /tmp, hidden by it) and pivot in.
+
+    The plan holds ["bind", path] (read-only, same path), ["dir", path] (mode 0755),
+    ["symlink", target, path] and ["tmpfs", path] (empty, read-only: hides a folder of the bound tree).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.umask(0o022)
+    _mount(libc, None, "/", None, MS_REC | MS_PRIVATE)
+    new = ns["base"].rstrip("/")
+    _mount(libc, "tmpfs", new, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755")
+    for op in ns["plan"]:
+        kind, path = op[0], op[-1]
+        dst = new + path
+        if kind == "dir":
+            os.makedirs(dst, exist_ok=True)
+            os.chmod(dst, 0o755)
+        elif kind == "symlink":
+            os.symlink(op[1], dst)
+        elif kind == "tmpfs":
+            _mount(libc, "tmpfs", dst, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "mode=0755,size=4k")
+        elif kind == "bind":
+            if os.path.isdir(path):
+                os.makedirs(dst, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                open(dst, "a").close()
+            _mount(libc, path, dst, None, MS_BIND | MS_REC)
+            _remount_ro(libc, dst)
+        else:
+            raise ValueError(f"unknown mount plan entry {op!r}")
+    os.makedirs(new + "/proc", exist_ok=True)
+    _mount(libc, "proc", new + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    dev = new + "/dev"
+    os.makedirs(dev, exist_ok=True)
+    _mount(libc, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k")
+    for name in DEV_NODES:
+        if os.path.exists("/dev/" + name):
+            open(f"{dev}/{name}", "a").close()
+            try:
+                _mount(libc, "/dev/" + name, f"{dev}/{name}", None, MS_BIND)
+            except OSError:
+                if name == "null":
+                    raise
+                os.unlink(f"{dev}/{name}")  # e.g. no tty here: do without it
+    for i, name in enumerate(("stdin", "stdout", "stderr")):
+        os.symlink(f"/proc/self/fd/{i}", f"{dev}/{name}")
+    os.symlink("/proc/self/fd", dev + "/fd")
+    os.mkdir(dev + "/shm")
+    _mount(libc, None, dev, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
+    os.makedirs(new + "/tmp", exist_ok=True)
+    size = ns["tmp_mb"] << 20
+    _mount(libc, "tmpfs", new + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"mode=1777,size={size}")
+    _mount(libc, None, new, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    # pivot_root(".", "."): the old root ends up stacked on the new one; detach it from there.
+    os.chdir(new)
+    _pivot_root(libc, ".", ".")
+    check(libc.umount2(b".", MNT_DETACH) == 0, "umount2 of the old root")
+    os.chdir("/")
+
+
+def become_init(worker: int) -> None:
+    """The namespace's pid 1: reap orphans until the worker exits, then exit with its status.
+
+    Its exit makes the kernel kill every process left in the namespace. A pid 1 ignores signals it
+    has no handler for (SIGXCPU included), which is why the jobs run in a child, not here.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+    try:
+        drop_capabilities(libc, None)
+    except OSError as e:
+        os.write(2, f"sandbox pid 1: {e}\n".encode())
+        os._exit(70)
+    # Hold none of the worker's pipes: the parent sees EOF when the worker is gone.
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            os._exit(70)
+        if pid == worker:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)
+
+
+def enter_namespace(ns: dict) -> None:
+    """Under `unshare`: build the root, fork; the parent stays as pid 1, the child returns."""
+    build_root(ns)
+    pid = os.fork()
+    if pid:
+        become_init(pid)
 
 
 def child_pids() -> list:
@@ -328,6 +529,8 @@ def encode(res: dict, cap: int) -> str:
 
 def main() -> None:
     cfg = json.loads(sys.argv[1])
+    if cfg.get("namespace"):
+        enter_namespace(cfg["namespace"])
     ctl_in, ctl_out = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -344,7 +547,9 @@ def main() -> None:
         job = channel.next_job()
         if job is None or job.get("op") == "exit":
             return
+        channel.busy = True
         res = run_job(job, channel)
+        channel.busy = False
         channel.send_text(encode(res, job["max_output"]))
 
 

@@ -2,7 +2,9 @@
 
 The source is untrusted. The parent only compiles it (a syntax check, nothing runs) and inspects
 its AST; everything else happens in a sandbox worker, whose model calls come back to the parent
-over a pipe and go through the model layer (batching, cache).
+over a pipe and go through the model layer (batching, cache). Where no isolation works (neither
+bubblewrap nor unshare), running one raises `SandboxUnavailableError` unless the user opted in
+(AGENTMETA_UNSAFE_SANDBOX=1); see `agentmeta.agents.sandbox`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Nodes:
 - ``vote``: majority vote over the answers of a ``sample`` node (``source``, default the previous).
 - ``reflect``: critique the previous answer and refine it until the critic says OK, at most
   ``max_rounds`` times.
-- ``python``: ``code`` defining ``tool(input, last) -> str``, run in the sandbox.
+- ``python``: ``code`` defining ``tool(input, last) -> str``, run in the sandbox (which refuses,
+  with `SandboxUnavailableError`, where it cannot isolate and the user did not opt in).
 
 Edges: ``{"source": a, "target": b}``, with an optional ``when`` (a substring, case-insensitive,
 that must be in ``a``'s output; prefix ``not:`` negates). Without edges, nodes form a chain in
@@ -224,6 +225,8 @@ class GraphAgent:
     def _python(self, node: Node, state: _State) -> str:
         from agentmeta.agents.sandbox import default_sandbox
 
+        # default_sandbox() raises SandboxUnavailableError (a setup error that stops the run, not this
+        # node's output) where nothing can isolate the code and the user did not opt in.
         res = default_sandbox().run(node.code, entry="tool", args=[state["input"], state["last"]])
         if not res.ok:
             return f"Error ({res.error_kind}): {res.error}"

@@ -1,21 +1,37 @@
 """Process isolation for untrusted candidate code, with model calls served by the parent.
 
-Candidate code runs in a separate worker process, never in the campaign's process:
+Candidate code runs in a separate worker process, never in the campaign's process, in the first of
+these isolation modes (`Sandbox.isolation`) that works here:
 
-- **bubblewrap** (`bwrap`) when it is installed and works: new pid, network, ipc and uts
-  namespaces (no network at all), a minimal read-only root (/usr, /etc, the Python prefix; no
-  site-packages, no home, no working tree, no archive), a private size-capped tmpfs /tmp,
-  `--die-with-parent`, `--new-session`.
-- a **plain subprocess** otherwise, in its own session, with a private temp dir as cwd.
+- **"bwrap"**: bubblewrap (`apt-get install bubblewrap`). New pid, network, ipc and uts namespaces
+  (no network at all, not even loopback to the host), a minimal read-only root (/usr, /etc, the
+  Python prefix with its site-packages hidden; no home, no working tree, no archive, none of the
+  host's /tmp), a private size-capped tmpfs /tmp, fresh /proc and /dev, `--die-with-parent`,
+  `--new-session`.
+- **"unshare"**: the same without bubblewrap, from util-linux `unshare` (as root; otherwise in a
+  user namespace where this user is root, which the kernel must allow). New network, mount, pid,
+  ipc and uts namespaces; the worker mounts the same minimal read-only root as bwrap (same plan),
+  a private size-capped tmpfs /tmp, a fresh /proc (only the sandbox's processes) and a few /dev
+  nodes, pivots into it and runs under a pid 1 of its own whose exit kills everything left in the
+  namespace. Before any candidate code it drops every capability (bounding set included) and sets
+  no_new_privs; as root it also drops to its own uid. Found to work by a probe run once per
+  process (`unshare_works`).
+- **"none"**: a plain subprocess in its own session with a private temp dir as cwd. It does not
+  contain reads of world-readable files (home directories, the working tree), writes to
+  world-writable ones (the host's /tmp), network access when not root, or signals to the user's
+  other processes when not root. So it is refused: without bwrap or unshare a `Sandbox` raises
+  `SandboxUnavailableError` unless the caller opts in with `allow_unsafe=True` or the environment
+  variable AGENTMETA_UNSAFE_SANDBOX=1.
 
-Both ways the worker starts with an empty environment (no API keys, no tokens, no AGENTMETA_*
+In every mode the worker starts with an empty environment (no API keys, no tokens, no AGENTMETA_*
 settings) and sets hard resource limits on itself before running any candidate code: address space
 (RLIMIT_AS), CPU seconds, processes (RLIMIT_NPROC), file size, open files, no core dumps. When the
 parent runs as root, each worker also drops to a fresh random uid, which makes RLIMIT_NPROC count
 only that worker's processes, makes the parent and files of other users unreachable, and lets the
 parent kill every process the worker left behind with one `kill(-1)` as that uid. The parent
 enforces the wall clock (kill the worker, its session, its process tree and its uid) and the
-output cap (a control message over the cap kills the worker).
+output cap (a control message over the cap kills the worker). A worker whose parent dies exits
+(bwrap: with it; otherwise when its control pipe closes, in the middle of a job too).
 
 Model calls: the worker has no model and no key. Its `llm(prompt, **sampling)` sends the request
 over the control pipe; the parent answers through the `llm` callback (normally a `Model`, so calls
@@ -35,9 +51,11 @@ one worker are isolated from the host, not fully from each other: give candidate
 campaigns different `Sandbox`es, and use `reuse=False` (a fresh worker per job, ~70-110 ms) where
 one candidate must not be able to influence another's score.
 
-What is not contained: CPU and memory *bandwidth* (a job can slow its neighbours until it hits
-its limits), and, in the plain-subprocess fallback, network access, reads of world-readable files
-and, when not root (no uid drop), signals to the parent's other processes. Use bwrap.
+What is not contained in any mode: CPU and memory *bandwidth* (a job can slow its neighbours until
+it hits its limits), what the read-only root shows (/usr, /etc, the Python install: world-readable
+system files), kernel bugs reachable through system calls (there is no seccomp filter), and, under
+"unshare" when not root, the per-user process count (RLIMIT_NPROC is then "the user's processes at
+start plus `max_processes`", as in "none").
 """
 
 from __future__ import annotations
@@ -56,15 +74,35 @@ from pydantic import BaseModel, Field
 
 from agentmeta.agents._sandbox_process import (
     ErrorKind,
+    Isolation,
     LLMCallback,
     _bwrap_argv,
     _interpreter,
+    _namespace_cfg,
+    _unshare_argv,
     _Worker,
     bwrap_works,
+    unshare_works,
 )
-from agentmeta.errors import SandboxError
+from agentmeta.errors import SandboxError, SandboxUnavailableError
 
 log = logging.getLogger(__name__)
+
+UNSAFE_ENV = "AGENTMETA_UNSAFE_SANDBOX"
+"""Set to 1 to let generated code run unisolated where neither bwrap nor unshare works."""
+
+
+def unsafe_opt_in() -> bool:
+    """True if the environment opts in to unisolated sandboxes (AGENTMETA_UNSAFE_SANDBOX=1)."""
+    return os.environ.get(UNSAFE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def available_isolation(root: bool | None = None) -> Isolation:
+    """The isolation a default `Sandbox` gets here: "bwrap", "unshare" or "none" (probed once)."""
+    root = os.geteuid() == 0 if root is None else root
+    if bwrap_works(root):
+        return "bwrap"
+    return "unshare" if unshare_works(root) else "none"
 
 
 class SandboxLimits(BaseModel):
@@ -125,10 +163,11 @@ class CodeResult(BaseModel):
 
 def llm_from_model(model: Any) -> LLMCallback:
     """Wrap a `Model` as the parent-side `llm` callback: request fields in, response fields out."""
-    from agentmeta.models.types import GenerateRequest
+    from agentmeta.models.base import Model
 
     def call(request: dict[str, Any]) -> dict[str, Any]:
-        resp = model.generate(GenerateRequest(**request))
+        # validated like any caller's request: a bad field or value is a one-line ModelRequestError
+        resp = model.generate(Model._request(request.pop("messages", []), request))
         return resp.model_dump(mode="json")
 
     return call
@@ -141,9 +180,13 @@ def llm_from_model(model: Any) -> LLMCallback:
 class Sandbox:
     """Runs untrusted code in warm, isolated worker processes; thread-safe.
 
-    `use_bwrap=None` uses bubblewrap when it works here, else plain subprocesses; True requires it.
-    `pool_size` workers at most run at once (callers beyond wait); `reuse=False` starts a fresh
-    worker per job. `ro_paths` are extra folders made visible (read-only) inside bwrap.
+    Isolation (see the module docstring): bubblewrap when it works here, else `unshare`
+    namespaces, else none, which is refused (`SandboxUnavailableError`) unless `allow_unsafe=True`
+    or, with `allow_unsafe=None`, the environment sets AGENTMETA_UNSAFE_SANDBOX=1.
+    `use_bwrap` / `use_unshare`: None uses the mode when it works, False skips it, True requires it
+    (`SandboxError` where it does not work). `pool_size` workers at most run at once (callers beyond
+    wait); `reuse=False` starts a fresh worker per job. `ro_paths` are extra folders made visible
+    (read-only) inside the sandbox (bwrap and unshare).
     """
 
     def __init__(
@@ -151,32 +194,28 @@ class Sandbox:
         limits: SandboxLimits | None = None,
         *,
         use_bwrap: bool | None = None,
+        use_unshare: bool | None = None,
+        allow_unsafe: bool | None = None,
         pool_size: int = 4,
         reuse: bool = True,
         ro_paths: tuple[str, ...] = (),
     ) -> None:
         self.limits = limits or SandboxLimits()
         root = os.geteuid() == 0
-        works = bwrap_works(root)
-        if use_bwrap and not works:
-            raise SandboxError(
-                "use_bwrap=True but bubblewrap cannot start a sandbox here; "
-                "install it (apt-get install bubblewrap) or pass use_bwrap=None"
-            )
-        self.use_bwrap = works if use_bwrap is None else bool(use_bwrap)
-        self.python = os.path.realpath(sys.executable) if self.use_bwrap else _interpreter(root)
+        self.mode = self._choose_mode(root, use_bwrap, use_unshare, allow_unsafe)
+        self.use_bwrap = self.mode == "bwrap"
+        self.python = os.path.realpath(sys.executable) if self.mode != "none" else _interpreter(root)
         self.drop_uid = root and bool(self.python)
         if not self.python:
             self.python = os.path.realpath(sys.executable)
             log.warning("no Python binary usable by an unprivileged uid; sandbox workers run as root")
-        self.bwrap_prefix = (
-            _bwrap_argv(self.python, self.limits.tmp_mb, ro_paths, root) if self.use_bwrap else []
-        )
-        if not self.use_bwrap:
-            log.warning(
-                "sandbox without bubblewrap: plain subprocesses (network%s not isolated)",
-                "" if root else ", files and signals to your processes",
-            )
+        self.launch_prefix: list[str] = []
+        self.namespace_cfg: dict[str, Any] | None = None
+        if self.mode == "bwrap":
+            self.launch_prefix = _bwrap_argv(self.python, self.limits.tmp_mb, ro_paths, root)
+        elif self.mode == "unshare":
+            self.launch_prefix = _unshare_argv(root)
+            self.namespace_cfg = _namespace_cfg(self.python, self.limits.tmp_mb, ro_paths)
         self.pool_size = pool_size
         self.reuse = reuse
         self._idle: list[_Worker] = []
@@ -184,16 +223,52 @@ class Sandbox:
         self._cv = threading.Condition()
         self._closed = False
         self._llm_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sandbox-llm")
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawn")
         self.workers_started = 0
 
+    @staticmethod
+    def _choose_mode(
+        root: bool, use_bwrap: bool | None, use_unshare: bool | None, allow_unsafe: bool | None
+    ) -> Isolation:
+        if use_bwrap and use_unshare:
+            raise SandboxError("use_bwrap=True and use_unshare=True: choose one")
+        if use_bwrap or (use_bwrap is None and not use_unshare):
+            if bwrap_works(root):
+                return "bwrap"
+            if use_bwrap:
+                raise SandboxError(
+                    "use_bwrap=True but bubblewrap cannot start a sandbox here; "
+                    "install it (apt-get install bubblewrap) or pass use_bwrap=None"
+                )
+        if use_unshare is not False:
+            if unshare_works(root):
+                return "unshare"
+            if use_unshare:
+                raise SandboxError(
+                    "use_unshare=True but unshare cannot create the sandbox's namespaces here "
+                    "(see the log); install bubblewrap (apt-get install bubblewrap) or pass use_unshare=None"
+                )
+        if not (unsafe_opt_in() if allow_unsafe is None else allow_unsafe):
+            raise SandboxUnavailableError(
+                "refusing to run generated code without isolation: bubblewrap is not installed or "
+                "cannot start and unshare cannot create namespaces here; install bubblewrap "
+                f"(apt-get install bubblewrap), or opt in to unisolated runs with --unsafe-sandbox or {UNSAFE_ENV}=1 "
+                "(Sandbox(allow_unsafe=True)) at your own risk"
+            )
+        log.warning(
+            "UNSAFE sandbox (%s opt-in): generated code runs in a plain subprocess that %s; "
+            "install bubblewrap (apt-get install bubblewrap)",
+            UNSAFE_ENV if allow_unsafe is None else "allow_unsafe",
+            "can read world-readable files and write world-writable ones (the host's /tmp)"
+            if root
+            else "runs as you: it can read and write your files, use the network and signal your processes",
+        )
+        return "none"
+
     @property
-    def isolation(self) -> dict[str, bool]:
-        """What this sandbox isolates: bwrap (namespaces, minimal fs), uid drop, network."""
-        return {
-            "bwrap": self.use_bwrap,
-            "uid_drop": self.drop_uid,
-            "network": self.use_bwrap or os.geteuid() == 0,
-        }
+    def isolation(self) -> Isolation:
+        """The isolation mode of this sandbox: "bwrap", "unshare" or "none" (see the module docstring)."""
+        return self.mode
 
     def __enter__(self) -> Sandbox:
         return self
@@ -224,7 +299,11 @@ class Sandbox:
             return None
 
     def _spawn(self) -> _Worker:
-        w = _Worker(self)
+        # Workers are started from one long-lived thread: bwrap's --die-with-parent and unshare's
+        # --kill-child use the parent-death signal, which Linux sends when the *thread* that forked
+        # the process exits. Started from a caller's thread (an evaluation's thread pool), an idle
+        # worker would be killed when that pool shuts down, and the next job on it would "crash".
+        w = self._spawner.submit(_Worker, self).result()
         self.workers_started += 1
         return w
 
@@ -377,6 +456,7 @@ class Sandbox:
         for w in idle:
             w.kill()
         self._llm_pool.shutdown(wait=False)
+        self._spawner.shutdown(wait=False)
 
 
 _default: Sandbox | None = None

@@ -150,3 +150,28 @@ def test_model_calls_per_job_are_capped() -> None:
     with Sandbox(SandboxLimits(max_llm_calls=3), pool_size=1) as box:
         r = box.run(src, "forward", llm=model)
     assert r.ok and r.value == 3 and model.usage.calls == 3
+
+
+@pytest.mark.parametrize("mode", ["bwrap", "unshare"])
+def test_idle_workers_outlive_the_thread_that_needed_them(mode: str) -> None:
+    """A worker started for a job on a short-lived thread (an evaluation's thread pool) must not
+    die with that thread: the next job on the warm worker would fail as a crash."""
+    from agentmeta.agents.sandbox import available_isolation, unshare_works
+
+    if mode == "bwrap" and available_isolation() != "bwrap":
+        pytest.skip("bubblewrap is not installed here (CI installs it)")
+    if mode == "unshare" and not unshare_works():
+        pytest.skip("unshare cannot create namespaces here")
+    flags = {"use_bwrap": True} if mode == "bwrap" else {"use_bwrap": False, "use_unshare": True}
+    with Sandbox(SandboxLimits(), pool_size=1, **flags) as box:
+        first: list = []
+        t = threading.Thread(target=lambda: first.append(box.run("def f(x):\n    return x + 1\n", "f", [1])))
+        t.start()
+        t.join()
+        assert first[0].ok and box.workers_started == 1
+        import time
+
+        time.sleep(0.3)  # the parent-death signal, if any, has arrived by now
+        again = box.run("def f(x):\n    return x * 2\n", "f", [4])
+        assert again.ok and again.value == 8, again.error
+        assert box.workers_started == 1  # the same warm worker ran it

@@ -1,6 +1,7 @@
 """Hostile candidate code: every attack fails its sample with a reason and the parent goes on.
 
-Each test runs under bubblewrap and under the plain-subprocess fallback (where the containment
+Each test runs under bubblewrap, under `unshare` namespaces (the fallback without bubblewrap) and
+under the unisolated plain subprocess (the explicit unsafe opt-in; only where the containment
 applies there). Each checks the specific containment, then that the sandbox still serves a job.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmeta.agents.sandbox import Sandbox, SandboxLimits, bwrap_works
+from agentmeta.agents.sandbox import Sandbox, SandboxLimits, bwrap_works, unshare_works
 
 LIMITS = SandboxLimits(
     cpu_seconds=2, memory_mb=256, max_processes=32, max_output_bytes=100_000, wall_seconds=4, tmp_mb=8
@@ -24,11 +25,19 @@ os.environ["AGENTMETA_TEST_SECRET"] = SECRET  # set before any worker starts
 os.environ["HF_TOKEN"] = SECRET
 
 
-@pytest.fixture(scope="module", params=["bwrap", "plain"])
+def mode_args(mode: str) -> dict[str, bool]:
+    """Sandbox arguments that give exactly this isolation mode."""
+    return {"use_bwrap": mode == "bwrap", "use_unshare": mode == "unshare", "allow_unsafe": mode == "none"}
+
+
+@pytest.fixture(scope="module", params=["bwrap", "unshare", "none"])
 def sb(request: pytest.FixtureRequest):
     if request.param == "bwrap" and not bwrap_works():
         pytest.skip("bubblewrap is not installed or cannot create namespaces here")
-    box = Sandbox(LIMITS, use_bwrap=request.param == "bwrap", pool_size=2)
+    if request.param == "unshare" and not unshare_works():
+        pytest.skip("unshare cannot create the sandbox's namespaces here")
+    box = Sandbox(LIMITS, **mode_args(request.param), pool_size=2)
+    assert box.isolation == request.param
     box.warm(1)
     yield box
     box.close()
@@ -36,7 +45,7 @@ def sb(request: pytest.FixtureRequest):
 
 def needs_uid_isolation(sb: Sandbox) -> None:
     """Skip where the plain fallback runs the code as this test's own user (not root: no uid drop)."""
-    if not sb.use_bwrap and not sb.drop_uid:
+    if sb.isolation == "none" and not sb.drop_uid:
         pytest.skip("plain subprocess as the same user: files and /proc of this user are reachable")
 
 
@@ -67,7 +76,9 @@ def test_sleep_forever_hits_wall_clock(sb: Sandbox) -> None:
 
 
 def _live_sandbox_processes() -> list[int]:
-    """Processes (not zombies) whose command line holds the worker's source: workers, their bwrap, forks."""
+    """Processes (not zombies) whose command line holds the worker's source: workers, their bwrap or
+    unshare and pid 1, forks. Only this test's: below this process, or orphans adopted by init (other
+    test runs on the machine may have workers of their own)."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
@@ -77,15 +88,28 @@ def _live_sandbox_processes() -> list[int]:
                     not in Path(f"/proc/{pid}/cmdline").read_bytes()
                 ):
                     continue
-                if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z":
+                fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+                if fields[0] != "Z" and (fields[1] == "1" or _descends_from_us(int(pid))):
                     found.append(int(pid))
             except (OSError, IndexError):
                 pass
     return found
 
 
+def _descends_from_us(pid: int) -> bool:
+    me = os.getpid()
+    while pid > 1:
+        if pid == me:
+            return True
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):
+            return False
+    return False
+
+
 def test_fork_bomb_is_contained(sb: Sandbox) -> None:
-    if not sb.use_bwrap and not sb.drop_uid:
+    if sb.isolation == "none" and not sb.drop_uid:
         pytest.skip("plain subprocess as the same user: RLIMIT_NPROC counts all of this user's processes")
     r = hostile(
         sb,
@@ -93,7 +117,7 @@ def test_fork_bomb_is_contained(sb: Sandbox) -> None:
         bound_s=LIMITS.wall_seconds + 6,
     )
     assert not r.ok and r.error_kind == "timeout", r
-    # Left: the idle workers (each with its two bwrap processes); every fork is gone.
+    # Left: the idle workers (each with its two bwrap processes, or unshare and pid 1); every fork is gone.
     assert len(_live_sandbox_processes()) <= 3 * sb.pool_size
     # RLIMIT_NPROC stops forking well before the machine notices.
     r = hostile(
@@ -139,9 +163,14 @@ def test_writes_outside_tmp_fail(sb: Sandbox, tmp_path: Path) -> None:
         "/etc/pwned.txt",
         os.path.expanduser("~/pwned.txt"),
     ]
-    if sb.use_bwrap:  # even a world-writable folder of the host is invisible inside bwrap
+    if sb.isolation != "none":  # even a world-writable folder of the host is invisible inside
         outside.chmod(0o777)
         tmp_path.chmod(0o777)
+    # /tmp inside is private when isolated (the write works, the host never sees it); without
+    # isolation it is the host's, so the job writes its own cwd instead.
+    scratch = (
+        f"/tmp/agentmeta-pwned-{random.randrange(10**12)}.txt" if sb.isolation != "none" else "inside.txt"
+    )
     r = hostile(
         sb,
         """
@@ -154,18 +183,19 @@ for p in args[0]:
         done.append(p)
     except OSError:
         pass
-open('inside.txt', 'w').write('fine')
+open(args[1], 'w').write('fine')
 return done
 """,
         targets,
+        scratch,
     )
     assert r.ok and r.value == [], r
-    for t in targets:
+    for t in [*targets, scratch]:
         assert not os.path.exists(t), t
 
 
 def test_network_is_unreachable(sb: Sandbox) -> None:
-    if not sb.isolation["network"]:
+    if sb.isolation == "none" and os.geteuid() != 0:
         pytest.skip("the plain fallback isolates the network only when run as root")
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -281,7 +311,7 @@ def test_archive_and_checkout_are_unreadable(sb: Sandbox, tmp_path: Path) -> Non
     archive.mkdir()
     (archive / "answers.json").write_text('{"target": "42"}')
     paths = [str(archive / "answers.json")]
-    if sb.use_bwrap:  # the checkout and installed packages are not mounted at all
+    if sb.isolation != "none":  # the checkout and installed packages are not mounted at all
         paths += [str(Path(__file__).resolve()), os.path.realpath(pytest.__file__)]
     r = hostile(
         sb,
@@ -356,7 +386,7 @@ def test_a_job_cannot_tamper_with_the_next_jobs_result(sb: Sandbox) -> None:
         "    return", '    json.dumps = lambda *a, **k: \'{"op": "result", "value": 1}\'\n    return'
     )
     check = "import os\ndef forward():\n    return os.path.exists('mark')\n"
-    with Sandbox(LIMITS, use_bwrap=sb.use_bwrap, pool_size=1) as one:
+    with Sandbox(LIMITS, **mode_args(sb.isolation), pool_size=1) as one:
         assert one.run(mark, "forward").ok and one.run(check, "forward").value is True  # same worker
         first = one.run("import json\n" + forge, "forward")
         assert first.ok and first.value == "mine", first  # its own result is encoded honestly
