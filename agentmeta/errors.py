@@ -67,5 +67,11 @@ class InvalidAgentError(AgentMetaError):
     """A candidate agent is not valid (syntax error, missing forward, bad spec)."""
 
 
+class SandboxUnavailableError(ConfigError):
+    """No isolation works on this machine (neither bubblewrap nor `unshare`) and the user did not
+    opt in to running generated code unisolated. A setup problem: an evaluation stops on it
+    rather than retrying or scoring samples."""
+
+
 class SandboxError(InfrastructureError):
     """The sandbox could not start or talk to a worker (not a failure of the sandboxed code)."""

@@ -192,9 +192,9 @@ def diff_candidates(
         if by_a[i].score != by_b[i].score
     ]
     if paired:
-        from agentmeta.eval.stats import paired_bootstrap
+        from agentmeta.eval.stats import paired_ci
 
-        cmp = paired_bootstrap(sa, sb, confidence=confidence, n_boot=n_boot, seed=seed)
+        cmp = paired_ci(sa, sb, confidence=confidence, n_boot=n_boot, seed=seed)
         out.mean_a, out.mean_b = sum(sa) / len(sa), sum(sb) / len(sb)
         out.mean_diff, out.ci_low, out.ci_high, out.p_better = cmp.mean_diff, cmp.low, cmp.high, cmp.p_better
     return out

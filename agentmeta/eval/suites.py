@@ -12,6 +12,8 @@ import hashlib
 import json
 import logging
 import random
+from collections import Counter
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -21,6 +23,7 @@ from pydantic import BaseModel, Field
 from agentmeta._paths import data_dir
 from agentmeta.errors import ConfigError, DataError
 from agentmeta.eval import loaders
+from agentmeta.eval.audit import ScoreFn, apply_builtin_checks, item_problems
 from agentmeta.eval.types import SPLITS, Sample, ScorerSpec, SplitName, SplitSizes, Suite
 
 log = logging.getLogger(__name__)
@@ -46,9 +49,12 @@ class SuiteDef(BaseModel):
     scorer: ScorerSpec = Field(default_factory=ScorerSpec)
     """How answers are scored."""
     sizes: dict[str, int | Literal["rest"]] = Field(
-        default_factory=lambda: dict[str, int | Literal["rest"]](validation=128, test="rest")
+        default_factory=lambda: dict[str, int | Literal["rest"]](validation=128, train=128, test="rest")
     )
-    """Default split sizes; `rest` takes every remaining sample."""
+    """Split sizes; `rest` takes every remaining sample (fixed data only)."""
+    filters: dict[str, str] = Field(default_factory=dict)
+    """Options that select samples *after* the splits are cut, as option -> metadata key
+    (`subjects: subject` for MMLU), so a filtered suite's splits are subsets of the full ones."""
     examples: list[str] = Field(default_factory=list)
     """Example tasks of a family."""
 
@@ -103,16 +109,24 @@ def _hash_key(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def _size(sizes: dict[str, int | Literal["rest"]], split: str, default: int | Literal["rest"]) -> Any:
+    return sizes.get(split, default)
+
+
 def _resolve_sizes(sizes: dict[str, int | Literal["rest"]], total: int | None) -> SplitSizes:
-    val = sizes.get("validation", 128)
-    test = sizes.get("test", "rest")
+    """Sizes of the three splits: validation first, then train, then test (`rest` takes what is left)."""
+    val = _size(sizes, "validation", 128)
+    train = _size(sizes, "train", 128)
+    test = _size(sizes, "test", "rest")
     if total is None:  # procedural: no "rest"
-        return SplitSizes(
-            validation=int(val if val != "rest" else 128), test=int(test if test != "rest" else 512)
-        )
+        pick = lambda v, d: int(v if v != "rest" else d)  # noqa: E731
+        return SplitSizes(validation=pick(val, 128), train=pick(train, 128), test=pick(test, 512))
     v = min(int(val), total) if val != "rest" else total
-    t = total - v if test == "rest" else min(int(test), total - v)
-    return SplitSizes(validation=v, test=t)
+    tr = min(int(train), total - v) if train != "rest" else 0
+    t = total - v - tr if test == "rest" else min(int(test), total - v - tr)
+    if train == "rest":
+        tr = total - v - t
+    return SplitSizes(validation=v, train=tr, test=t)
 
 
 def select_samples(samples: list[Sample], limit: int | None, seed: int) -> list[Sample]:
@@ -125,30 +139,68 @@ def select_samples(samples: list[Sample], limit: int | None, seed: int) -> list[
     return [samples[i] for i in chosen]
 
 
+def _check_unique(name: str, samples: list[Sample]) -> None:
+    seen: set[str] = set()
+    for smp in samples:
+        if smp.id in seen:
+            raise DataError(f"suite {name}: sample id {smp.id!r} appears twice; sample ids must be unique")
+        seen.add(smp.id)
+
+
 def _fixed_splits(
     name: str, pool: list[Sample] | dict[str, list[Sample]], sizes: dict[str, int | Literal["rest"]]
 ) -> tuple[dict[str, list[Sample]], SplitSizes]:
-    if isinstance(pool, dict):  # native splits (ARC): cut each to its size, in hash order
-        out = {}
-        for split in ("validation", "test"):
-            part = sorted(pool[split], key=lambda s: _hash_key(name, s.id))
-            want = sizes.get(split, "rest")
-            out[split] = part if want == "rest" else part[: int(want)]
-        return out, SplitSizes(validation=len(out["validation"]), test=len(out["test"]))
-    ids = [s.id for s in pool]
-    if len(set(ids)) != len(ids):
-        raise DataError(f"suite {name}: sample ids are not unique")
-    ordered = sorted(pool, key=lambda s: _hash_key(name, s.id))
+    """Cut fixed data into validation, train and test, in the order of a hash of each sample id.
+
+    A dict pool has a native `test` part (ARC's evaluation tasks) and a `dev` part cut into
+    validation and train.
+    """
+    if isinstance(pool, dict):
+        _check_unique(name, [x for part in pool.values() for x in part])
+        dev = sorted(pool["dev"], key=lambda x: _hash_key(name, x.id))
+        test = sorted(pool["test"], key=lambda x: _hash_key(name, x.id))
+        want_test = _size(sizes, "test", "rest")
+        test = test if want_test == "rest" else test[: int(want_test)]
+        dev_sizes = _resolve_sizes({**sizes, "test": 0, "train": _size(sizes, "train", "rest")}, len(dev))
+        out = {
+            "validation": dev[: dev_sizes.validation],
+            "train": dev[dev_sizes.validation : dev_sizes.validation + dev_sizes.train],
+            "test": test,
+        }
+        return out, SplitSizes(validation=len(out["validation"]), train=len(out["train"]), test=len(test))
+    _check_unique(name, pool)
+    ordered = sorted(pool, key=lambda x: _hash_key(name, x.id))
     resolved = _resolve_sizes(sizes, len(ordered))
-    val = ordered[: resolved.validation]
-    test = ordered[resolved.validation : resolved.validation + resolved.test]
-    return {"validation": val, "test": test}, resolved
+    v, tr = resolved.validation, resolved.train
+    return {
+        "validation": ordered[:v],
+        "train": ordered[v : v + tr],
+        "test": ordered[v + tr : v + tr + resolved.test],
+    }, resolved
+
+
+def stream_split_of(name: str, text: str) -> str:
+    """The split a generated sample belongs to, from a hash of its text: half validation, a
+    quarter train, a quarter test (validation is the same half as before train existed)."""
+    key = _hash_key(name, text)
+    if int(key[:2], 16) < 128:
+        return "validation"
+    return "train" if int(key[2:4], 16) < 128 else "test"
 
 
 def _stream_split(
-    name: str, d: SuiteDef, task: str | None, options: dict[str, Any], split: str, count: int, seed: int
+    name: str,
+    d: SuiteDef,
+    task: str | None,
+    options: dict[str, Any],
+    split: str,
+    count: int,
+    seed: int,
+    check: ScoreFn | None | bool,
+    dropped: Counter[str],
 ) -> list[Sample]:
-    """First `count` distinct generated samples whose text hashes into `split`."""
+    """First `count` distinct generated samples whose text hashes into `split` and pass the
+    built-in label checks (`check` False: no checks; None: checks without the scorer)."""
     stream = loaders.STREAMS[d.loader](task, options, seed)
     out: list[Sample] = []
     seen: set[str] = set()
@@ -161,23 +213,38 @@ def _stream_split(
                 "%s: only %d distinct %s samples in the first %d generated", name, len(out), split, budget
             )
             break
+        if stream_split_of(name, sample.input) != split:
+            continue
         key = _hash_key(name, sample.input)
-        in_val = int(key[:2], 16) < 128
-        if (split == "validation") != in_val or key in seen:
+        if key in seen:
             continue
         seen.add(key)
+        if check is not False:
+            problems = item_problems(sample, check or None)
+            if problems:
+                dropped[problems[0][0]] += 1
+                continue
         out.append(sample)
     return out
 
 
 def load_suite(
-    spec: str, split: str = "validation", limit: int | None = None, seed: int = 0, **options: Any
+    spec: str,
+    split: str = "validation",
+    limit: int | None = None,
+    seed: int = 0,
+    *,
+    checks: bool = True,
+    **options: Any,
 ) -> Suite:
     """Load one split of a suite.
 
-    `split` is `validation`, `test` or `all` (both). Splits are fixed and never overlap; `seed`
-    picks which `limit` samples are taken (and, for procedural suites, seeds the generator).
-    Options come from the spec (`rg/countdown?min_numbers=3`) and from keyword arguments.
+    `split` is `train` (demonstrations, proposer feedback, training loops), `validation`
+    (selection), `test` (confirmation only) or `all` (the three). Splits are fixed and never
+    overlap; `seed` picks which `limit` samples are taken (and, for procedural suites, seeds the
+    generator). Items that fail a built-in label check (`agentmeta.eval.audit`) are dropped and
+    counted in `Suite.dropped`; `checks=False` keeps them (for auditing). Options come from the
+    spec (`rg/countdown?min_numbers=3`) and from keyword arguments.
     """
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
@@ -186,7 +253,7 @@ def load_suite(
     base, spec_options = parse_spec(spec)
     opts = {**spec_options, **options}
     if _looks_like_file(base):
-        return _user_suite(base, opts, split, limit, seed)
+        return _user_suite(base, opts, split, limit, seed, checks)
     name, _, task = base.partition("/")
     d = suite_defs().get(name)
     if d is None or d.family != bool(task):
@@ -202,20 +269,34 @@ def load_suite(
     scorer = d.scorer
     if d.family:
         scorer = ScorerSpec(name=scorer.name, args={**scorer.args, "task": task, "options": opts})
+    parts = ["validation", "train", "test"] if split == "all" else [split]
+    dropped: Counter[str] = Counter()
+    score_fn = _gold_scorer(scorer) if checks else None
     if d.procedural:
         sizes = _resolve_sizes(d.sizes, None)
-        parts = ["validation", "test"] if split == "all" else [split]
         samples: list[Sample] = []
         for part in parts:
             count = getattr(sizes, part) if limit is None else min(limit - len(samples), getattr(sizes, part))
             if count > 0:
-                samples += _stream_split(base, d, task or None, opts, part, count, seed)
+                samples += _stream_split(
+                    base, d, task or None, opts, part, count, seed, score_fn if checks else False, dropped
+                )
     else:
-        if opts and d.loader != "mmlu":
-            raise ConfigError(f"suite {name} takes no options; got {opts}")
-        pool = loaders.FIXED[d.loader](opts)
+        unknown = sorted(set(opts) - set(d.filters))
+        if unknown:
+            valid = f"; its options: {', '.join(sorted(d.filters))}" if d.filters else ""
+            raise ConfigError(f"suite {name} takes no option {', '.join(unknown)}{valid}")
+        if checks:
+            pool, dropped = _checked_pool(name, lambda: loaders.FIXED[d.loader]({}), score_fn)
+        else:
+            pool = loaders.FIXED[d.loader]({})
         splits, sizes = _fixed_splits(name, pool, d.sizes)
-        chosen = splits["validation"] + splits["test"] if split == "all" else splits[split]
+        if any(k in opts for k in d.filters):
+            splits = {k: _filtered(name, d, v, opts) for k, v in splits.items()}
+            if not any(splits.values()):
+                raise ConfigError(f"{name}: no samples match {opts}")
+            sizes = SplitSizes(**{k: len(v) for k, v in splits.items()})
+        chosen = [x for part in parts for x in splits[part]]
         samples = select_samples(chosen, limit, seed)
     return Suite(
         name=canonical_spec(base, opts),
@@ -225,7 +306,55 @@ def load_suite(
         sizes=sizes,
         description=d.description,
         seed=seed,
+        dropped=dict(dropped),
     )
+
+
+def _gold_scorer(scorer: ScorerSpec) -> ScoreFn | None:
+    """The scorer the built-in gold check uses: the suite's own, except code (needs the sandbox:
+    `agentmeta suites check` runs that one)."""
+    if scorer.name == "code":
+        return None
+    from agentmeta.eval.scorers import build_scorer
+
+    return build_scorer(scorer)
+
+
+def _checked_pool(
+    name: str, load: Callable[[], list[Sample] | dict[str, list[Sample]]], score: ScoreFn | None
+) -> tuple[Any, Counter[str]]:
+    """Fixed data after the built-in label checks."""
+    pool = load()
+    dropped: Counter[str] = Counter()
+    if isinstance(pool, dict):
+        out: Any = {}
+        for part, items in pool.items():
+            out[part], counts = apply_builtin_checks(items, score)
+            dropped.update(counts)
+        # native parts can share an input (ARC has one task in both sets): the test part keeps it
+        in_test = {x.input.strip() for x in out.get("test", [])}
+        for part in out:
+            if part != "test":
+                kept = [x for x in out[part] if x.input.strip() not in in_test]
+                if len(kept) < len(out[part]):
+                    dropped["split_overlap"] += len(out[part]) - len(kept)
+                out[part] = kept
+    else:
+        out, dropped = apply_builtin_checks(pool, score)
+    if dropped:
+        log.info("%s: %d items dropped by label checks (%s)", name, sum(dropped.values()), dict(dropped))
+    return out, dropped
+
+
+def _filtered(name: str, d: SuiteDef, samples: list[Sample], opts: dict[str, Any]) -> list[Sample]:
+    out = samples
+    for option, meta_key in d.filters.items():
+        if option not in opts:
+            continue
+        value = opts[option]
+        wanted = {value} if isinstance(value, str) else {str(v) for v in value}
+        out = [x for x in out if str(x.metadata.get(meta_key, "")) in wanted]
+    return out
 
 
 def suite_sizes(spec: str) -> SplitSizes:
@@ -279,25 +408,62 @@ def _read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def _user_suite(base: str, opts: dict[str, Any], split: str, limit: int | None, seed: int) -> Suite:
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "dev": "validation",
+                  "test": "test"}  # fmt: skip
+
+
+def _fraction(opts: dict[str, Any], key: str, default: float) -> float:
+    value = opts.pop(key, default)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        f = -1.0
+    if not 0.0 <= f <= 1.0:
+        raise ConfigError(
+            f"suite file option {key}={value!r}: give the share of rows as a fraction from 0 to 1 "
+            f"(default {default}); rows are assigned to splits by a hash of their content"
+        )
+    return f
+
+
+def content_id(input_text: str, target: str) -> str:
+    """A row's id from its content: the same row keeps its id wherever it moves in the file."""
+    return hashlib.sha256(f"{input_text}\x1f{target}".encode()).hexdigest()[:16]
+
+
+def _user_suite(
+    base: str, opts: dict[str, Any], split: str, limit: int | None, seed: int, checks: bool = True
+) -> Suite:
+    """A JSONL/CSV/JSON file as a suite.
+
+    Ids come from the row's `id` field, else from a hash of its input and target; splits come from
+    the row's `split` field where it has one (train, validation/val/dev, test), else from a hash
+    of the id (shares `train`, `validation`, the rest test). So inserting, deleting or reordering
+    rows never moves another row to another split.
+    """
     path = Path(base).expanduser()
     input_field = str(opts.pop("input", "input"))
     target_field = str(opts.pop("target", "target"))
     id_field = str(opts.pop("id", "id"))
+    split_field = str(opts.pop("split_field", "split"))
     scorer_name = str(opts.pop("scorer", "exact"))
-    validation = opts.pop("validation", 0.5)
+    train_share = _fraction(opts, "train", 0.2)
+    val_share = _fraction(opts, "validation", 0.4)
+    if train_share + val_share > 1.0:
+        raise ConfigError(f"suite file: train ({train_share}) + validation ({val_share}) shares exceed 1")
     scorer_args = opts.pop("scorer_args", {})
     if opts:
         raise ConfigError(
-            f"unknown options for a suite file: {sorted(opts)}; valid: input, target, id, scorer, "
-            "scorer_args, validation"
+            f"unknown options for a suite file: {sorted(opts)}; valid: input, target, id, split_field, "
+            "scorer, scorer_args, train, validation"
         )
     from agentmeta.eval.scorers import build_scorer
 
     spec = ScorerSpec(name=scorer_name, args=scorer_args)
     build_scorer(spec)  # fail now on a bad scorer name, not on the first sample
-    pool: list[Sample] = []
-    native: dict[str, list[Sample]] = {"validation": [], "test": []}
+    rows: list[tuple[Sample, str]] = []
+    lines: dict[str, int] = {}
+    repeated = 0
     for lineno, row in _read_records(path):
         for field in (input_field, target_field):
             if row.get(field) in (None, ""):
@@ -305,34 +471,51 @@ def _user_suite(base: str, opts: dict[str, Any], split: str, limit: int | None, 
                     f"{path} line {lineno}: missing field {field!r} (fields there: "
                     f"{', '.join(map(str, row))}); name the field with ?{'input' if field == input_field else 'target'}=<field>"
                 )
-        sid = str(row.get(id_field) or f"{path.stem}/{lineno}")
+        text, target = str(row[input_field]), str(row[target_field])
+        given = row.get(id_field)
+        sid = str(given) if given not in (None, "") else content_id(text, target)
+        if sid in lines:
+            if given not in (None, ""):
+                raise DataError(
+                    f"{path} line {lineno}: id {sid!r} is also on line {lines[sid]}; ids must be unique"
+                )
+            repeated += 1  # the same row again
+            continue
+        lines[sid] = lineno
         meta = {k: v for k, v in row.items() if k not in (input_field, target_field, id_field)}
-        sample = Sample(id=sid, input=str(row[input_field]), target=str(row[target_field]), metadata=meta)
-        pool.append(sample)
-        row_split = str(meta.get("split", "")).lower()
-        if row_split in native:
-            native[row_split].append(sample)
-    if not pool:
+        row_split = _SPLIT_ALIASES.get(str(meta.get(split_field, "")).strip().lower(), "")
+        if not row_split:
+            u = int(_hash_key("user-file", sid)[:8], 16) / 16**8
+            row_split = "train" if u < train_share else "validation" if u < train_share + val_share else "test"
+        rows.append((Sample(id=sid, input=text, target=target, metadata=meta), row_split))
+    if not rows:
         raise DataError(f"{path} has no records")
-    if (
-        native["validation"]
-        and native["test"]
-        and len(native["validation"]) + len(native["test"]) == len(pool)
-    ):
-        splits, sizes = _fixed_splits("user-file", native, {"validation": "rest", "test": "rest"})
-    else:
-        v = float(validation)
-        n_val = int(v) if v >= 1 else max(1, round(v * len(pool))) if len(pool) > 1 else 1
-        splits, sizes = _fixed_splits("user-file", pool, {"validation": n_val, "test": "rest"})
-    chosen = splits["validation"] + splits["test"] if split == "all" else splits[split]
+    dropped: Counter[str] = Counter({"duplicate": repeated})
+    if checks:
+        kept, counts = apply_builtin_checks([x for x, _ in rows], _gold_scorer(spec))
+        dropped.update(counts)
+        keep = {x.id for x in kept}
+        rows = [(x, sp) for x, sp in rows if x.id in keep]
+    splits: dict[str, list[Sample]] = {"validation": [], "train": [], "test": []}
+    for x, sp in rows:
+        splits[sp].append(x)
+    parts = ["validation", "train", "test"] if split == "all" else [split]
+    chosen = [x for part in parts for x in splits[part]]
+    if not chosen:
+        counts_text = ", ".join(f"{k} {len(v)}" for k, v in splits.items())
+        raise DataError(
+            f"{path}: the {split} split is empty ({counts_text} rows); add rows, give a split column, "
+            "or change the shares (?train=0.2&validation=0.4)"
+        )
     return Suite(
         name=str(path),
         split=cast(SplitName, split),
         samples=select_samples(chosen, limit, seed),
         scorer=spec,
-        sizes=sizes,
+        sizes=SplitSizes(**{k: len(v) for k, v in splits.items()}),
         description=f"user file {path.name}",
         seed=seed,
+        dropped={k: v for k, v in dropped.items() if v},
     )
 
 
@@ -347,6 +530,8 @@ class SuiteInfo(BaseModel):
     """Scorer name."""
     validation: int | None
     """Validation split size (None if the data package is missing)."""
+    train: int | None = None
+    """Train split size (None if the data package is missing)."""
     test: int | None
     """Test split size (None if the data package is missing)."""
     status: str = "ok"
@@ -373,6 +558,7 @@ def describe_suites() -> list[SuiteInfo]:
                     description=desc,
                     scorer=d.scorer.name,
                     validation=sizes.validation,
+                    train=sizes.train,
                     test=sizes.test,
                 )
             )

@@ -8,6 +8,8 @@ re-run of the same campaign skips what is stored, re-proposes only the iteration
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,8 +20,8 @@ from pydantic import BaseModel, Field
 
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.loader import seed_agents
-from agentmeta.errors import ConfigError, InvalidAgentError
-from agentmeta.eval.types import EvalResult
+from agentmeta.errors import ConfigError, DataError, InfrastructureError, InvalidAgentError
+from agentmeta.eval.types import EvalResult, Suite
 from agentmeta.models import Model, get_model
 from agentmeta.search.strategy import Proposal, ProposalContext, Strategy
 
@@ -83,6 +85,16 @@ class CampaignResult:
     wall_s: float = 0.0
 
 
+def data_digest(*suites: Suite) -> str:
+    """A hash of the samples a campaign runs on (ids, inputs, targets): part of its identity, so an
+    edited data file never resumes silently on other samples."""
+    h = hashlib.sha256()
+    for suite in suites:
+        for x in suite.samples:
+            h.update(f"{suite.split}\x1f{x.id}\x1f{x.input}\x1f{x.target}\x1e".encode())
+    return h.hexdigest()[:16]
+
+
 def get_strategy(name: str, config: SearchConfig) -> Strategy:
     if name == "meta-agent":
         from agentmeta.search.meta_agent import MetaAgentSearch
@@ -113,17 +125,26 @@ class Campaign:
         self.strategy = strategy or get_strategy(config.strategy, config)
         self.progress = progress or (lambda event: None)
         self.name = config.campaign_name()
-        self.record = archive.start_campaign(self.name, config.identity())
         full = load_suite(
             config.suite, split="validation", limit=max(config.full, config.subset), seed=config.seed
         )
         self.full_suite = full
         self.subset_suite = full.model_copy(update={"samples": full.samples[: config.subset]})
+        # what the proposer is shown comes from the train split only, never from validation/test
+        try:
+            self.train_suite = load_suite(config.suite, split="train", limit=1, seed=config.seed)
+        except DataError:  # a user file with no train rows: the proposer sees no example
+            self.train_suite = full.model_copy(update={"split": "train", "samples": []})
+        identity = {**config.identity(), "data": data_digest(self.full_suite, self.train_suite)}
+        self.record = archive.start_campaign(self.name, identity)
         self.result = CampaignResult(
             campaign=self.name, archive=str(getattr(archive, "location", archive)), stop_reason=""
         )
         self._start = time.monotonic()
         self._tokens0 = self._tokens()
+        state = self.record.state or {}
+        self._spent_tokens0 = int(state.get("spent_tokens", 0))
+        self._spent_wall0 = float(state.get("spent_wall_s", 0.0))
 
     # -- helpers -------------------------------------------------------------------------
     def _tokens(self) -> int:
@@ -136,7 +157,9 @@ class Campaign:
         return self.archive.candidates(campaign=self.record.id)
 
     def _task_description(self) -> str:
-        example = self.full_suite.samples[0]
+        if not self.train_suite.samples:
+            return f"Benchmark suite `{self.config.suite}`."
+        example = self.train_suite.samples[0]  # a train item: validation/test targets are never shown
         return (
             f"Benchmark suite `{self.config.suite}`. An example task:\n{example.input}\n"
             f"Its expected answer: {example.target}"
@@ -145,12 +168,39 @@ class Campaign:
     def _key(self, suffix: str) -> str:
         return f"{self.record.id}:{suffix}"
 
+    def spent_tokens(self) -> int:
+        """Tokens this campaign has spent, over every run of it (resumes included)."""
+        return self._spent_tokens0 + self._tokens() - self._tokens0
+
+    def spent_wall_s(self) -> float:
+        """Wall time this campaign has run, over every run of it (resumes included)."""
+        return self._spent_wall0 + time.monotonic() - self._start
+
+    def _save_spend(self) -> None:
+        """Persist what was spent so far, so the budgets hold across a kill and a resume."""
+        self.archive.update_campaign(
+            self.record.id,
+            state={"spent_tokens": self.spent_tokens(), "spent_wall_s": round(self.spent_wall_s(), 3)},
+        )
+
     def _budget_left(self) -> str | None:
-        if self.config.max_wall_s is not None and time.monotonic() - self._start >= self.config.max_wall_s:
+        if self.config.max_wall_s is not None and self.spent_wall_s() >= self.config.max_wall_s:
             return "wall-clock budget"
-        if self.config.max_tokens is not None and self._tokens() - self._tokens0 >= self.config.max_tokens:
+        if self.config.max_tokens is not None and self.spent_tokens() >= self.config.max_tokens:
             return "token budget"
         return None
+
+    def _check_complete(self, res: EvalResult, cid: str, stage: str) -> None:
+        """Stop the campaign (it resumes later) rather than select on a result the infrastructure spoiled."""
+        if not res.incomplete:
+            return
+        self._save_spend()
+        infra = [r.error for r in res.records if r.outcome == "infra_error"]
+        raise InfrastructureError(
+            f"infrastructure failures while evaluating candidate {cid} ({stage} stage): {res.n_infra} of "
+            f"{len(res.records)} samples lost after retries (e.g. {infra[0] if infra else 'unknown'}); "
+            "nothing was recorded for it; fix the model server or sandbox and run the same command to resume"
+        )
 
     # -- evaluation ------------------------------------------------------------------------
     def _evaluate_stage(
@@ -195,7 +245,9 @@ class Campaign:
                 wall_s=reused_wall + (ran.wall_s if ran else 0.0),
                 concurrency=self.config.concurrency,
             )
+        self._check_complete(res, cid, stage)
         self.archive.record_result(cid, res, stage=stage, suite=self.config.suite, primary=primary)
+        self._save_spend()
         self.result.evaluated.append(f"{stage}:{cid}")
         errors = res.n_errors
         self.progress(
@@ -208,6 +260,7 @@ class Campaign:
                 "ci_high": res.ci_high,
                 "n": res.n,
                 "errors": errors,
+                "infra": getattr(res, "n_infra", 0),
                 "error_summary": dict(list(res.errors.items())[:2]),
             }
         )
@@ -325,7 +378,8 @@ class Campaign:
             concurrency=self.config.concurrency,
             seed=self.config.seed,
         )
-        errors = [r.error for r in res.records if r.error]
+        self._check_complete(res, "(proposal)", "validation dry run")
+        errors = [r.error for r in res.records if r.outcome == "agent_error"]
         if res.records and len(errors) == len(res.records):
             return None, f"error: {errors[0]}", None
         return agent, None, res
@@ -424,7 +478,10 @@ class Campaign:
                     break
                 self.run_iteration(i)
                 self.archive.update_campaign(self.record.id, state={"iterations_done": i + 1})
+                self._save_spend()
         except BaseException:
+            with contextlib.suppress(Exception):  # the archive may be what failed
+                self._save_spend()
             self.archive.update_campaign(self.record.id, status="stopped")
             raise
         self.archive.update_campaign(self.record.id, status="done")
@@ -432,6 +489,7 @@ class Campaign:
         self.result.best = board[0] if board else None
         self.result.stop_reason = stop
         self.result.tokens = self._tokens() - self._tokens0
+        self._save_spend()
         self.result.wall_s = time.monotonic() - self._start
         return self.result
 

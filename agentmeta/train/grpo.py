@@ -15,11 +15,12 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from agentmeta.errors import AgentMetaError, ConfigError, require
+from agentmeta.errors import AgentMetaError, ConfigError, InfrastructureError, require
 from agentmeta.eval.types import Sample, Suite
 from agentmeta.prompts import render
 from agentmeta.train.common import (
@@ -62,14 +63,33 @@ class SuiteReward:
     """A TRL reward function from a suite's scorer: `(prompts, completions, sample_id) -> scores`.
 
     Every call is recorded in `calls` as `(sample_id, text, value)`, so a run can show which
-    scorer values the trainer received.
+    scorer values the trainer received. The completion's own failures (a plan that does not parse,
+    a failed workflow) score 0. An infrastructure failure (a worker model or the sandbox down) is
+    retried `infra_retries` times, then the completion gets `None`: TRL leaves a completion that
+    no reward function scores out of the group baseline and gives it zero advantage, so the policy
+    is never rewarded or punished for the infrastructure. `infra_errors` counts them; past
+    `max_infra_share` of one batch the training stops with an `InfrastructureError`.
     """
 
-    def __init__(self, suite: Suite, name: str = "score") -> None:
+    def __init__(
+        self,
+        suite: Suite,
+        name: str = "score",
+        *,
+        infra_retries: int = 2,
+        retry_wait_s: float = 1.0,
+        max_infra_share: float = 0.5,
+    ) -> None:
         self.suite = suite
         self.by_id: dict[str, Sample] = {s.id: s for s in suite.samples}
         self.__name__ = name
-        self.calls: list[tuple[str, str, float]] = []
+        self.calls: list[tuple[str, str, float | None]] = []
+        self.infra_errors = 0
+        self.infra_retries = infra_retries
+        self.retry_wait_s = retry_wait_s
+        self.max_infra_share = max_infra_share
+        self.unscored: set[tuple[str, str]] = set()
+        """(sample id, completion) of the last batch that got no reward (infrastructure errors)."""
         self._lock = threading.Lock()
 
     def value(self, text: str, sample: Sample) -> float:
@@ -78,21 +98,46 @@ class SuiteReward:
     def __call__(
         self, prompts: Sequence[Any], completions: Sequence[Any], sample_id: Sequence[str], **columns: Any
     ) -> list[float]:
-        out: list[float] = []
+        out: list[float | None] = []
+        unscored: set[tuple[str, str]] = set()
+        lost = 0
         for sid, completion in zip(sample_id, completions, strict=True):
             sample = self.by_id.get(str(sid))
             if sample is None:
                 raise ConfigError(f"reward got unknown sample id {sid!r} (not in suite {self.suite.name})")
             text = completion_text(completion)
-            try:
-                v = self.value(text, sample)
-            except AgentMetaError as e:  # a failed workflow or scorer error scores 0, and says why
-                log.debug("reward 0 for %s: %s", sid, e)
-                v = 0.0
+            v = self._reward(text, sample)
+            if v is None:
+                unscored.add((str(sid), text))
+                lost += 1
             out.append(v)
             with self._lock:
                 self.calls.append((str(sid), text, v))
-        return out
+        with self._lock:
+            self.unscored = unscored
+            self.infra_errors += lost
+        if out and lost > self.max_infra_share * len(out):
+            raise InfrastructureError(
+                f"GRPO stopped: {lost} of {len(out)} completions of one batch could not be scored "
+                "because of infrastructure failures (model server or sandbox); see the warnings above"
+            )
+        return out  # type: ignore[return-value] - TRL takes None for "not scored"
+
+    def _reward(self, text: str, sample: Sample) -> float | None:
+        for attempt in range(self.infra_retries + 1):
+            try:
+                return self.value(text, sample)
+            except InfrastructureError as e:
+                log.warning(
+                    "reward for %s: infrastructure error (%s), attempt %d of %d",
+                    sample.id, e, attempt + 1, self.infra_retries + 1,
+                )  # fmt: skip
+                if attempt < self.infra_retries:
+                    time.sleep(self.retry_wait_s * 2**attempt)
+            except AgentMetaError as e:  # the completion's own failure (plan does not parse): 0
+                log.info("reward 0 for %s: %s", sample.id, e)
+                return 0.0
+        return None
 
 
 class ConductorReward(SuiteReward):
@@ -114,6 +159,24 @@ class ConductorReward(SuiteReward):
 def _json_part(text: str) -> str:
     start, end = text.find("{"), text.rfind("}")
     return text[start : end + 1] if 0 <= start < end else text
+
+
+class _Unless:
+    """A secondary reward that gives no reward where the main reward had an infrastructure error
+    (TRL calls reward functions in order, so the main one has just scored the same batch)."""
+
+    def __init__(self, fn: Any, main: SuiteReward) -> None:
+        self.fn, self.main = fn, main
+        self.__name__ = fn.__name__
+
+    def __call__(
+        self, prompts: Sequence[Any], completions: Sequence[Any], sample_id: Sequence[str], **columns: Any
+    ) -> list[float | None]:
+        values = self.fn(prompts, completions, **columns)
+        return [
+            None if (str(sid), completion_text(c)) in self.main.unscored else v
+            for sid, c, v in zip(sample_id, completions, values, strict=True)
+        ]
 
 
 def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
@@ -170,7 +233,7 @@ def build_rewards(
     else:
         main, fmt = SuiteReward(suite), format_reward
     if format_weight > 0:
-        return [main, fmt], [1.0, format_weight]
+        return [main, _Unless(fmt, main)], [1.0, format_weight]
     return [main], [1.0]
 
 
@@ -275,7 +338,7 @@ def train_grpo(
     callbacks: list[Any] | None = None,
     rewards_out: list[Any] | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter with GRPO on `suite` (validation split) and write it to `output`.
+    """Train a LoRA adapter with GRPO on `suite` (train split) and write it to `output`.
 
     `eval_limit` test samples are scored greedily before and after (0 skips that). For
     `target="conductor"`, `workers` are the model specs that run the plans (default: the base
@@ -294,9 +357,9 @@ def train_grpo(
             f"GRPO compares completions of one prompt: num_generations must be >= 2; got {num_generations}"
         )
     settings = load_settings(config)
-    train = load_suite(suite, split="validation", limit=train_limit, seed=seed)
+    train = load_suite(suite, split="train", limit=train_limit, seed=seed)
     if not train.samples:
-        raise ConfigError(f"suite {suite} has no validation samples to train on")
+        raise ConfigError(f"suite {suite} has no train samples to train on")
     held_out = load_suite(suite, split="test", limit=eval_limit, seed=seed) if eval_limit > 0 else None
     base = resolve_base(model)
     set_seed(seed)

@@ -257,9 +257,9 @@ def train_metaicl(
     """Meta-train a LoRA adapter on k-shot episodes of `train_suites`; compare k-shot accuracy on
     `eval_suites` (never trained on) before and after. Writes the adapter to `output`.
 
-    Episodes come from each training suite's validation split (`samples_per_suite` samples).
+    Episodes come from each training suite's train split (`samples_per_suite` samples).
     Evaluation uses `eval_limit` samples of each held-out suite's test split, with k demonstrations
-    drawn once from its validation split, so before and after see identical prompts.
+    drawn once from its train split, so before and after see identical prompts.
     """
     from agentmeta.eval.runner import evaluate
     from agentmeta.models import get_model
@@ -269,9 +269,9 @@ def train_metaicl(
     if overlap:
         raise ConfigError(f"evaluation suites must be held out; trained on: {', '.join(overlap)}")
     settings = load_settings(config)
-    tasks = _load_tasks(train_suites, samples_per_suite, seed, "validation")
+    tasks = _load_tasks(train_suites, samples_per_suite, seed, "train")
     check_k(tasks, k)
-    demo_pools = _load_tasks(eval_suites, max(k, 1), seed, "validation")
+    demo_pools = _load_tasks(eval_suites, max(k, 1), seed, "train")
     for name, pool in demo_pools.items():
         if k > len(pool):
             raise ConfigError(f"k={k} but held-out suite {name} has only {len(pool)} demonstrations")

@@ -163,7 +163,7 @@ def _pair(path: Path) -> tuple[str, str]:
 
 
 def test_diff_api(tmp_path: Path) -> None:
-    from agentmeta.eval.stats import paired_bootstrap
+    from agentmeta.eval.stats import paired_ci
 
     x, y = _pair(tmp_path / "a.db")
     with Archive(tmp_path / "a.db") as a:
@@ -174,7 +174,7 @@ def test_diff_api(tmp_path: Path) -> None:
         assert (d.left_out, d.only_a, d.only_b, d.infra) == (2, 1, 0, 1)
         assert [s.sample_id for s in d.samples] == ["q1", "q2", "q3"]
         assert (d.samples[0].answer_a, d.samples[0].answer_b) == ("four", "five")
-        ref = paired_bootstrap([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0])
+        ref = paired_ci([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0])
         assert (d.mean_diff, d.ci_low, d.ci_high, d.p_better) == (
             ref.mean_diff,
             ref.low,

@@ -25,10 +25,10 @@ def test_suites_lists_names_and_split_sizes(cli_app: typer.Typer) -> None:
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     assert {"gsm8k", "gpqa", "aime2025", "mmlu", "humaneval", "arc", "drop-lite", "rg/<task>"} <= set(rows)
-    assert (rows["gsm8k"]["validation"], rows["gsm8k"]["test"]) == (128, 1191)
-    assert (rows["aime2025"]["validation"], rows["aime2025"]["test"]) == (10, 20)
+    assert (rows["gsm8k"]["train"], rows["gsm8k"]["validation"], rows["gsm8k"]["test"]) == (256, 128, 935)
+    assert (rows["aime2025"]["validation"], rows["aime2025"]["test"]) == (10, 15)
     table = runner.invoke(cli_app, ["suites"])
-    assert table.exit_code == 0 and "humaneval" in table.stdout and "13914" in table.stdout
+    assert table.exit_code == 0 and "humaneval" in table.stdout and "13553" in table.stdout
 
 
 def test_eval_user_file_prints_table_and_writes_results(cli_app: typer.Typer, tmp_path: Path) -> None:

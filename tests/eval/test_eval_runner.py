@@ -3,6 +3,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ def test_evaluate_scores_every_sample_and_aggregates(mock_model: Callable[..., A
     model = mock_model(lambda req: f"Reasoning.\nAnswer: {solve(req.messages[-1].content)}")
     result = evaluate("cot", arithmetic_suite(), model=model, concurrency=4)
     assert result.n == 12 and result.n_hits == 12 and result.mean == 1.0 and result.n_errors == 0
-    assert result.ci_low == result.ci_high == 1.0
+    assert result.ci_high == 1.0 and 0.5 < result.ci_low < 1.0  # 12 of 12: not a zero-width interval
     assert [r.id for r in result.records] == [
         f"a{i}" for i in range(12)
     ]  # suite order, whatever finished first
@@ -102,8 +103,44 @@ def test_custom_agents_plug_in(mock_model: Callable[..., Any]) -> None:
 def test_runs_are_seeded_and_capped(mock_model: Callable[..., Any]) -> None:
     model = mock_model(lambda req: "Answer: 0")
     evaluate("cot", arithmetic_suite(3), model=model, seed=7, max_tokens=16)
-    assert {r.seed for r in model.provider.requests} == {7}
+    seeds = [r.seed for r in model.provider.requests]
+    assert None not in seeds and len(set(seeds)) == 3  # one per sample
     assert {r.max_tokens for r in model.provider.requests} == {16}
+    again = mock_model(lambda req: "Answer: 0")
+    evaluate("cot", arithmetic_suite(3), model=again, seed=7, max_tokens=16)
+    assert sorted(r.seed for r in again.provider.requests) == sorted(seeds)  # same run seed: same seeds
+    other = mock_model(lambda req: "Answer: 0")
+    evaluate("cot", arithmetic_suite(3), model=other, seed=8, max_tokens=16)
+    assert not {r.seed for r in other.provider.requests} & set(seeds)
+
+
+def test_identical_calls_in_a_sample_get_distinct_reproducible_seeds(mock_model: Callable[..., Any]) -> None:
+    """ADAS-style Self-Consistency makes five identical sampled calls: they must not share one seed
+    (five identical samples), and must get the same five seeds on every run."""
+
+    def five_calls(task_input: str, model: Any) -> str:
+        return [model.generate(task_input, temperature=0.8).text for _ in range(5)][0]
+
+    model = mock_model(lambda req: "Answer: 1")
+    evaluate(five_calls, arithmetic_suite(2), model=model, seed=3)
+    by_prompt: dict[str, list[int]] = {}
+    for r in model.provider.requests:
+        by_prompt.setdefault(r.messages[-1].content, []).append(r.seed)  # type: ignore[arg-type]
+    assert all(len(v) == 5 and len(set(v)) == 5 for v in by_prompt.values())
+    again = mock_model(lambda req: "Answer: 1")
+    evaluate(five_calls, arithmetic_suite(2), model=again, seed=3)
+    assert sorted(r.seed for r in again.provider.requests) == sorted(  # type: ignore[type-var]
+        r.seed for r in model.provider.requests
+    )
+
+
+def test_agent_seed_is_kept(mock_model: Callable[..., Any]) -> None:
+    def fixed(task_input: str, model: Any) -> str:
+        return model.generate(task_input, seed=123).text
+
+    model = mock_model(lambda req: "Answer: 0")
+    evaluate(fixed, arithmetic_suite(2), model=model, seed=5)
+    assert {r.seed for r in model.provider.requests} == {123}
 
 
 def test_cot_sc_takes_the_majority_of_five_samples(mock_model: Callable[..., Any]) -> None:
@@ -184,3 +221,114 @@ def test_seed_archive_agents_plug_in_by_name(mock_model: Callable[..., Any]) -> 
     assert all(r.calls == 1 for r in result.records)
     with pytest.raises(ConfigError, match="seed agents: .*prompt/cot"):
         evaluate("no-such-agent", arithmetic_suite(1), model=model)
+
+
+# ----------------------------------------------------------------------------- failures attributed
+
+
+def _flaky_model(mock_model: Callable[..., Any], bad: set[str], times: int | None) -> Any:
+    """A model whose calls about the inputs in `bad` fail `times` times (None: always) like a dead server."""
+    from agentmeta.errors import ModelCallError
+
+    failures: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def fail(req: GenerateRequest) -> BaseException | None:
+        text = req.messages[-1].content
+        hit = next((b for b in bad if b in text), None)
+        if hit is None:
+            return None
+        with lock:
+            failures[hit] = failures.get(hit, 0) + 1
+            if times is None or failures[hit] <= times:
+                return ModelCallError("http://127.0.0.1:9/v1 did not answer after 5 attempts")
+        return None
+
+    return mock_model(lambda req: f"Answer: {solve(req.messages[-1].content)}", fail=fail)
+
+
+def test_infra_failure_is_retried_then_scored(mock_model: Callable[..., Any]) -> None:
+    model = _flaky_model(mock_model, {"What is 3 + 3"}, times=1)
+    result = evaluate("direct", arithmetic_suite(6), model=model, concurrency=1)
+    rec = next(r for r in result.records if r.id == "a3")
+    assert rec.outcome == "scored" and rec.score == 1.0 and rec.attempts == 2
+    assert result.mean == 1.0 and result.n == 6 and result.n_infra == 0 and not result.incomplete
+
+
+def test_infra_failure_after_retries_is_excluded_and_counted_not_zero(mock_model: Callable[..., Any]) -> None:
+    model = _flaky_model(mock_model, {"What is 3 + 3"}, times=None)
+    result = evaluate("direct", arithmetic_suite(12), model=model, concurrency=4, max_infra_share=0.1)
+    rec = next(r for r in result.records if r.id == "a3")
+    assert rec.outcome == "infra_error" and rec.attempts == 3 and "did not answer" in (rec.error or "")
+    assert result.n_infra == 1 and result.n == 11 and result.n_errors == 0
+    assert result.mean == 1.0  # the lost sample is not the agent's 0
+    assert "a3" not in result.score_by_id() and len(result.scores) == 11
+    assert not result.incomplete  # 1 of 12 is within the 10% allowance
+    many = evaluate(
+        "direct", arithmetic_suite(12), model=_flaky_model(mock_model, {"What is 3 + 3", "What is 5 + 5"}, None),
+        concurrency=4, infra_retries=0,
+    )  # fmt: skip
+    assert many.n_infra == 2 and many.incomplete and many.mean == 1.0
+
+
+def test_agent_that_swallows_an_infra_error_is_still_attributed_to_infra(mock_model: Callable[..., Any]) -> None:
+    def stubborn(task_input: str, model: Any) -> str:
+        try:
+            return model.generate(task_input).text
+        except Exception:  # noqa: BLE001 - an agent that hides the failure and guesses
+            return "Answer: 0"
+
+    model = _flaky_model(mock_model, {"What is 2 + 2"}, times=None)
+    result = evaluate(stubborn, arithmetic_suite(4), model=model, infra_retries=1)
+    rec = next(r for r in result.records if r.id == "a2")
+    assert rec.outcome == "infra_error" and rec.answer is None and result.n_infra == 1
+
+
+def test_agent_errors_still_score_zero_with_their_reason(mock_model: Callable[..., Any]) -> None:
+    def broken(task_input: str, model: Any) -> str:
+        if "3 + 3" in task_input:
+            raise KeyError("missing field")
+        return f"Answer: {solve(task_input)}"
+
+    result = evaluate(broken, arithmetic_suite(4), model=mock_model())
+    rec = next(r for r in result.records if r.id == "a3")
+    assert rec.outcome == "agent_error" and rec.score == 0.0 and "KeyError" in (rec.error or "")
+    assert result.n == 4 and result.n_errors == 1 and result.mean == 0.75 and result.n_infra == 0
+
+
+def test_duplicate_sample_ids_are_an_error(mock_model: Callable[..., Any]) -> None:
+    suite = arithmetic_suite(3)
+    suite.samples.append(suite.samples[0])
+    with pytest.raises(DataError, match="appears twice"):
+        evaluate("direct", suite, model=mock_model())
+
+
+def test_code_agent_evaluation_replays_from_the_cache_with_zero_new_calls(tmp_path: Any) -> None:
+    """ADAS-style code agents run in the sandbox; their calls come back over a pipe without seeds.
+    The runner seeds them, so a repeated evaluation with the same seed is served by the cache."""
+    from agentmeta.agents.code import CodeAgent
+    from agentmeta.models import Model
+    from agentmeta.models.cache import CallCache
+    from agentmeta.models.mock import MockProvider
+
+    source = (Path(__file__).resolve().parents[2] / "archive" / "code" / "self_consistency.py").read_text()
+    agent = CodeAgent(source, name="cot-sc-code")
+
+    def reply(req: GenerateRequest) -> str:
+        import json as _json
+
+        return _json.dumps({"thinking": "add", "answer": str(solve(req.messages[-1].content))})
+
+    provider = MockProvider(reply)
+    model = Model(provider, cache=CallCache(tmp_path / "calls.sqlite"))
+    first = evaluate(agent, arithmetic_suite(3), model=model, seed=11, concurrency=3)
+    assert first.n_errors == 0 and first.n_infra == 0, first.errors
+    calls = len(provider.requests)
+    assert calls >= 3 * 5  # five sampled chains per sample (and their votes)
+    assert all(r.seed is not None for r in provider.requests)
+    sampled = [r.seed for r in provider.requests if r.temperature > 0]
+    assert len(set(sampled)) == len(sampled)  # identical sampled calls got distinct seeds
+    again = evaluate(agent, arithmetic_suite(3), model=model, seed=11, concurrency=3)
+    assert len(provider.requests) == calls  # zero new model calls
+    assert [r.answer for r in again.records] == [r.answer for r in first.records]
+    assert again.usage.calls == first.usage.calls > 0 and again.usage.total_tokens == 0  # all cached

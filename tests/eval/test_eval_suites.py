@@ -47,8 +47,10 @@ def test_suite_loads_offline_with_disjoint_deterministic_splits(spec: str) -> No
 
 def test_fixed_split_membership_does_not_depend_on_seed_or_limit() -> None:
     val_ids = {s.id for s in load_suite("gpqa").samples}
+    train_ids = {s.id for s in load_suite("gpqa", split="train").samples}
     test_ids = {s.id for s in load_suite("gpqa", split="test").samples}
-    assert len(val_ids) == 32 and len(test_ids) == 166 and not val_ids & test_ids
+    assert (len(val_ids), len(train_ids), len(test_ids)) == (32, 32, 134)
+    assert not val_ids & test_ids and not train_ids & test_ids and not train_ids & val_ids
     for seed in (0, 1, 2):
         picked = {s.id for s in load_suite("gpqa", limit=5, seed=seed).samples}
         assert picked <= val_ids
@@ -61,16 +63,32 @@ def test_fixed_split_membership_does_not_depend_on_seed_or_limit() -> None:
 def test_procedural_splits_never_share_a_question_across_seeds() -> None:
     val = {s.input for seed in (0, 1) for s in load_suite("rg/basic_arithmetic", limit=60, seed=seed).samples}
     test = {s.input for seed in (0, 1) for s in load_suite("rg/basic_arithmetic", "test", 60, seed).samples}
-    assert not val & test
+    train = {s.input for seed in (0, 1) for s in load_suite("rg/basic_arithmetic", "train", 60, seed).samples}
+    assert len(val) > 60 and len(test) > 60 and len(train) > 60
+    assert not val & test and not train & val and not train & test
     assert load_suite("drop-lite", limit=5, seed=1) != load_suite("drop-lite", limit=5, seed=2)
 
 
 def test_mmlu_drops_header_rows_and_filters_subjects() -> None:
     suite = load_suite("mmlu", split="all")
-    assert len(suite) == 14042  # 14,044 rows minus 2 repeated header rows
+    # 14,044 rows minus 2 repeated header rows, minus 105 questions that appear twice
+    assert len(suite) == 14042 - 105 and suite.dropped == {"duplicate": 105}
     assert all(s.target in "ABCD" and s.input != "question" for s in suite.samples)
     algebra = load_suite("mmlu?subjects=abstract algebra", split="all")
     assert len(algebra) == 100 and {s.metadata["subject"] for s in algebra.samples} == {"abstract algebra"}
+
+
+def test_filters_apply_after_splitting() -> None:
+    # a subject's validation questions are full MMLU's validation questions of that subject: a
+    # filtered suite never puts a full-MMLU test question into its validation split
+    subject = "high school mathematics"
+    full = {split: {s.id: s for s in load_suite("mmlu", split=split).samples} for split in ("validation", "test")}
+    for split in ("validation", "test", "train"):
+        part = load_suite(f"mmlu?subjects={subject}", split=split)
+        assert {s.metadata["subject"] for s in part.samples} <= {subject}
+        if split in full:
+            assert {s.id for s in part.samples} <= set(full[split])
+    assert not {s.id for s in load_suite(f"mmlu?subjects={subject}").samples} & set(full["test"])
 
 
 def test_humaneval_canonical_solution_passes_in_a_subprocess() -> None:
@@ -106,7 +124,7 @@ def test_unknown_suite_lists_the_available_ones() -> None:
     with pytest.raises(ConfigError, match="needs a task"):
         load_suite("rg")
     with pytest.raises(ConfigError, match="unknown split"):
-        load_suite("gsm8k", split="train")
+        load_suite("gsm8k", split="dev")
 
 
 def test_missing_data_package_names_the_pip_command(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,21 +150,61 @@ def test_missing_reasoning_gym_names_the_pip_command(monkeypatch: pytest.MonkeyP
 
 def test_user_jsonl_and_csv_files(tmp_path: Path) -> None:
     jsonl = tmp_path / "qa.jsonl"
-    jsonl.write_text("".join(f'{{"question": "q{i}", "answer": "{i}", "topic": "t"}}\n' for i in range(10)))
+    jsonl.write_text("".join(f'{{"question": "q{i}", "answer": "{i}", "topic": "t"}}\n' for i in range(40)))
     suite = load_suite(f"{jsonl}?input=question&target=answer&scorer=numeric", split="all")
-    assert len(suite) == 10 and suite.scorer.name == "numeric"
+    assert len(suite) == 40 and suite.scorer.name == "numeric"
     assert suite.samples[0].metadata == {"topic": "t"}
-    val, test = (
-        load_suite(f"{jsonl}?input=question&target=answer"),
-        load_suite(f"{jsonl}?input=question&target=answer", "test"),
-    )
-    assert len(val) == 5 and len(test) == 5 and not {s.id for s in val.samples} & {s.id for s in test.samples}
+    spec = f"{jsonl}?input=question&target=answer"
+    parts = {split: {s.id for s in load_suite(spec, split).samples} for split in ("train", "validation", "test")}
+    assert sum(map(len, parts.values())) == 40 and all(parts.values())
+    assert not parts["train"] & parts["validation"] and not parts["validation"] & parts["test"]
+    assert not parts["train"] & parts["test"]
+    # shares are options: everything in validation
+    assert len(load_suite(f"{spec}&train=0&validation=1")) == 40
+    with pytest.raises(ConfigError, match="fraction from 0 to 1"):
+        load_suite(f"{spec}&validation=20")
+    # a split column is honoured per row; rows without one are assigned by hash
     csv_file = tmp_path / "qa.csv"
     csv_file.write_text(
         "input,target,split\nwhat is 1+1,2,validation\nwhat is 2+2,4,test\nwhat is 3+3,6,test\n"
+        "what is 4+4,8,train\n"
+        + "".join(f"what is {i}*2,{2 * i},\n" for i in range(10, 30))
     )
-    assert [s.target for s in load_suite(str(csv_file)).samples] == ["2"]
-    assert sorted(s.target for s in load_suite(str(csv_file), split="test").samples) == ["4", "6"]
+    by_split = {sp: {s.target for s in load_suite(str(csv_file), split=sp).samples} for sp in ("train", "validation", "test")}
+    assert "2" in by_split["validation"] and {"4", "6"} <= by_split["test"] and "8" in by_split["train"]
+    assert sum(map(len, by_split.values())) == 24
+
+
+def test_user_file_splits_are_stable_when_rows_are_inserted(tmp_path: Path) -> None:
+    rows = [f'{{"input": "question {i}", "target": "{i}"}}\n' for i in range(60)]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(rows))
+    before = {sp: {(s.id, s.input) for s in load_suite(str(path), split=sp).samples} for sp in ("train", "validation", "test")}
+    path.write_text("".join(rows[:7] + ['{"input": "a new question", "target": "x"}\n'] + rows[7:]))
+    after = {sp: {(s.id, s.input) for s in load_suite(str(path), split=sp).samples} for sp in ("train", "validation", "test")}
+    for sp in before:
+        assert before[sp] <= after[sp], sp  # every old row keeps its id and its split
+    assert sum(map(len, after.values())) == 61
+    # with positions as ids (the old scheme) the inserted row would have renamed rows 8..60
+
+
+def test_duplicate_and_conflicting_rows_are_dropped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "dups.jsonl"
+    lines = [f'{{"input": "q{i}", "target": "{i}", "split": "validation"}}\n' for i in range(5)]
+    lines += ['{"input": "q1", "target": "1", "split": "validation"}\n']  # exact copy
+    lines += ['{"input": "q9", "target": "9", "split": "validation"}\n', '{"input": "q9", "target": "8", "split": "validation"}\n']
+    lines += ['{"input": "q7", "target": "", "split": "validation"}\n']
+    path.write_text("".join(lines))
+    with pytest.raises(DataError, match="missing field 'target'"):
+        load_suite(str(path))
+    path.write_text("".join(lines[:-1]))
+    suite = load_suite(str(path))
+    assert sorted(s.input for s in suite.samples) == [f"q{i}" for i in range(5)]
+    assert suite.dropped == {"duplicate": 1, "conflicting_targets": 2}
+    with_ids = tmp_path / "ids.jsonl"
+    with_ids.write_text('{"id": "x", "input": "a", "target": "1"}\n{"id": "x", "input": "b", "target": "2"}\n')
+    with pytest.raises(DataError, match="id 'x' is also on line 1"):
+        load_suite(str(with_ids))
 
 
 def test_malformed_user_files_name_the_line_and_field(tmp_path: Path) -> None:

@@ -332,3 +332,83 @@ def test_cli_search_then_eval_archive_candidate(tmp_path, suite_file):
     assert res.exit_code == 0 and cid in res.output
     bad = runner.invoke(app, ["eval", "nosuchid", "--archive", db, "--suite", suite_file, "--model", "mock"])
     assert bad.exit_code == 2
+
+
+def test_resumed_campaign_budget_counts_the_tokens_spent_before_a_kill(tmp_path, suite_file):
+    db = str(tmp_path / "a.db")
+    env = dict(os.environ, AGENTMETA_CALL_CACHE="1")
+    script = RUNNER.format(root=str(ROOT), db=db, suite=suite_file, delay=0.05)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    events: list[dict] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if sum(1 for e in events if e["event"] == "candidate") >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    archive = Archive(db)
+    (camp_record,) = archive.campaigns()
+    spent = camp_record.state["spent_tokens"]
+    assert spent > 0 and camp_record.state["spent_wall_s"] > 0
+    # resumed with a budget the killed run already used up: it proposes nothing more
+    config = SearchConfig(suite=suite_file, kind="graph", iterations=6, subset=3, full=4, reflexion_rounds=1,
+                          max_tokens=spent)  # fmt: skip
+    before = len(archive.candidates())
+    meta = get_model("mock", outputs=graph_meta_reply([0]))
+    result = Campaign(config, archive, model=get_model("mock", outputs=task_reply), meta_model=meta).run()
+    assert result.stop_reason == "token budget"
+    assert len(archive.candidates()) == before and not meta.provider.requests
+    assert archive.get_campaign(camp_record.id).state["spent_tokens"] >= spent
+    # with room for more it goes on, and the total keeps growing from what was spent before
+    more = config.model_copy(update={"max_tokens": None})
+    Campaign(more, archive, model=get_model("mock", outputs=task_reply),
+             meta_model=get_model("mock", outputs=graph_meta_reply([0]))).run()  # fmt: skip
+    assert archive.get_campaign(camp_record.id).state["spent_tokens"] > spent
+
+
+def test_campaign_identity_includes_its_data(tmp_path, suite_file):
+    from agentmeta.errors import ArchiveError
+
+    archive = Archive(tmp_path / "a.db")
+    config = SearchConfig(suite=suite_file, kind="graph", iterations=0, subset=2, full=4)
+    Campaign(config, archive, model=get_model("mock", outputs=task_reply), meta_model=get_model("mock")).run()
+    path = Path(suite_file.partition("?")[0])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0].replace('"3"', '"4"'), *lines[1:]]) + "\n")  # a label fixed
+    with pytest.raises(ArchiveError, match="differs in.*data"):
+        Campaign(config, archive, model=get_model("mock"), meta_model=get_model("mock"))
+
+
+def test_proposer_is_shown_train_examples_only(tmp_path):
+    rows = [{"input": f"What is {i} + 1?", "target": str(i + 1), "split": "validation"} for i in range(6)]
+    rows.append({"input": "What is 100 + 1?", "target": "101", "split": "train"})
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = SearchConfig(suite=f"{path}?scorer=numeric", kind="graph", iterations=1, subset=2, full=4,
+                          reflexion_rounds=0, debug_rounds=0)  # fmt: skip
+    meta = get_model("mock", outputs=graph_meta_reply([0]))
+    Campaign(config, Archive(tmp_path / "a.db"), model=get_model("mock", outputs=task_reply), meta_model=meta).run()
+    shown = "\n".join(m.content for r in meta.provider.requests for m in r.messages)
+    assert "What is 100 + 1?" in shown and "101" in shown
+    for r in rows[:-1]:
+        assert r["input"] not in shown  # no validation item, so no validation target, reaches the proposer
+
+
+def test_infrastructure_failure_stops_the_campaign_without_recording(tmp_path, suite_file):
+    from agentmeta.errors import InfrastructureError, ModelCallError
+
+    archive = Archive(tmp_path / "a.db")
+    config = SearchConfig(suite=suite_file, kind="graph", iterations=1, subset=2, full=4)
+    down = get_model("mock", outputs=task_reply, fail=lambda req: ModelCallError("server down"))
+    camp = Campaign(config, archive, model=down, meta_model=get_model("mock"))
+    import agentmeta.eval.runner as runner_mod
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner_mod.time, "sleep", lambda s: None)  # the retries' waits
+        with pytest.raises(InfrastructureError, match="nothing was recorded.*resume"):
+            camp.run()
+    assert archive.evaluations() == []  # no seed was scored 0 for a server that was down
+    assert all(c.status == "pending" for c in archive.candidates())
+    assert archive.get_campaign(camp.record.id).status == "stopped"

@@ -69,6 +69,7 @@ def f1_suite(tmp_path: Path) -> str:
             "id": f"q{i}",
             "input": f"Write a short sentence about the number {i}.",
             "target": "the a is of to and in",
+            "split": "train" if i < 4 else "test",
         }
         for i in range(8)
     ]
@@ -99,7 +100,7 @@ def test_grpo_trainer_receives_the_suite_scorer_values(tmp_path: Path, dense_mod
         learning_rate=1e-3, rewards_out=rewards,
     )  # fmt: skip
     reward = rewards[0]
-    suite = load_suite(spec, split="validation", limit=4)
+    suite = load_suite(spec, split="train", limit=4)  # GRPO trains on the train split
     by_id = {s.id: s for s in suite.samples}
     assert len(reward.calls) == 4  # 2 steps x 2 completions
     for sid, text, value in reward.calls:

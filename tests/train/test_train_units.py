@@ -109,7 +109,7 @@ def test_suite_reward_is_the_scorer_value_and_records_calls():
 def test_format_reward_and_weights():
     assert format_reward([], ["Answer: 3", "three", "answer:\n3"]) == [1.0, 0.0, 1.0]
     funcs, weights = build_rewards(suite(), format_weight=0.25)
-    assert isinstance(funcs[0], SuiteReward) and funcs[1] is format_reward and weights == [1.0, 0.25]
+    assert isinstance(funcs[0], SuiteReward) and funcs[1].fn is format_reward and weights == [1.0, 0.25]
     assert len(build_rewards(suite())[0]) == 1
     with pytest.raises(ConfigError, match="unknown target"):
         build_rewards(suite(), "planner")
@@ -226,3 +226,31 @@ def test_adapter_specs_for_hf_and_vllm(tmp_path: Path):
     assert adapter_model_spec(tmp_path, "vllm") == (f"vllm//models/base:{tmp_path.resolve()}", {})
     with pytest.raises(ConfigError, match="not an agentmeta adapter"):
         adapter_model_spec(tmp_path / "nothing")
+
+
+def test_infra_errors_get_no_reward_and_too_many_stop_training():
+    from agentmeta.errors import InfrastructureError, ModelCallError
+    from agentmeta.train.grpo import build_rewards
+
+    s = suite("numeric")
+    funcs, _ = build_rewards(s, format_weight=0.5)
+    main, fmt = funcs
+    main.retry_wait_s = 0.0
+    real = main.value
+    attempts: list[str] = []
+
+    def flaky(text, sample):
+        attempts.append(sample.id)
+        if sample.id == "s2":
+            raise ModelCallError("worker model server down")
+        return real(text, sample)
+
+    main.value = flaky
+    completions = ["Answer: 4", "Answer: 4", "Answer: 6"]
+    got = main(["p"] * 3, completions, sample_id=["s1", "s1", "s2"])
+    assert got == [1.0, 1.0, None]  # not 0: TRL gives a completion no reward function scores no advantage
+    assert attempts.count("s2") == 3 and main.infra_errors == 1  # retried twice, then left unscored
+    assert fmt(["p"] * 3, completions, sample_id=["s1", "s1", "s2"]) == [1.0, 1.0, None]
+    with pytest.raises(InfrastructureError, match="2 of 3 completions"):
+        main(["p"] * 3, completions, sample_id=["s2", "s2", "s1"])
+    assert isinstance(ModelCallError("x"), InfrastructureError)
