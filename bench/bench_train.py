@@ -118,7 +118,7 @@ def plain_grpo(base: str, limit: int, steps: int, gens: int, max_new: int, lr: f
     from agentmeta.eval.suites import load_suite
     from agentmeta.prompts import render
 
-    suite = load_suite(GRPO_SUITE, split="validation", limit=limit, seed=0)
+    suite = load_suite(GRPO_SUITE, split="train", limit=limit, seed=0)
     by_id = {s.id: s for s in suite.samples}
 
     def score(prompts: list[Any], completions: list[Any], sample_id: list[str], **kw: Any) -> list[float]:
@@ -187,8 +187,8 @@ def main() -> None:
 
     from agentmeta.eval.suites import load_suite
     from agentmeta.train.common import load_base, resolve_base
-    from agentmeta.train.grpo import train_grpo
-    from agentmeta.train.metaicl import build_episodes, token_length, train_metaicl
+    from agentmeta.train.grpo import GRPOConfig, train_grpo
+    from agentmeta.train.metaicl import MetaICLConfig, build_episodes, token_length, train_metaicl
 
     base = resolve_base(None)
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
@@ -196,7 +196,7 @@ def main() -> None:
     try:
         # MetaICL: the plain script trains on the very episodes agentmeta builds (same seed, same texts).
         n_samples = 16
-        tasks = {s: load_suite(s, split="validation", limit=n_samples, seed=0).samples for s in TRAIN_SUITES}
+        tasks = {s: load_suite(s, split="train", limit=n_samples, seed=0).samples for s in TRAIN_SUITES}
         _, tok = load_base(base)
         episodes = build_episodes(
             tasks, args.k, args.sft_steps * args.batch, args.max_length, token_length(tok)
@@ -205,14 +205,15 @@ def main() -> None:
                  "completion": [{"role": "assistant", "content": e.completion}]} for e in episodes]  # fmt: skip
         plain = plain_sft(base, rows, args.sft_steps, args.batch, args.max_length, 1e-4)
         t = timer()
-        train_metaicl(TRAIN_SUITES, [], work / "metaicl", k=args.k, steps=args.sft_steps, samples_per_suite=n_samples,
-                      learning_rate=1e-4, batch_size=args.batch, max_length=args.max_length, callbacks=[t])  # fmt: skip
+        train_metaicl(MetaICLConfig(train_suites=TRAIN_SUITES, eval_suites=[], output=work / "metaicl", k=args.k,
+                                    steps=args.sft_steps, samples_per_suite=n_samples, learning_rate=1e-4,
+                                    batch_size=args.batch, max_length=args.max_length), callbacks=[t])  # fmt: skip
         results["metaicl"] = {"agentmeta": summary(t.times), "plain_trl": summary(plain)}
         # GRPO: agentmeta first this time, so neither side always runs on a warmer machine.
         t = timer()
-        train_grpo(GRPO_SUITE, work / "grpo", steps=args.grpo_steps, train_limit=16, eval_limit=0,
-                   learning_rate=1e-5, num_generations=args.generations, max_new_tokens=args.max_new_tokens,
-                   callbacks=[t])  # fmt: skip
+        train_grpo(GRPOConfig(suite=GRPO_SUITE, output=work / "grpo", steps=args.grpo_steps, train_limit=16,
+                              eval_limit=0, learning_rate=1e-5, num_generations=args.generations,
+                              max_new_tokens=args.max_new_tokens), callbacks=[t])  # fmt: skip
         plain = plain_grpo(base, 16, args.grpo_steps, args.generations, args.max_new_tokens, 1e-5)
         results["grpo"] = {"agentmeta": summary(t.times), "plain_trl": summary(plain)}
     finally:

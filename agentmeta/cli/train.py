@@ -1,5 +1,8 @@
 """`agentmeta train metaicl` and `agentmeta train grpo`. The main app calls `register(app)`.
 
+Each command turns its flags (and the `trainer:`/`lora:` sections of `--config`) into a
+`MetaICLConfig` / `GRPOConfig` and calls `train_metaicl` / `train_grpo` with it.
+
 Multi-GPU: run the same command under accelerate, e.g.
 `accelerate launch --num_processes 4 -m agentmeta train grpo --suite gsm8k --steps 200 --output out/`
 (DeepSpeed/FSDP come from `accelerate config`; TRL settings from `--config`).
@@ -54,7 +57,7 @@ def _progress() -> tuple[Any, Any]:
     return bar, report
 
 
-def _run(fn: Any, **kwargs: Any) -> Any:
+def _run(fn: Any, config: Any) -> Any:
     import warnings
 
     from agentmeta.cli import _quiet_transformers
@@ -63,7 +66,7 @@ def _run(fn: Any, **kwargs: Any) -> Any:
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' renamed-setting notices
     bar, report = _progress()
     try:
-        return fn(progress=report, **kwargs)
+        return fn(config, progress=report)
     finally:
         if bar.live.is_started:
             bar.stop()
@@ -125,10 +128,10 @@ def metaicl_cmd(
     no_register: Annotated[bool, typer.Option("--no-register", help="Do not add it to an archive.")] = False,
 ) -> None:
     """Meta-train for in-context learning; print k-shot accuracy on held-out suites before and after."""
-    from agentmeta.train.metaicl import train_metaicl
+    from agentmeta.train.common import load_settings
+    from agentmeta.train.metaicl import MetaICLConfig, train_metaicl
 
-    result = _run(
-        train_metaicl,
+    run = MetaICLConfig(
         train_suites=_split(train_suites, "--train-suites"),
         eval_suites=_split(eval_suites, "--eval-suites"),
         output=output,
@@ -142,10 +145,11 @@ def metaicl_cmd(
         max_length=max_length,
         max_new_tokens=max_new_tokens,
         seed=seed,
-        config=config,
         overwrite=overwrite,
         archive=_archive(archive, no_register),
+        **load_settings(config),
     )
+    result = _run(train_metaicl, run)
     _print_result(result, f"{k}-shot in-context accuracy, held-out suites (saved in metaicl-eval.json)")
 
 
@@ -178,10 +182,10 @@ def grpo_cmd(
     no_register: Annotated[bool, typer.Option("--no-register", help="Do not add it to an archive.")] = False,
 ) -> None:
     """Reinforcement learning (GRPO) with the suite's scorer as reward; print test scores before and after."""
-    from agentmeta.train.grpo import train_grpo
+    from agentmeta.train.common import load_settings
+    from agentmeta.train.grpo import GRPOConfig, train_grpo
 
-    result = _run(
-        train_grpo,
+    run = GRPOConfig(
         suite=suite,
         output=output,
         steps=steps,
@@ -195,10 +199,11 @@ def grpo_cmd(
         max_new_tokens=max_new_tokens,
         format_weight=format_weight,
         seed=seed,
-        config=config,
         overwrite=overwrite,
         archive=_archive(archive, no_register),
+        **load_settings(config),
     )
+    result = _run(train_grpo, run)
     _print_result(result, "test score before and after GRPO")
     rewards = result.info.metrics.get("rewards") or []
     if rewards:

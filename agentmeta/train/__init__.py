@@ -1,6 +1,9 @@
 """Training loops: MetaICL (episodes -> TRL SFT + LoRA) and GRPO (rewards = suite scorers).
 
-Heavy dependencies (torch, transformers, trl, peft) are imported when a loop runs.
+In TRL's shape: one settings class and one entry point per algorithm,
+`train_metaicl(MetaICLConfig(...))` and `train_grpo(GRPOConfig(...))`, both running the one loop
+skeleton `run_loop` with the algorithm's `Algorithm` hooks. Heavy dependencies (torch,
+transformers, trl, peft) are imported when a loop runs.
 """
 
 from __future__ import annotations
@@ -10,6 +13,11 @@ from typing import Any
 __all__ = [
     "train_metaicl",
     "train_grpo",
+    "MetaICLConfig",
+    "GRPOConfig",
+    "RunConfig",
+    "Algorithm",
+    "run_loop",
     "TrainResult",
     "AdapterInfo",
     "load_adapter_info",
@@ -20,6 +28,11 @@ __all__ = [
 _LAZY = {
     "train_metaicl": "agentmeta.train.metaicl",
     "train_grpo": "agentmeta.train.grpo",
+    "MetaICLConfig": "agentmeta.train.metaicl",
+    "GRPOConfig": "agentmeta.train.grpo",
+    "RunConfig": "agentmeta.train.common",
+    "Algorithm": "agentmeta.train.common",
+    "run_loop": "agentmeta.train.common",
     "TrainResult": "agentmeta.train.common",
     "AdapterInfo": "agentmeta.train.common",
     "load_adapter_info": "agentmeta.train.common",

@@ -6,7 +6,9 @@ and the reward is the suite scorer's value for that completion, plus an optional
 workflow plan (the `workflow-plan` prompt); the reward parses it, runs it with the worker
 models and scores the final answer (0 for a plan that does not parse). Training is TRL's
 `GRPOTrainer` with a PEFT LoRA adapter; with a CUDA GPU, `use_vllm`/`vllm_mode` from the
-settings file reach `GRPOConfig` unchanged.
+settings file reach TRL's `GRPOConfig` unchanged. `train_grpo(GRPOConfig(...))` runs it (this
+module's `GRPOConfig`: agentmeta's run settings); `GRPO` holds what differs from the shared loop
+skeleton (`common.run_loop`).
 """
 
 from __future__ import annotations
@@ -18,30 +20,17 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import model_validator
 
 from agentmeta.errors import AgentMetaError, ConfigError, InfrastructureError, require
 from agentmeta.eval.types import Sample, Suite
 from agentmeta.prompts import render
-from agentmeta.train.common import (
-    INSTALL,
-    AdapterInfo,
-    ProgressFn,
-    TrainResult,
-    before_after,
-    check_run,
-    load_base,
-    load_settings,
-    lora_config,
-    quiet,
-    register_adapter,
-    resolve_base,
-    save_adapter,
-    set_seed,
-    staged_output,
-    step_timer,
-    trainer_args,
-)
+from agentmeta.train.common import INSTALL, Algorithm, ProgressFn, RunConfig, TrainResult, run_loop
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -237,54 +226,6 @@ def build_rewards(
     return [main], [1.0]
 
 
-def build_grpo_trainer(
-    model: Any,
-    tokenizer: Any,
-    dataset: Any,
-    rewards: list[Any],
-    weights: list[float],
-    output_dir: Path,
-    *,
-    steps: int,
-    learning_rate: float,
-    num_generations: int,
-    max_new_tokens: int,
-    seed: int,
-    settings: dict[str, dict[str, Any]] | None = None,
-    callbacks: list[Any] | None = None,
-) -> Any:
-    """TRL `GRPOTrainer` with a LoRA adapter; one prompt group per step unless settings say otherwise."""
-    trl = require("trl", INSTALL, "trl")
-    settings = settings or {"trainer": {}, "lora": {}}
-    args = trainer_args(
-        trl.GRPOConfig,
-        output_dir,
-        {
-            "max_steps": steps,
-            "learning_rate": learning_rate,
-            "per_device_train_batch_size": num_generations,
-            "num_generations": num_generations,
-            "max_completion_length": max_new_tokens,
-            "reward_weights": weights,
-            "seed": seed,
-            "lr_scheduler_type": "constant",
-            "warmup_steps": 0,
-        },
-        settings["trainer"],
-    )
-    return quiet(
-        trl.GRPOTrainer(
-            model=model,
-            reward_funcs=rewards,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=lora_config(settings["lora"]),
-            callbacks=callbacks,
-        )
-    )
-
-
 class _DirectAgent:
     """Answers with the same prompt GRPO trains on (greedy), for the before/after table."""
 
@@ -316,126 +257,142 @@ class _WorkflowAgent:
         )
 
 
+class GRPOConfig(RunConfig):
+    """Settings of a GRPO run (`train_grpo`; the flags of `agentmeta train grpo`).
+
+    Not TRL's `trl.GRPOConfig`: TRL settings go in `trainer`.
+    """
+
+    loop: ClassVar[str] = "grpo"
+
+    suite: str
+    """Suite whose scorer is the reward: prompts from its train split, before/after on its test split."""
+    target: str = "answer"
+    """`answer` (the policy answers) or `conductor` (the policy writes workflow plans)."""
+    workers: list[str] | None = None
+    """Worker model specs that run the plans for `target="conductor"` (default: the base model)."""
+    train_limit: int = 64
+    """Training prompts (train split)."""
+    eval_limit: int = 16
+    """Test samples scored greedily before and after training (0: skip)."""
+    learning_rate: float = 1e-5
+    """Learning rate (constant, no warm-up, unless `trainer` says otherwise)."""
+    num_generations: int = 4
+    """Completions per prompt (one group per step unless `trainer` says otherwise)."""
+    max_new_tokens: int = 128
+    """Most tokens per completion (training and evaluation)."""
+    format_weight: float = 0.0
+    """Weight of the format reward (an `Answer:` line, or a parsable plan); 0: off."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.target not in TARGETS:
+            raise ConfigError(f"unknown target {self.target!r}; use one of: {', '.join(TARGETS)}")
+        if self.num_generations < 2:
+            raise ConfigError(
+                "GRPO compares completions of one prompt: num_generations must be >= 2; "
+                f"got {self.num_generations}"
+            )
+        return self
+
+
+class GRPO(Algorithm):
+    """GRPO's part of `run_loop`: suite prompts and scorer rewards for TRL's `GRPOTrainer`.
+
+    `rewards_out`, when given, receives the reward function objects (their `calls`) once built.
+    """
+
+    config: GRPOConfig
+    trl_names = ("GRPOTrainer", "GRPOConfig")
+
+    def __init__(self, config: GRPOConfig, rewards_out: list[Any] | None = None) -> None:
+        super().__init__(config)
+        self.rewards_out = rewards_out
+
+    def load_data(self) -> None:
+        from agentmeta.eval.suites import load_suite
+
+        c = self.config
+        self.train = load_suite(c.suite, split="train", limit=c.train_limit, seed=c.seed)
+        if not self.train.samples:
+            raise ConfigError(f"suite {c.suite} has no train samples to train on")
+        self.held_out = (
+            load_suite(c.suite, split="test", limit=c.eval_limit, seed=c.seed) if c.eval_limit > 0 else None
+        )
+
+    def setup(self, base: str, tokenizer: Any) -> None:
+        from agentmeta.conductor.core import Conductor
+        from agentmeta.models import get_model
+
+        c = self.config
+        self.workers = list(c.workers or [f"hf/{base}"])
+        conductor = None
+        if c.target == "conductor":
+            worker = self.workers[0]
+            conductor = Conductor(
+                get_model(worker), expert_model=worker, expert_max_tokens=c.max_new_tokens, seed=c.seed
+            )
+        self.rewards, self.weights = build_rewards(
+            self.train, c.target, format_weight=c.format_weight, workers=self.workers, conductor=conductor
+        )
+        if self.rewards_out is not None:
+            self.rewards_out.extend(self.rewards)
+        agent: Any = (
+            _WorkflowAgent(self.workers, c.max_new_tokens, c.seed)
+            if c.target == "conductor"
+            else _DirectAgent(c.max_new_tokens)
+        )
+        self.evals = [(agent, self.held_out)] if self.held_out else []
+
+    def dataset(self) -> Any:
+        return grpo_dataset(self.train, self.config.target, self.workers)
+
+    def trainer_settings(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "per_device_train_batch_size": c.num_generations,
+            "num_generations": c.num_generations,
+            "max_completion_length": c.max_new_tokens,
+            "reward_weights": self.weights,
+        }
+
+    def trainer_extra(self) -> dict[str, Any]:
+        return {"reward_funcs": self.rewards}
+
+    def data(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "suite": c.suite,
+            "target": c.target,
+            "workers": self.workers,
+            "train_samples": len(self.train.samples),
+            "eval_limit": c.eval_limit,
+            "format_weight": c.format_weight,
+        }
+
+    def settings(self) -> dict[str, Any]:
+        return {"num_generations": self.config.num_generations, "max_new_tokens": self.config.max_new_tokens}
+
+    def metrics(self, trainer: Any, timer: Any) -> dict[str, Any]:
+        logged = [h for h in trainer.state.log_history if "step" in h and "loss" in h]
+        return {"rewards": [{k: v for k, v in h.items() if k.startswith(("reward", "step"))} for h in logged]}
+
+    def candidate_name(self, final: Path) -> str:
+        return f"grpo-{self.config.target}-{final.name}"
+
+
 def train_grpo(
-    suite: str,
-    output: str | Path,
+    config: GRPOConfig,
     *,
-    steps: int = 10,
-    model: str | None = None,
-    target: str = "answer",
-    workers: Sequence[str] | None = None,
-    train_limit: int = 64,
-    eval_limit: int = 16,
-    learning_rate: float = 1e-5,
-    num_generations: int = 4,
-    max_new_tokens: int = 128,
-    format_weight: float = 0.0,
-    seed: int = 0,
-    config: str | Path | None = None,
-    overwrite: bool = False,
-    archive: Any = None,
     progress: ProgressFn | None = None,
     callbacks: list[Any] | None = None,
     rewards_out: list[Any] | None = None,
 ) -> TrainResult:
-    """Train a LoRA adapter with GRPO on `suite` (train split) and write it to `output`.
+    """Train a LoRA adapter with GRPO on `config.suite` (train split) and write it to `config.output`.
 
-    `eval_limit` test samples are scored greedily before and after (0 skips that). For
-    `target="conductor"`, `workers` are the model specs that run the plans (default: the base
-    model). `rewards_out`, when given, receives the reward function objects (their `calls`).
+    `config.eval_limit` test samples are scored greedily before and after (0 skips that).
+    `progress(step, max_steps, logs)` is called after each optimizer step; `callbacks` are more
+    `transformers.TrainerCallback`s; `rewards_out`, when given, receives the reward function
+    objects (their `calls`).
     """
-    from agentmeta.conductor.core import Conductor
-    from agentmeta.eval.runner import evaluate
-    from agentmeta.eval.suites import load_suite
-    from agentmeta.models import get_model
-
-    check_run(steps, output, overwrite)
-    if target not in TARGETS:
-        raise ConfigError(f"unknown target {target!r}; use one of: {', '.join(TARGETS)}")
-    if num_generations < 2:
-        raise ConfigError(
-            f"GRPO compares completions of one prompt: num_generations must be >= 2; got {num_generations}"
-        )
-    settings = load_settings(config)
-    train = load_suite(suite, split="train", limit=train_limit, seed=seed)
-    if not train.samples:
-        raise ConfigError(f"suite {suite} has no train samples to train on")
-    held_out = load_suite(suite, split="test", limit=eval_limit, seed=seed) if eval_limit > 0 else None
-    base = resolve_base(model)
-    set_seed(seed)
-    hf_model, tok = load_base(base)
-    specs = list(workers or [f"hf/{base}"])
-    conductor = None
-    if target == "conductor":
-        conductor = Conductor(
-            get_model(specs[0]), expert_model=specs[0], expert_max_tokens=max_new_tokens, seed=seed
-        )
-    rewards, weights = build_rewards(
-        train, target, format_weight=format_weight, workers=specs, conductor=conductor
-    )
-    if rewards_out is not None:
-        rewards_out.extend(rewards)
-    agent: Any = (
-        _WorkflowAgent(specs, max_new_tokens, seed) if target == "conductor" else _DirectAgent(max_new_tokens)
-    )
-
-    def run_eval(m: Any) -> Any:
-        return evaluate(agent, held_out, model=m, seed=seed, concurrency=8) if held_out else None
-
-    with staged_output(output, overwrite) as tmp:
-        before = run_eval(get_model(f"hf/{base}", cache=False, shared=False))
-        timer = step_timer(progress)
-        trainer = build_grpo_trainer(
-            hf_model,
-            tok,
-            grpo_dataset(train, target, specs),
-            rewards,
-            weights,
-            tmp / "trainer",
-            steps=steps,
-            learning_rate=learning_rate,
-            num_generations=num_generations,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            settings=settings,
-            callbacks=[timer, *(callbacks or [])],
-        )
-        trainer.train()
-        logged = [h for h in trainer.state.log_history if "step" in h and "loss" in h]
-        info = AdapterInfo(
-            loop="grpo",
-            base_model=base,
-            data={
-                "suite": suite,
-                "target": target,
-                "workers": specs,
-                "train_samples": len(train.samples),
-                "eval_limit": eval_limit,
-                "format_weight": format_weight,
-            },
-            steps=int(trainer.state.global_step),
-            settings={
-                "learning_rate": learning_rate,
-                "num_generations": num_generations,
-                "max_new_tokens": max_new_tokens,
-                "seed": seed,
-                **settings,
-            },
-            metrics={
-                "rewards": [{k: v for k, v in h.items() if k.startswith(("reward", "step"))} for h in logged],
-                "s_per_step": sum(timer.times) / max(len(timer.times), 1),
-            },
-        )
-        save_adapter(trainer, tok, tmp, info)
-        table: list[dict[str, Any]] = []
-        after = None
-        if before is not None:
-            after = run_eval(get_model(f"hf/{base}", adapter=str(tmp), cache=False, shared=False))
-            table.append(before_after(before, after, seed))
-            info.metrics["eval"] = table
-            save_adapter(trainer, tok, tmp, info)
-    final = Path(output).expanduser().resolve()
-    cid = None
-    if archive is not None:
-        cid = register_adapter(archive, final, info, f"grpo-{target}-{final.name}", [after] if after else [])
-    return TrainResult(output=str(final), info=info, step_times=timer.times, candidate_id=cid, table=table)
+    return run_loop(GRPO(config, rewards_out), progress=progress, callbacks=callbacks)

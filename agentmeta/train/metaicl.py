@@ -6,17 +6,21 @@ demonstrations are dropped, oldest (farthest from the query) first; the query is
 an episode whose query alone does not fit is skipped. Training is TRL's `SFTTrainer` on
 prompt/completion pairs with a PEFT LoRA adapter; before and after training the same k-shot
 prompts (same demonstrations, same held-out samples) are scored and compared with a paired
-bootstrap.
+bootstrap. `train_metaicl(MetaICLConfig(...))` runs it; `MetaICL` holds what differs from the
+shared loop skeleton (`common.run_loop`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import model_validator
 
 from agentmeta.errors import ConfigError, require
 from agentmeta.eval.types import Sample
@@ -24,22 +28,15 @@ from agentmeta.prompts import render
 from agentmeta.train.common import (
     INSTALL,
     AdapterInfo,
+    Algorithm,
     ProgressFn,
+    RunConfig,
     TrainResult,
-    before_after,
-    check_run,
-    load_base,
-    load_settings,
-    lora_config,
-    quiet,
-    register_adapter,
-    resolve_base,
-    save_adapter,
-    set_seed,
-    staged_output,
-    step_timer,
-    trainer_args,
+    run_loop,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 log = logging.getLogger(__name__)
 
@@ -181,50 +178,40 @@ def sft_dataset(episodes: Sequence[Episode]) -> Any:
     )
 
 
-def build_sft_trainer(
-    model: Any,
-    tokenizer: Any,
-    episodes: Sequence[Episode],
-    output_dir: Path,
-    *,
-    steps: int,
-    learning_rate: float,
-    batch_size: int,
-    max_length: int,
-    seed: int,
-    settings: dict[str, dict[str, Any]] | None = None,
-    callbacks: list[Any] | None = None,
-) -> Any:
-    """TRL `SFTTrainer` on the episodes, loss on completions only, with a LoRA adapter."""
-    trl = require("trl", INSTALL, "trl")
-    settings = settings or {"trainer": {}, "lora": {}}
-    args = trainer_args(
-        trl.SFTConfig,
-        output_dir,
-        {
-            "max_steps": steps,
-            "learning_rate": learning_rate,
-            "per_device_train_batch_size": batch_size,
-            "max_length": max_length,
-            "completion_only_loss": True,
-            "seed": seed,
-            "lr_scheduler_type": "constant",
-            "warmup_steps": 0,
-        },
-        settings["trainer"],
-    )
-    if not args.completion_only_loss:
-        raise ConfigError(
-            "MetaICL computes the loss on answer tokens only: completion_only_loss must be true"
-        )
-    return trl.SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=sft_dataset(episodes),
-        processing_class=tokenizer,
-        peft_config=lora_config(settings["lora"]),
-        callbacks=callbacks,
-    )
+class MetaICLConfig(RunConfig):
+    """Settings of a MetaICL run (`train_metaicl`; the flags of `agentmeta train metaicl`)."""
+
+    loop: ClassVar[str] = "metaicl"
+
+    train_suites: list[str]
+    """Suites to meta-train on: episodes from their train split."""
+    eval_suites: list[str]
+    """Held-out suites (never trained on): k-shot accuracy on their test split, before and after."""
+    k: int = 4
+    """Demonstrations per episode and per held-out prompt."""
+    samples_per_suite: int = 64
+    """Training samples loaded per training suite."""
+    learning_rate: float = 1e-4
+    """Learning rate (constant, no warm-up, unless `trainer` says otherwise)."""
+    batch_size: int = 2
+    """Episodes per optimizer step."""
+    max_length: int = 512
+    """Most tokens per episode: longer ones drop demonstrations, oldest first."""
+    max_new_tokens: int = 32
+    """Most new tokens per held-out answer."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.k < 0:
+            raise ConfigError(f"k must be >= 0; got {self.k}")
+        overlap = sorted(set(self.train_suites) & set(self.eval_suites))
+        if overlap:
+            raise ConfigError(f"evaluation suites must be held out; trained on: {', '.join(overlap)}")
+        if not self.trainer.get("completion_only_loss", True):
+            raise ConfigError(
+                "MetaICL computes the loss on answer tokens only: completion_only_loss must be true"
+            )
+        return self
 
 
 def _load_tasks(specs: Sequence[str], limit: int, seed: int, split: str) -> dict[str, list[Sample]]:
@@ -233,122 +220,76 @@ def _load_tasks(specs: Sequence[str], limit: int, seed: int, split: str) -> dict
     return {spec: load_suite(spec, split=split, limit=limit, seed=seed).samples for spec in specs}
 
 
-def train_metaicl(
-    train_suites: Sequence[str],
-    eval_suites: Sequence[str],
-    output: str | Path,
-    *,
-    k: int = 4,
-    steps: int = 10,
-    model: str | None = None,
-    samples_per_suite: int = 64,
-    eval_limit: int = 16,
-    learning_rate: float = 1e-4,
-    batch_size: int = 2,
-    max_length: int = 512,
-    max_new_tokens: int = 32,
-    seed: int = 0,
-    config: str | Path | None = None,
-    overwrite: bool = False,
-    archive: Any = None,
-    progress: ProgressFn | None = None,
-    callbacks: list[Any] | None = None,
-) -> TrainResult:
-    """Meta-train a LoRA adapter on k-shot episodes of `train_suites`; compare k-shot accuracy on
-    `eval_suites` (never trained on) before and after. Writes the adapter to `output`.
+class MetaICL(Algorithm):
+    """MetaICL's part of `run_loop`: k-shot episodes for TRL's `SFTTrainer`, k-shot held-out evaluation.
 
     Episodes come from each training suite's train split (`samples_per_suite` samples).
     Evaluation uses `eval_limit` samples of each held-out suite's test split, with k demonstrations
     drawn once from its train split, so before and after see identical prompts.
     """
-    from agentmeta.eval.runner import evaluate
-    from agentmeta.models import get_model
 
-    check_run(steps, output, overwrite)
-    overlap = sorted(set(train_suites) & set(eval_suites))
-    if overlap:
-        raise ConfigError(f"evaluation suites must be held out; trained on: {', '.join(overlap)}")
-    settings = load_settings(config)
-    tasks = _load_tasks(train_suites, samples_per_suite, seed, "train")
-    check_k(tasks, k)
-    demo_pools = _load_tasks(eval_suites, max(k, 1), seed, "train")
-    for name, pool in demo_pools.items():
-        if k > len(pool):
-            raise ConfigError(f"k={k} but held-out suite {name} has only {len(pool)} demonstrations")
-    from agentmeta.eval.suites import load_suite
+    config: MetaICLConfig
+    trl_names = ("SFTTrainer", "SFTConfig")
 
-    held_out = [load_suite(s, split="test", limit=eval_limit, seed=seed) for s in eval_suites]
-    base = resolve_base(model)
-    set_seed(seed)
-    hf_model, tok = load_base(base)
-    length = token_length(tok)
-    n_episodes = steps * batch_size * int(settings["trainer"].get("gradient_accumulation_steps", 1))
-    episodes = build_episodes(tasks, k, n_episodes, max_length, length, seed)
+    def load_data(self) -> None:
+        from agentmeta.eval.suites import load_suite
 
-    def run_eval(m: Any) -> list[Any]:
-        return [
-            evaluate(
-                KShotAgent(demo_pools[spec], max_length, length, max_new_tokens),
-                s,
-                model=m,
-                seed=seed,
-                concurrency=8,
-            )
-            for spec, s in zip(eval_suites, held_out, strict=True)
+        c = self.config
+        self.tasks = _load_tasks(c.train_suites, c.samples_per_suite, c.seed, "train")
+        check_k(self.tasks, c.k)
+        self.demo_pools = _load_tasks(c.eval_suites, max(c.k, 1), c.seed, "train")
+        for name, pool in self.demo_pools.items():
+            if c.k > len(pool):
+                raise ConfigError(f"k={c.k} but held-out suite {name} has only {len(pool)} demonstrations")
+        self.held_out = [load_suite(s, split="test", limit=c.eval_limit, seed=c.seed) for s in c.eval_suites]
+
+    def setup(self, base: str, tokenizer: Any) -> None:
+        c = self.config
+        length = token_length(tokenizer)
+        n_episodes = c.steps * c.batch_size * int(c.trainer.get("gradient_accumulation_steps", 1))
+        self.episodes = build_episodes(self.tasks, c.k, n_episodes, c.max_length, length, c.seed)
+        self.evals = [
+            (KShotAgent(self.demo_pools[spec], c.max_length, length, c.max_new_tokens), suite)
+            for spec, suite in zip(c.eval_suites, self.held_out, strict=True)
         ]
 
-    with staged_output(output, overwrite) as tmp:
-        before = run_eval(get_model(f"hf/{base}", cache=False, shared=False)) if held_out else []
-        timer = step_timer(progress)
-        trainer = build_sft_trainer(
-            hf_model,
-            tok,
-            episodes,
-            tmp / "trainer",
-            steps=steps,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_length=max_length,
-            seed=seed,
-            settings=settings,
-            callbacks=[timer, *(callbacks or [])],
-        )
-        quiet(trainer).train()
-        info = AdapterInfo(
-            loop="metaicl",
-            base_model=base,
-            data={
-                "train_suites": list(train_suites),
-                "eval_suites": list(eval_suites),
-                "k": k,
-                "episodes": len(episodes),
-                "samples_per_suite": samples_per_suite,
-                "eval_limit": eval_limit,
-                "dropped_demonstrations": sum(e.dropped for e in episodes),
-            },
-            steps=int(trainer.state.global_step),
-            settings={
-                "learning_rate": learning_rate,
-                "batch_size": batch_size,
-                "max_length": max_length,
-                "seed": seed,
-                **settings,
-            },
-            metrics={
-                "train_loss": timer.logs.get("train_loss", timer.logs.get("loss")),
-                "s_per_step": sum(timer.times) / max(len(timer.times), 1),
-            },
-        )
-        save_adapter(trainer, tok, tmp, info)
-        after = (
-            run_eval(get_model(f"hf/{base}", adapter=str(tmp), cache=False, shared=False)) if held_out else []
-        )
-        table = [before_after(b, a, seed, k=k) for b, a in zip(before, after, strict=True)]
-        info.metrics["in_context"] = table
-        save_adapter(trainer, tok, tmp, info)
-        import json
+    def dataset(self) -> Any:
+        return sft_dataset(self.episodes)
 
-        (tmp / "metaicl-eval.json").write_text(
+    def trainer_settings(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "per_device_train_batch_size": c.batch_size,
+            "max_length": c.max_length,
+            "completion_only_loss": True,
+        }
+
+    def data(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "train_suites": list(c.train_suites),
+            "eval_suites": list(c.eval_suites),
+            "k": c.k,
+            "episodes": len(self.episodes),
+            "samples_per_suite": c.samples_per_suite,
+            "eval_limit": c.eval_limit,
+            "dropped_demonstrations": sum(e.dropped for e in self.episodes),
+        }
+
+    def settings(self) -> dict[str, Any]:
+        return {"batch_size": self.config.batch_size, "max_length": self.config.max_length}
+
+    def metrics(self, trainer: Any, timer: Any) -> dict[str, Any]:
+        return {"train_loss": timer.logs.get("train_loss", timer.logs.get("loss"))}
+
+    def row_extra(self) -> dict[str, Any]:
+        return {"k": self.config.k}
+
+    def report(
+        self, where: Path, info: AdapterInfo, table: list[dict[str, Any]], before: list[Any], after: list[Any]
+    ) -> None:
+        info.metrics["in_context"] = table
+        (where / "metaicl-eval.json").write_text(
             json.dumps(
                 {
                     "table": table,
@@ -359,8 +300,18 @@ def train_metaicl(
             ),
             encoding="utf-8",
         )
-    final = Path(output).expanduser().resolve()
-    cid = None
-    if archive is not None:
-        cid = register_adapter(archive, final, info, f"metaicl-k{k}-{final.name}", after)
-    return TrainResult(output=str(final), info=info, step_times=timer.times, candidate_id=cid, table=table)
+
+    def candidate_name(self, final: Path) -> str:
+        return f"metaicl-k{self.config.k}-{final.name}"
+
+
+def train_metaicl(
+    config: MetaICLConfig, *, progress: ProgressFn | None = None, callbacks: list[Any] | None = None
+) -> TrainResult:
+    """Meta-train a LoRA adapter on k-shot episodes of `config.train_suites`; compare k-shot accuracy
+    on `config.eval_suites` (never trained on) before and after. Writes the adapter to `config.output`.
+
+    `progress(step, max_steps, logs)` is called after each optimizer step; `callbacks` are more
+    `transformers.TrainerCallback`s for the trainer. See `MetaICL` for the data and evaluation.
+    """
+    return run_loop(MetaICL(config), progress=progress, callbacks=callbacks)

@@ -43,6 +43,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_metaicl_command_trains_and_prints_before_after(tmp_path: Path, dense_model_dir: Path):
     from agentmeta.archive import Archive
+    from agentmeta.train.metaicl import MetaICLConfig
 
     out, db = tmp_path / "metaicl", tmp_path / "a.db"
     p = cli(
@@ -57,6 +58,11 @@ def test_metaicl_command_trains_and_prints_before_after(tmp_path: Path, dense_mo
     assert row["suite"] == "rg/spell_backward" and row["n"] == 3 and row["k"] == 2
     assert [r["id"] for r in saved["before"][0]["records"]] == [r["id"] for r in saved["after"][0]["records"]]
     assert_adapter_changes_model(str(dense_model_dir), out)
+    config = MetaICLConfig.from_adapter(out)
+    assert config.train_suites == ["rg/basic_arithmetic", "rg/word_sorting"] and config.eval_suites == [
+        "rg/spell_backward"
+    ]
+    assert (config.k, config.steps, config.learning_rate, config.archive) == (2, 2, 5e-3, str(db))
     with Archive(db) as arch:
         (cand,) = [c for c in arch.candidates() if c.kind == "model"]
         assert cand.source == str(out) and cand.metadata["loop"] == "metaicl"
@@ -91,14 +97,16 @@ def test_grpo_command_trains_a_loadable_adapter(tmp_path: Path, dense_model_dir:
 
 def test_grpo_trainer_receives_the_suite_scorer_values(tmp_path: Path, dense_model_dir: Path):
     from agentmeta.eval.suites import load_suite
-    from agentmeta.train.grpo import train_grpo
+    from agentmeta.train.grpo import GRPOConfig, train_grpo
 
     spec = f1_suite(tmp_path)
     rewards: list = []
-    result = train_grpo(
-        spec, tmp_path / "out", steps=2, train_limit=4, eval_limit=0, num_generations=2, max_new_tokens=16,
-        learning_rate=1e-3, rewards_out=rewards,
+    config = GRPOConfig(
+        suite=spec, output=tmp_path / "out", steps=2, train_limit=4, eval_limit=0, num_generations=2,
+        max_new_tokens=16, learning_rate=1e-3,
     )  # fmt: skip
+    result = train_grpo(config, rewards_out=rewards)
+    assert GRPOConfig.from_adapter(result.output) == config  # the metadata holds the run's settings
     reward = rewards[0]
     suite = load_suite(spec, split="train", limit=4)  # GRPO trains on the train split
     by_id = {s.id: s for s in suite.samples}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -254,3 +256,203 @@ def test_infra_errors_get_no_reward_and_too_many_stop_training():
     with pytest.raises(InfrastructureError, match="2 of 3 completions"):
         main(["p"] * 3, completions, sample_id=["s2", "s2", "s1"])
     assert isinstance(ModelCallError("x"), InfrastructureError)
+
+
+@pytest.mark.parametrize(
+    "yaml_text,needle",
+    [
+        ("optimizer: adam\n", "optimizer"),  # not a section
+        ("trainer:\n  no_such_setting: 1\n", "no_such_setting"),  # not a TRL GRPOConfig field
+    ],
+)
+def test_settings_file_with_an_unknown_key_is_one_line_naming_it(tmp_path: Path, yaml_text: str, needle: str):
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml_text)
+    out = tmp_path / "out"
+    p = cli(
+        "grpo",
+        "--suite",
+        "rg/basic_arithmetic",
+        "--config",
+        str(settings),
+        "--output",
+        str(out),
+        "--no-register",
+    )
+    assert p.returncode == 2, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], p.stderr
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["settings.yaml"]
+
+
+def metaicl_config(tmp_path: Path, **kw):  # noqa: ANN201
+    from agentmeta.train.metaicl import MetaICLConfig
+
+    fields = {
+        "train_suites": ["rg/basic_arithmetic"],
+        "eval_suites": ["rg/spell_backward"],
+        "output": tmp_path / "out",
+    }
+    return MetaICLConfig(**{**fields, **kw})
+
+
+def test_run_configs_reject_unknown_fields_and_bad_values_in_one_line(tmp_path: Path):
+    from agentmeta.train.grpo import GRPOConfig
+
+    for kw, needle in [
+        ({"stepz": 3}, "'stepz' (did you mean 'steps'?)"),
+        ({"steps": 0}, "steps must be >= 1"),
+        ({"k": "four"}, "k: Input should be a valid integer"),
+        ({"eval_suites": ["rg/basic_arithmetic"]}, "must be held out"),
+        ({"trainer": {"completion_only_loss": False}}, "completion_only_loss"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(needle)) as e:
+            metaicl_config(tmp_path, **kw)
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="num_generations must be >= 2"):
+        GRPOConfig(suite="rg/basic_arithmetic", output=tmp_path, num_generations=1)
+    with pytest.raises(ConfigError, match="unknown target 'planner'"):
+        GRPOConfig(suite="rg/basic_arithmetic", output=tmp_path, target="planner")
+
+
+def test_run_configs_round_trip_through_the_adapter_metadata(tmp_path: Path):
+    from agentmeta.train.common import ADAPTER_INFO, AdapterInfo
+    from agentmeta.train.grpo import GRPOConfig
+    from agentmeta.train.metaicl import MetaICLConfig
+
+    configs = [
+        metaicl_config(tmp_path, k=2, trainer={"gradient_accumulation_steps": 2}, lora={"r": 4}, archive=tmp_path / "a.db"),
+        GRPOConfig(suite="rg/puzzle24", output="rel/out", target="conductor", workers=["mock"], format_weight=0.5),
+    ]  # fmt: skip
+    for config in configs:
+        where = tmp_path / config.loop
+        where.mkdir()
+        info = AdapterInfo(loop=config.loop, base_model="/base", config=config.model_dump(mode="json"))
+        (where / ADAPTER_INFO).write_text(info.model_dump_json(indent=2))
+        assert type(config).from_adapter(where) == config
+    assert MetaICLConfig.from_adapter(tmp_path / "metaicl").archive == str(tmp_path / "a.db")
+    with pytest.raises(ConfigError, match="no MetaICLConfig settings"):
+        MetaICLConfig.from_adapter(tmp_path / "grpo")
+
+
+class FakeTrainer:
+    """Takes what `run_loop` gives a TRL trainer; `train` runs the callbacks of three steps."""
+
+    made: list[FakeTrainer] = []
+
+    def __init__(self, **kwargs) -> None:  # noqa: ANN003
+        self.kwargs, self.args = kwargs, kwargs["args"]
+        self.state = SimpleNamespace(global_step=0, max_steps=self.args.max_steps, log_history=[])
+        self.model = SimpleNamespace(
+            save_pretrained=lambda d: (Path(d) / "adapter_model.safetensors").write_text("w")
+        )
+        FakeTrainer.made.append(self)
+
+    def remove_callback(self, callback) -> None:  # noqa: ANN001
+        pass
+
+    def train(self) -> None:
+        for step in range(1, self.args.max_steps + 1):
+            self.state.global_step = step
+            for cb in self.kwargs["callbacks"]:
+                cb.on_step_begin(self.args, self.state, None)
+                cb.on_step_end(self.args, self.state, None)
+                cb.on_log(self.args, self.state, None, logs={"loss": 1.0 / step})
+
+
+def fake_algorithm(config):  # noqa: ANN001, ANN201
+    import trl
+
+    from agentmeta.train.common import Algorithm
+
+    class Fake(Algorithm):
+        def trl_classes(self):  # noqa: ANN202
+            return FakeTrainer, trl.SFTConfig
+
+        def dataset(self) -> list[str]:
+            return ["row"]
+
+        def trainer_extra(self) -> dict:
+            return {"reward_funcs": ["r"]}
+
+        def metrics(self, trainer, timer) -> dict:  # noqa: ANN001
+            return {"last_loss": timer.logs["loss"]}
+
+    return Fake(config)
+
+
+class FakeTokenizer:
+    def save_pretrained(self, where: str) -> None:
+        (Path(where) / "tokenizer.json").write_text("{}")
+
+
+def test_run_loop_skeleton_writes_adapter_metadata_and_registers(tmp_path: Path, monkeypatch):
+    from agentmeta.archive import Archive
+    from agentmeta.train import common
+    from agentmeta.train.grpo import GRPOConfig
+
+    monkeypatch.setattr(common, "load_base", lambda base: (object(), FakeTokenizer()))
+    config = GRPOConfig(suite="rg/basic_arithmetic", output=tmp_path / "out", model="hf/base-dir", steps=3,
+                        trainer={"logging_steps": 5}, lora={"r": 4}, archive=str(tmp_path / "a.db"))  # fmt: skip
+    seen: list[tuple[int, int]] = []
+    result = common.run_loop(
+        fake_algorithm(config), progress=lambda step, total, logs: seen.append((step, total))
+    )
+    out = tmp_path / "out"
+    assert (
+        result.output == str(out.resolve())
+        and seen == [(1, 3), (2, 3), (3, 3)]
+        and len(result.step_times) == 3
+    )
+    assert sorted(x.name for x in tmp_path.iterdir()) == [
+        "a.db",
+        "out",
+    ]  # staged folder renamed, nothing left
+    assert sorted(x.name for x in out.iterdir()) == [
+        "adapter_model.safetensors",
+        "agentmeta-adapter.json",
+        "tokenizer.json",
+    ]
+    trainer = FakeTrainer.made[-1]
+    assert (
+        trainer.args.max_steps == 3 and trainer.args.learning_rate == 1e-5 and trainer.args.logging_steps == 5
+    )
+    assert trainer.kwargs["peft_config"].r == 4 and trainer.kwargs["reward_funcs"] == ["r"]
+    info = common.load_adapter_info(out)
+    assert info.loop == "grpo" and info.base_model == "base-dir" and info.steps == 3
+    assert info.settings == {
+        "learning_rate": 1e-5,
+        "seed": 0,
+        "trainer": {"logging_steps": 5},
+        "lora": {"r": 4},
+    }
+    assert info.metrics["last_loss"] == pytest.approx(1 / 3) and "s_per_step" in info.metrics
+    assert GRPOConfig.from_adapter(out) == config == GRPOConfig.model_validate(info.config)
+    with Archive(tmp_path / "a.db") as arch:
+        (cand,) = arch.candidates()
+        assert (
+            cand.id == result.candidate_id
+            and cand.name == "grpo-out"
+            and cand.metadata["config"] == info.config
+        )
+
+
+def test_run_loop_checks_trainer_and_lora_settings_before_loading_the_model(tmp_path: Path, monkeypatch):
+    from agentmeta.train import common
+    from agentmeta.train.grpo import GRPOConfig
+
+    def never(base: str):  # noqa: ANN202
+        raise AssertionError("the base model was loaded")
+
+    monkeypatch.setattr(common, "load_base", never)
+    for settings, needle in [
+        ({"trainer": {"no_such_setting": 1}}, "no_such_setting"),
+        ({"lora": {"rank": 4}}, "rank"),
+    ]:
+        config = GRPOConfig(
+            suite="rg/basic_arithmetic", output=tmp_path / "out", model="hf/base-dir", **settings
+        )
+        with pytest.raises(ConfigError, match=needle) as e:
+            common.run_loop(fake_algorithm(config))
+        assert "\n" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
