@@ -25,10 +25,14 @@ def template_variables(name: str) -> set[str]:
 
 def render(name: str, **variables: object) -> str:
     """Fill the `{var}` slots of `prompts/<name>.txt`; a slot with no value is an error."""
-    template = load_template(name)
+    return render_text(load_template(name), name, **variables)
+
+
+def render_text(template: str, what: str = "template", **variables: object) -> str:
+    """Fill the `{var}` slots of a template given as text (`what` names it in errors)."""
     missing = sorted({m for m in _VAR.findall(template) if m not in variables})
     if missing:
         raise ConfigError(
-            f"prompt {name!r} needs {', '.join(missing)}; got {', '.join(sorted(variables)) or 'nothing'}"
+            f"prompt {what!r} needs {', '.join(missing)}; got {', '.join(sorted(variables)) or 'nothing'}"
         )
     return _VAR.sub(lambda m: str(variables[m.group(1)]), template)

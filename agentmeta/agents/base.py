@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_validator
 
-from agentmeta.eval.scorers import extract_answer as extract_answer  # one parser for agents and scorers
+from agentmeta.agents.answers import extract_answer as extract_answer  # one parser for agents and scorers
+from agentmeta.errors import ConfigError
+from agentmeta.registry import registry
 
 if TYPE_CHECKING:
+    from agentmeta.agents.kinds import AgentKind
     from agentmeta.models import Model
-
-AgentKind = Literal["code", "graph", "prompt", "conductor"]
 
 
 @runtime_checkable
@@ -25,43 +26,50 @@ class Agent(Protocol):
     def run(self, task_input: str, model: Model) -> str: ...
 
 
+def kind_names() -> list[str]:
+    """The registered agent kinds (built-ins first, then plugins)."""
+    return registry.names("kind")
+
+
+def get_kind(name: str) -> AgentKind:
+    """The registered agent kind `name`; `ConfigError` listing the registered kinds if there is none."""
+    if not registry.has("kind", name):
+        raise ConfigError(
+            f"unknown agent kind {name!r}; registered kinds: {', '.join(kind_names())} "
+            "(a plugin's kind needs its package installed)"
+        )
+    return registry.get("kind", name)  # type: ignore[no-any-return]
+
+
 class AgentSpec(BaseModel):
     """A candidate as data: what the meta-agent writes and the archive stores."""
 
-    kind: AgentKind
-    """code (forward() source), graph (node/edge spec), prompt (one templated call), conductor."""
+    kind: str
+    """A registered agent kind: code (forward() source), graph (node/edge spec), prompt (one
+    templated call), conductor, or a plugin's kind (`agentmeta plugins` lists them)."""
     name: str
     """A short human name."""
     thought: str = ""
     """The designer's reasoning behind the candidate."""
     source: str
-    """Python source (code), JSON spec (graph, prompt, conductor)."""
+    """What the kind builds from: Python source (code), a JSON spec (graph, prompt, conductor)."""
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, v: str) -> str:
+        get_kind(v)  # raises ConfigError naming the registered kinds
+        return v
 
     def build(self) -> Agent:
         """Compile into a runnable agent (raises `InvalidAgentError` if it is not valid)."""
-        if self.kind == "code":
-            from agentmeta.agents.code import CodeAgent
-
-            return CodeAgent(self.source, name=self.name)
-        if self.kind == "graph":
-            from agentmeta.agents.graph import GraphAgent
-
-            return GraphAgent.from_source(self.source, name=self.name)
-        if self.kind == "prompt":
-            from agentmeta.agents.prompt import PromptAgent
-
-            return PromptAgent.from_source(self.source, name=self.name)
-        from agentmeta.agents.registry import build_extra_kind
-
-        return build_extra_kind(self)
+        return get_kind(self.kind).build(self)
 
     def export(self, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Write a readable folder: agent.json (metadata) plus agent.py / graph.json / prompt.json."""
+        """Write a readable folder: agent.json (metadata) plus the source file its kind names
+        (agent.py, graph.json, prompt.json, ...)."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        filename = {"code": "agent.py", "graph": "graph.json", "prompt": "prompt.json"}.get(
-            self.kind, "agent.json.src"
-        )
+        filename = get_kind(self.kind).filename
         (out / filename).write_text(self.source)
         meta = {
             "kind": self.kind,

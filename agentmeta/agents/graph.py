@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from agentmeta.agents.base import extract_answer
+from agentmeta.agents.answers import extract_answer, majority
 from agentmeta.errors import InvalidAgentError
-from agentmeta.eval.agents import majority
 
 if TYPE_CHECKING:
     from agentmeta.models import Model

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agentmeta.agents.base import extract_answer
+from agentmeta.agents.answers import extract_answer
 from agentmeta.errors import InvalidAgentError
 
 if TYPE_CHECKING:

@@ -30,6 +30,14 @@ SOURCE_FILES = {
     "conductor": "conductor.txt",
     "model": "model.txt",
 }
+
+
+def source_file(kind: str) -> str:
+    """The file an exported candidate's source goes to: `SOURCE_FILES`, else `<kind>.txt` (a plugin's
+    kind, the name made safe for a file name)."""
+    return SOURCE_FILES.get(kind) or (re.sub(r"[^A-Za-z0-9_-]+", "_", kind).strip("_") or "source") + ".txt"
+
+
 _ADAS_KNOWN = {"thought", "name", "code", "fitness", "generation"}
 
 _NUM = r"(-?\d+(?:\.\d+)?)"
@@ -276,7 +284,7 @@ def export_candidate(archive: Archive, candidate_id: str, directory: str | Path)
                 f"{out} already holds another export ({previous!r}); pick an empty folder for {cand.id}"
             )
     out.mkdir(parents=True, exist_ok=True)
-    source_name = SOURCE_FILES[cand.kind]
+    source_name = source_file(cand.kind)
     meta = cand.model_dump(mode="json", exclude={"source", "evaluations"})
     meta["source_file"] = source_name
     meta["evaluations"] = [

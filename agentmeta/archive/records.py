@@ -15,15 +15,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
+from agentmeta.errors import ArchiveError
 from agentmeta.models.types import Usage
+from agentmeta.registry import registry
 
-Kind = Literal["code", "graph", "prompt", "conductor", "model"]
 Status = Literal["pending", "ok", "invalid", "error"]
 CampaignStatus = Literal["running", "done", "failed", "stopped"]
 
 Outcome = Literal["scored", "agent_error", "infra_error"]
 
-KINDS: tuple[str, ...] = ("code", "graph", "prompt", "conductor", "model")
+ARCHIVE_KINDS: tuple[str, ...] = ("model",)
+"""Kinds the archive stores besides the registered agent kinds: `model` (a trained adapter)."""
 STATUSES: tuple[str, ...] = ("pending", "ok", "invalid", "error")
 ID_LENGTH = 12
 ID_PATTERN = r"^[A-Za-z0-9_.-]{0,32}$"
@@ -34,6 +36,23 @@ TRUNCATED = "[... truncated: {chars} characters in all]"
 FITNESS_INFRA_KEY = "fitness_infra"
 """Candidate metadata key describing the infrastructure errors of the evaluation behind `fitness`
 (`suite`, `split`, `stage`, `n`, `n_infra`, `incomplete`); absent when there were none."""
+
+
+def known_kinds() -> list[str]:
+    """The kinds a new record may have: every registered agent kind (`code`, `graph`, `prompt`,
+    `conductor`, plugins') plus `ARCHIVE_KINDS`. Reading is not limited to these: a stored record
+    whose plugin is not installed still reads."""
+    return [*registry.names("kind"), *(k for k in ARCHIVE_KINDS if not registry.has("kind", k))]
+
+
+def check_kind(kind: str) -> str:
+    """`kind` if a new record may have it, else `ArchiveError` naming the kinds that exist."""
+    if kind not in known_kinds():
+        raise ArchiveError(
+            f"unknown kind {kind!r}; expected one of {known_kinds()} "
+            "(a plugin's agent kind needs its package installed)"
+        )
+    return kind
 
 
 def new_id() -> str:
@@ -199,8 +218,9 @@ class Candidate(BaseModel):
     """Short id (12 hex characters); set by `Archive.add` when empty."""
     key: str | None = Field(default=None, min_length=1, max_length=500)
     """Caller-supplied deterministic key: adding the same key twice returns the same record."""
-    kind: Kind = "code"
-    """What `source` holds: code, graph, prompt, conductor or model."""
+    kind: str = "code"
+    """What `source` holds: a registered agent kind (code, graph, prompt, conductor or a plugin's)
+    or model. `Archive.add` checks it (`known_kinds`); reading accepts any stored kind."""
     name: str = ""
     """Short human name, e.g. `Self-Refine`."""
     thought: str = ""

@@ -22,7 +22,6 @@ from agentmeta.archive import schema as t
 from agentmeta.archive.campaigns import CampaignsMixin
 from agentmeta.archive.records import (
     FITNESS_INFRA_KEY,
-    KINDS,
     STATUSES,
     Candidate,
     Evaluation,
@@ -31,7 +30,9 @@ from agentmeta.archive.records import (
     Lineage,
     SampleScore,
     as_utc,
+    check_kind,
     key_id,
+    known_kinds,
     new_id,
     utcnow,
 )
@@ -193,6 +194,7 @@ class Archive(CampaignsMixin):
         return self._add(candidate)[0]
 
     def _add(self, candidate: Candidate) -> tuple[str, bool]:
+        check_kind(candidate.kind)  # writing validates; reading takes any stored kind
         cid = candidate.id or (key_id(candidate.key) if candidate.key else new_id())
         record = candidate.model_copy(update={"id": cid})
         for ev in record.evaluations:
@@ -330,8 +332,8 @@ class Archive(CampaignsMixin):
         kind and generation."""
         q = select(t.candidates).order_by(t.candidates.c.created_at, t.candidates.c.id)
         statuses = _as_set(status, STATUSES, "status")
-        kinds = _as_set(kind, KINDS, "kind")
         with self._read() as conn:
+            kinds = None if kind is None else _as_set(kind, self._kinds(conn), "kind")
             if campaign is not None:
                 # Candidates name their campaign by id, or by name when tagged by hand.
                 q = q.where(t.candidates.c.campaign.in_({campaign, self._campaign_id(conn, campaign)}))
@@ -344,6 +346,12 @@ class Archive(CampaignsMixin):
             rows = conn.execute(q).mappings().all()
             evs = self._evaluations_of(conn, [r["id"] for r in rows]) if with_evaluations else {}
         return [self._candidate(r, evs.get(r["id"])) for r in rows]
+
+    @staticmethod
+    def _kinds(conn: Connection) -> list[str]:
+        """Kinds a filter may name: the known ones and any stored (a plugin's that is not installed)."""
+        stored = conn.execute(select(t.candidates.c.kind).distinct()).scalars()
+        return list(dict.fromkeys([*known_kinds(), *sorted(stored)]))
 
     def __iter__(self) -> Iterator[Candidate]:
         return iter(self.candidates())

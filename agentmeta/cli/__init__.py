@@ -88,6 +88,39 @@ def models_cmd() -> None:
     console.print(f"default: [bold]{config.DEFAULT_MODEL}[/bold]")
 
 
+@app.command("plugins")
+def plugins_cmd(
+    category: Annotated[
+        str | None, typer.Argument(help="Only this category: provider, suite, scorer, kind, agent, strategy.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List everything registered (providers, suites, scorers, agent kinds, agents, strategies) and
+    where each came from: agentmeta itself or a plugin package (entry-point group agentmeta.plugins)."""
+    import json
+
+    from agentmeta.errors import AgentMetaError
+    from agentmeta.registry import ENTRY_POINT_GROUP, registry
+
+    try:
+        entries = registry.entries(category)
+    except AgentMetaError as e:
+        err_console.print(f"error: {e}")
+        raise typer.Exit(code=2) from None
+    if json_output:
+        rows = [{"category": e.category, "name": e.name, "origin": e.origin, "doc": e.doc} for e in entries]
+        typer.echo(json.dumps({"entries": rows, "plugin_errors": registry.plugin_errors}, indent=2))
+        return
+    table = Table(title=f"registered (plugins: entry-point group {ENTRY_POINT_GROUP})")
+    for col in ("category", "name", "from", "what"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(e.category, escape(e.name), escape(e.origin), escape(e.doc))
+    console.print(table)
+    for message in registry.plugin_errors:
+        err_console.print(f"[red]plugin failed to load[/red]: {escape(message)}")
+
+
 @app.command("generate")
 def generate_cmd(
     prompt: Annotated[str, typer.Argument(help="The user message.")],

@@ -47,8 +47,12 @@ def register(app: typer.Typer) -> None:
     @app.command("search")
     def search_cmd(
         suite: Annotated[str, typer.Option("--suite", help="Suite spec to search on (validation split).")],
-        strategy: Annotated[str, typer.Option(help="Search strategy.")] = "meta-agent",
-        kind: Annotated[str, typer.Option(help="Candidate kind: code, graph or prompt.")] = "code",
+        strategy: Annotated[
+            str, typer.Option(help="Search strategy (`agentmeta plugins strategy` lists them).")
+        ] = "meta-agent",
+        kind: Annotated[
+            str, typer.Option(help="Candidate kind the strategy writes (`agentmeta plugins` lists agent kinds).")
+        ] = "code",
         iterations: Annotated[int, typer.Option(help="New candidates to propose.", min=0)] = 5,
         archive: Annotated[str, typer.Option(help="Archive path or SQLAlchemy URL.")] = os.environ.get(
             "AGENTMETA_ARCHIVE", "agentmeta-archive.db"
@@ -80,11 +84,8 @@ def register(app: typer.Typer) -> None:
         """Run (or resume) a Meta Agent Search campaign and print the leaderboard."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
-        from agentmeta.errors import ConfigError
         from agentmeta.search import Campaign, SearchConfig
 
-        if kind not in ("code", "graph", "prompt"):
-            raise ConfigError(f"--kind must be code, graph or prompt; got {kind!r}")
         if unsafe_sandbox:
             os.environ["AGENTMETA_UNSAFE_SANDBOX"] = "1"
         config = SearchConfig(

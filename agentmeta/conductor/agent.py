@@ -1,14 +1,20 @@
-"""The conductor as an agent kind: a conductor configuration is a candidate like any other."""
+"""The conductor as an agent kind: a conductor configuration is a candidate like any other.
+
+Registered in the registry's "kind" category as `conductor` (YAML/JSON files with a `conductor`
+key or `kind: conductor`); it has no proposal schema, so searches do not write conductors.
+"""
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field, ValidationError
 
-from agentmeta.agents.base import AgentSpec, extract_answer
-from agentmeta.agents.registry import register_kind
+from agentmeta.agents.answers import extract_answer
+from agentmeta.agents.base import AgentSpec
+from agentmeta.agents.kinds import AgentKind, register_kind
+from agentmeta.conductor.core import Conductor
 from agentmeta.errors import InvalidAgentError
 
 if TYPE_CHECKING:
@@ -36,8 +42,6 @@ class ConductorAgent:
         self.source = spec.model_dump_json(indent=2)
 
     def run(self, task_input: str, model: Model) -> str:
-        from agentmeta.conductor.core import Conductor
-
         c = Conductor(
             model=model,
             max_rounds=self.spec.max_rounds,
@@ -50,7 +54,8 @@ class ConductorAgent:
         return extract_answer(c.run(task_input).answer)
 
 
-def _build(spec: AgentSpec) -> Any:
+def build_conductor(spec: AgentSpec) -> ConductorAgent:
+    """A `ConductorAgent` from a spec whose source is a `ConductorSpec` as JSON (empty: defaults)."""
     try:
         data = json.loads(spec.source) if spec.source.strip() else {}
         cs = ConductorSpec.model_validate(data)
@@ -59,4 +64,13 @@ def _build(spec: AgentSpec) -> Any:
     return ConductorAgent(cs, name=spec.name)
 
 
-register_kind("conductor", _build)
+CONDUCTOR = register_kind(
+    AgentKind(
+        name="conductor",
+        build=build_conductor,
+        description="a meta-prompting conductor design: template, rounds and allowed experts",
+        suffixes=(".yaml", ".yml", ".json"),
+        markers=("conductor",),
+        filename="conductor.json",
+    )
+)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from agentmeta.agents.answers import extract_answer
 from agentmeta.errors import ConfigError
 from agentmeta.models import get_model
 from agentmeta.models.types import Usage
@@ -120,6 +121,4 @@ def run_workflow(
         )
         usage.add(resp)
         outputs.append(resp.text.strip())
-    from agentmeta.agents.base import extract_answer
-
     return WorkflowResult(answer=extract_answer(outputs[-1]), outputs=outputs, usage=usage)

@@ -177,16 +177,25 @@ def item_problems(sample: Sample, score: ScoreFn | None) -> list[tuple[str, str]
     if arith is not None:
         out.append(("arithmetic", arith))
     if score is not None:
-        try:
-            got = score(sample.target, sample)
-        except Exception as e:  # noqa: BLE001 - a scorer that cannot judge its own gold is a finding
-            out.append(("gold_fails", f"the scorer raised on the reference answer: {type(e).__name__}: {e}"))
-        else:
-            if got.value < 1.0:
-                out.append(
-                    ("gold_fails", f"the reference answer scores {got.value:g} under the suite's scorer")
-                )
+        problem = _gold_problem(sample, score)
+        if problem is not None:
+            out.append(("gold_fails", problem))
     return out
+
+
+def _gold_problem(sample: Sample, score: ScoreFn) -> str | None:
+    """None if the reference answer, given as an agent gives it (`Answer: ...`) or bare, scores 1."""
+    best, error = 0.0, ""
+    for text in (f"Answer: {sample.target}", sample.target):
+        try:
+            best = max(best, score(text, sample).value)
+        except Exception as e:  # noqa: BLE001 - a scorer that cannot judge its own gold is a finding
+            error = f"{type(e).__name__}: {e}"
+        if best >= 1.0:
+            return None
+    if error:
+        return f"the scorer raised on the reference answer: {error}"
+    return f"the reference answer scores {best:g} under the suite's scorer"
 
 
 def dedupe(samples: Iterable[Sample]) -> tuple[list[Sample], list[tuple[Sample, str, str]]]:

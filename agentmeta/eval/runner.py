@@ -30,8 +30,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
+from agentmeta.agents.base import Agent
+from agentmeta.agents.builtin import get_agent
 from agentmeta.errors import ConfigError, DataError, InfrastructureError, SandboxUnavailableError
-from agentmeta.eval.agents import Agent, get_agent
 from agentmeta.eval.types import EvalResult, Outcome, Sample, SampleRecord, Score, Suite
 from agentmeta.models import GenerateRequest, GenerateResponse, Model, Usage, get_model
 
@@ -302,8 +303,9 @@ def evaluate(
 ) -> EvalResult:
     """Evaluate `agent` on `suite` and return per-sample records plus the mean and its 95% CI.
 
-    `agent`: a built-in name (`direct`, `cot`, `cot-sc`), an object with `run(task_input, model)`,
-    or a function of the same shape. `suite`: a `Suite` or a spec for `load_suite` (then `split`,
+    `agent`: a registered agent's name (built-in: `direct`, `cot`, `cot-sc`), a seed name
+    (`graph/self_refine`), an agent file, an object with `run(task_input, model)`, or a function
+    of the same shape. `suite`: a `Suite` or a spec for `load_suite` (then `split`,
     `limit` and `seed` select its samples). `model`: a `Model`, a spec, or None for the embedded
     default. `max_tokens` caps every call's completion length. `progress(done, total, record)` is
     called after each sample. A sample lost to an infrastructure error is retried `infra_retries`

@@ -1,9 +1,8 @@
-"""Answer extraction and the scorer registry.
+"""Scorers, registered by name.
 
 A scorer is `(answer, sample) -> Score`. Factories are registered by name (`@register_scorer`) so a
-suite can name its scorer in JSON and be rebuilt from it. Built-in prompts ask for a final line
-`Answer: ...`; extraction here also accepts `Final answer:`, markdown emphasis, `\\boxed{}` and
-`the answer is ...`, and falls back to the last non-empty line.
+suite can name its scorer in JSON and be rebuilt from it. Answers are read out of completions by
+`agentmeta.agents.answers.extract_answer`, the same parser every agent uses.
 """
 
 from __future__ import annotations
@@ -17,125 +16,30 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from agentmeta.agents.answers import NUMBER_RE, answer_block, extract_answer, normalize_text, parse_number
+from agentmeta.agents.sandbox import Sandbox, SandboxLimits
 from agentmeta.errors import ConfigError
 from agentmeta.eval.types import Sample, Score, ScorerSpec
+from agentmeta.registry import registry
 
 ScorerFn = Callable[[str, Sample], Score]
 ScorerFactory = Callable[..., ScorerFn]
 
-_SCORERS: dict[str, ScorerFactory] = {}
-_DOCS: dict[str, str] = {}
-
 
 def register_scorer(name: str, doc: str = "") -> Callable[[ScorerFactory], ScorerFactory]:
-    """Register a scorer factory under `name` (its keyword arguments become `ScorerSpec.args`)."""
-
-    def deco(factory: ScorerFactory) -> ScorerFactory:
-        _SCORERS[name] = factory
-        _DOCS[name] = doc or (factory.__doc__ or "").strip().splitlines()[0]
-        return factory
-
-    return deco
+    """Register a scorer factory under `name` (its keyword arguments become `ScorerSpec.args`);
+    the same as `agentmeta.registry.register("scorer", name)`."""
+    return registry.register("scorer", name, doc)
 
 
 def list_scorers() -> dict[str, str]:
     """Registered scorer names with one line each."""
-    return dict(sorted(_DOCS.items()))
+    return {e.name: e.doc for e in sorted(registry.entries("scorer"), key=lambda e: e.name)}
 
 
 def build_scorer(spec: ScorerSpec | str, **args: Any) -> ScorerFn:
     """The scorer function for a spec (or a name plus arguments)."""
-    if isinstance(spec, str):
-        spec = ScorerSpec(name=spec, args=args)
-    factory = _SCORERS.get(spec.name)
-    if factory is None:
-        raise ConfigError(f"unknown scorer {spec.name!r}; available: {', '.join(sorted(_SCORERS))}")
-    try:
-        return factory(**spec.args)
-    except TypeError as e:
-        raise ConfigError(f"scorer {spec.name!r}: bad arguments {spec.args}: {e}") from e
-
-
-# ----------------------------------------------------------------------------- extraction
-
-_ANSWER_LINE = re.compile(
-    r"^[ \t>#*_-]*(?:final[ \t]+answer|answer)[ \t]*[*_]*[ \t]*[:：][ \t]*[*_]*[ \t]*(?P<rest>.*)$",
-    re.IGNORECASE | re.MULTILINE,
-)
-_ANSWER_INLINE = re.compile(r"\b(?:final[ \t]+answer|answer)[ \t]*[:：][ \t]*(?P<rest>[^\n]+)", re.IGNORECASE)
-_ANSWER_IS = re.compile(r"(?:final answer|the answer) is[:\s]*(?P<rest>[^\n]+)", re.IGNORECASE)
-_BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
-
-
-def _clean(text: str) -> str:
-    text = text.strip()
-    text = re.sub(r"^[*_`\s]+|[*_`\s]+$", "", text)
-    text = text.strip().strip("$").strip()
-    if text.endswith("."):
-        text = text[:-1]
-    return text.strip()
-
-
-def answer_block(text: str) -> str | None:
-    """Everything after the last `Answer:` marker (which may span lines), or None if there is none."""
-    matches = list(_ANSWER_LINE.finditer(text))
-    if not matches:
-        return None
-    m = matches[-1]
-    return text[m.start("rest") :].strip()
-
-
-def extract_answer(text: str) -> str:
-    """The final answer in a completion: the last `Answer:` line, else `\\boxed{}`, else an `Answer:`
-    inside a line, else "the answer is ...", else the last line."""
-    if not text:
-        return ""
-    matches = list(_ANSWER_LINE.finditer(text))
-    if matches:
-        m = matches[-1]
-        rest = m.group("rest").strip()
-        if not _clean(rest):  # "Answer:" alone on its line: the answer is on the next line
-            tail = [ln for ln in text[m.end() :].splitlines() if ln.strip()]
-            rest = tail[0] if tail else ""
-        inner = _BOXED.search(rest)
-        return _clean(inner.group(1) if inner else rest)
-    boxed = _BOXED.findall(text)
-    if boxed:
-        return _clean(boxed[-1])
-    inline = list(_ANSWER_INLINE.finditer(text))
-    if inline:
-        return _clean(inline[-1].group("rest"))
-    said = list(_ANSWER_IS.finditer(text))
-    if said:
-        return _clean(said[-1].group("rest"))
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    return _clean(lines[-1]) if lines else ""
-
-
-def normalize_text(text: str) -> str:
-    """SQuAD-style normalization: lowercase, no punctuation, no articles, single spaces."""
-    text = text.lower()
-    text = "".join(ch for ch in text if ch not in set(string.punctuation))
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-
-
-def parse_number(text: str, last: bool = True) -> float | None:
-    """The last (or first) number in `text`: thousands separators, decimals and simple fractions."""
-    found = _NUMBER.findall(text.replace("−", "-"))
-    if not found:
-        return None
-    token = (found[-1] if last else found[0]).replace(",", "")
-    try:
-        if "/" in token:
-            num, den = token.split("/")
-            return float(num) / float(den) if float(den) else None
-        return float(token)
-    except ValueError:
-        return None
+    return (ScorerSpec(name=spec, args=args) if isinstance(spec, str) else spec).build()
 
 
 def _targets(sample: Sample) -> list[str]:
@@ -221,7 +125,7 @@ def _f1_tokens(text: str) -> list[str]:
     out = []
     for raw in text.lower().split():
         tok = raw.strip(string.punctuation.replace("-", "").replace(".", "")).rstrip(".")
-        num = parse_number(tok) if _NUMBER.fullmatch(tok) else None
+        num = parse_number(tok) if NUMBER_RE.fullmatch(tok) else None
         if num is not None:
             out.append(f"{num:g}")
         else:
@@ -307,8 +211,6 @@ _code_sandboxes: dict[tuple[float, int], Any] = {}
 
 def _code_sandbox(timeout_s: float, memory_mb: int) -> Any:
     """A sandbox that starts a fresh worker per program, so no program can touch the next one's run."""
-    from agentmeta.agents.sandbox import Sandbox, SandboxLimits
-
     key = (timeout_s, memory_mb)
     if key not in _code_sandboxes:
         limits = SandboxLimits(
@@ -389,10 +291,25 @@ def grid() -> ScorerFn:
 
 
 @lru_cache(maxsize=64)
-def _rg_dataset(task: str, options_json: str) -> Any:
+def _rg_dataset(task: str, options_json: str, seed: int = 0) -> Any:
     from agentmeta.eval.loaders import rg_dataset
 
-    return rg_dataset(task, json.loads(options_json), seed=0, size=1)
+    return rg_dataset(task, json.loads(options_json), seed=seed * 1_000_003, size=10**9)
+
+
+def _rg_entry(task: str, options_json: str, sample: Sample) -> dict[str, Any]:
+    """The reasoning-gym entry a sample came from, as the generator made it: its verifier may need
+    the metadata's own types (tuples), which the JSON copy kept on the sample has lost."""
+    parts = sample.id.split("/")
+    if len(parts) == 4 and parts[0] == "rg" and parts[1] == task and parts[2].isdigit() and parts[3].isdigit():
+        entry = _rg_dataset(task, options_json, int(parts[2]))[int(parts[3])]
+        if str(entry.get("question")) == sample.input:
+            return dict(entry)
+    return {
+        "question": sample.input,
+        "answer": sample.metadata.get("rg_answer", sample.target),
+        "metadata": sample.metadata.get("rg", {}),
+    }
 
 
 @register_scorer("reasoning_gym", "the task family's own reasoning-gym verifier (hit = score >= 1)")
@@ -401,12 +318,10 @@ def reasoning_gym(task: str, options: dict[str, Any] | None = None) -> ScorerFn:
 
     def score(answer: str, sample: Sample) -> Score:
         dataset = _rg_dataset(task, options_json)
-        got = extract_answer(answer)
-        entry = {
-            "question": sample.input,
-            "answer": sample.metadata.get("rg_answer", sample.target),
-            "metadata": sample.metadata.get("rg", {}),
-        }
+        # a multi-line reference (a grid, a matrix) is compared with the whole answer block
+        block = answer_block(answer) if "\n" in sample.target.strip() else None
+        got = block.strip() if block else extract_answer(answer)
+        entry = _rg_entry(task, options_json, sample)
         value = float(dataset.score_answer(got, entry))
         value = min(1.0, max(0.0, value))
         return Score(

@@ -9,22 +9,23 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib
 import json
 import logging
 import random
 from collections import Counter
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 from agentmeta._paths import data_dir
 from agentmeta.errors import ConfigError, DataError
 from agentmeta.eval import loaders
 from agentmeta.eval.audit import ScoreFn, apply_builtin_checks, item_problems
 from agentmeta.eval.types import SPLITS, Sample, ScorerSpec, SplitName, SplitSizes, Suite
+from agentmeta.registry import registry
 
 log = logging.getLogger(__name__)
 
@@ -32,14 +33,20 @@ USER_FILE_SUFFIXES = (".jsonl", ".json", ".csv")
 
 
 class SuiteDef(BaseModel):
-    """One `evals/<name>.yaml` file."""
+    """A suite definition: one `evals/<name>.yaml` file, a YAML file anywhere
+    (`--suite path/to/suite.yaml`), or `register_suite(...)` from Python or a plugin."""
 
     name: str
     """Spec name (a family is used as `name/<task>`)."""
     description: str = ""
     """One line."""
     loader: str
-    """Loader name in `loaders.FIXED` (or `loaders.STREAMS` if procedural)."""
+    """Where the samples come from: a built-in loader (`gsm8k`, `mmlu`, `reasoning_gym`, ...),
+    `file` (a JSONL/CSV/JSON file: `options.path`, relative to the YAML file), or
+    `package.module:function` (fixed: `function(options) -> list[Sample]`; procedural:
+    `function(task, options, seed) -> Iterator[Sample]`)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Fixed options of the loader (for `file`: path, input, target, id, train, validation)."""
     procedural: bool = False
     """Samples are generated (seeded), not read from a fixed file."""
     family: bool = False
@@ -59,19 +66,83 @@ class SuiteDef(BaseModel):
     """Example tasks of a family."""
 
 
-@lru_cache(maxsize=1)
-def suite_defs() -> dict[str, SuiteDef]:
-    """Every suite defined under `evals/`, by name."""
+    _load: Callable[..., Any] | None = PrivateAttr(default=None)
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    def load_fn(self) -> Callable[..., Any]:
+        """The function that yields this suite's samples (see `loader`)."""
+        if self._load is not None:
+            return self._load
+        table = loaders.STREAMS if self.procedural else loaders.FIXED
+        if self.loader in table:
+            return table[self.loader]
+        module, colon, attr = self.loader.partition(":")
+        if colon and module and attr:
+            try:
+                return cast(Callable[..., Any], getattr(importlib.import_module(module), attr))
+            except (ImportError, AttributeError) as e:
+                raise ConfigError(f"suite {self.name}: cannot load {self.loader!r}: {e}") from e
+        raise ConfigError(
+            f"suite {self.name}: unknown loader {self.loader!r}; use one of {', '.join(sorted(table))}, "
+            "file, or package.module:function"
+        )
+
+
+def _register_shipped() -> None:
+    """Register every suite defined under `evals/` (runs when this module is imported)."""
+    for path in sorted(data_dir("evals").glob("*.yaml")):
+        d = read_suite_yaml(path)
+        registry.add("suite", d.name, d, d.description)
+
+
+def read_suite_yaml(path: str | Path) -> SuiteDef:
+    """A suite definition from a YAML file (the fields of `SuiteDef`; `name` defaults to the file's stem)."""
     import yaml
 
-    out: dict[str, SuiteDef] = {}
-    for path in sorted(data_dir("evals").glob("*.yaml")):
-        try:
-            d = SuiteDef.model_validate(yaml.safe_load(path.read_text()))
-        except Exception as e:  # noqa: BLE001 - a broken definition must name its file
-            raise ConfigError(f"suite definition {path.name} is invalid: {e}") from e
-        out[d.name] = d
-    return out
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"suite definition {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError("expected a mapping of SuiteDef fields")
+        data.setdefault("name", path.stem)
+        d = SuiteDef.model_validate(data)
+    except Exception as e:  # noqa: BLE001 - a broken definition must name its file
+        first = str(e).strip().splitlines()
+        raise ConfigError(f"suite definition {path} is invalid: {' '.join(first[:3])}") from e
+    d._base_dir = path.parent
+    return d
+
+
+def register_suite(
+    name: str,
+    load: Callable[..., Any],
+    *,
+    scorer: str | ScorerSpec = "exact",
+    sizes: dict[str, int | Literal["rest"]] | None = None,
+    description: str = "",
+    procedural: bool = False,
+    family: bool = False,
+    filters: dict[str, str] | None = None,
+) -> SuiteDef:
+    """Register a suite from Python (or a plugin): `load(options) -> list[Sample]` for fixed data,
+    `load(task, options, seed) -> Iterator[Sample]` when `procedural`. Splits, label checks, limits
+    and seeds then work as for the shipped suites."""
+    spec = scorer if isinstance(scorer, ScorerSpec) else ScorerSpec(name=scorer)
+    d = SuiteDef(
+        name=name, description=description, loader=f"{getattr(load, '__module__', '')}:{load.__name__}",
+        procedural=procedural, family=family, scorer=spec, filters=filters or {},
+        **({"sizes": sizes} if sizes is not None else {}),
+    )  # fmt: skip
+    d._load = load
+    registry.add("suite", name, d, description)
+    return d
+
+
+def suite_defs() -> dict[str, SuiteDef]:
+    """Every registered suite (shipped, plugins, `register_suite`), by name."""
+    return {e.name: e.obj for e in registry.entries("suite")}
 
 
 def available_suites() -> list[str]:
@@ -201,7 +272,7 @@ def _stream_split(
 ) -> list[Sample]:
     """First `count` distinct generated samples whose text hashes into `split` and pass the
     built-in label checks (`check` False: no checks; None: checks without the scorer)."""
-    stream = loaders.STREAMS[d.loader](task, options, seed)
+    stream = d.load_fn()(task, options, seed)
     out: list[Sample] = []
     seen: set[str] = set()
     budget = 50 * count + 200
@@ -252,10 +323,17 @@ def load_suite(
         raise ConfigError(f"limit must be >= 0; got {limit}")
     base, spec_options = parse_spec(spec)
     opts = {**spec_options, **options}
+    if base.lower().endswith((".yaml", ".yml")):
+        d = read_suite_yaml(base)
+        if d.loader == "file":
+            return _file_def_suite(d, base, opts, split, limit, seed, checks)
+        return _load_defined(d, base, d.name, "", opts, split, limit, seed, checks)
     if _looks_like_file(base):
         return _user_suite(base, opts, split, limit, seed, checks)
     name, _, task = base.partition("/")
     d = suite_defs().get(name)
+    if d is not None and d.loader == "file" and not task:
+        return _file_def_suite(d, base, opts, split, limit, seed, checks)
     if d is None or d.family != bool(task):
         hint = (
             f" ({name} needs a task, e.g. {name}/{d.examples[0]})"
@@ -264,8 +342,38 @@ def load_suite(
         )
         raise ConfigError(
             f"unknown suite {spec!r}{hint}; available: {', '.join(available_suites())}, "
-            "or a path to a .jsonl/.csv file"
+            "a suite .yaml file, or a path to a .jsonl/.csv file"
         )
+    return _load_defined(d, base, name, task, opts, split, limit, seed, checks)
+
+
+def _file_def_suite(
+    d: SuiteDef, base: str, opts: dict[str, Any], split: str, limit: int | None, seed: int, checks: bool
+) -> Suite:
+    """A definition whose loader is `file`: the data file of `options.path`, with its scorer."""
+    merged = {**d.options, **opts}
+    path = merged.pop("path", None)
+    if not path:
+        raise ConfigError(f"suite {d.name}: loader 'file' needs options.path (the data file)")
+    full = Path(path) if Path(path).is_absolute() or d._base_dir is None else d._base_dir / path
+    merged.setdefault("scorer", d.scorer.name)
+    if d.scorer.args:
+        merged.setdefault("scorer_args", d.scorer.args)
+    suite = _user_suite(str(full), merged, split, limit, seed, checks)
+    return suite.model_copy(update={"name": canonical_spec(base, opts), "description": d.description})
+
+
+def _load_defined(
+    d: SuiteDef,
+    base: str,
+    name: str,
+    task: str,
+    opts: dict[str, Any],
+    split: str,
+    limit: int | None,
+    seed: int,
+    checks: bool,
+) -> Suite:
     scorer = d.scorer
     if d.family:
         scorer = ScorerSpec(name=scorer.name, args={**scorer.args, "task": task, "options": opts})
@@ -287,9 +395,9 @@ def load_suite(
             valid = f"; its options: {', '.join(sorted(d.filters))}" if d.filters else ""
             raise ConfigError(f"suite {name} takes no option {', '.join(unknown)}{valid}")
         if checks:
-            pool, dropped = _checked_pool(name, lambda: loaders.FIXED[d.loader]({}), score_fn)
+            pool, dropped = _checked_pool(name, lambda: d.load_fn()(dict(d.options)), score_fn)
         else:
-            pool = loaders.FIXED[d.loader]({})
+            pool = d.load_fn()(dict(d.options))
         splits, sizes = _fixed_splits(name, pool, d.sizes)
         if any(k in opts for k in d.filters):
             splits = {k: _filtered(name, d, v, opts) for k, v in splits.items()}
@@ -574,3 +682,6 @@ def describe_suites() -> list[SuiteInfo]:
                 )
             )
     return rows
+
+
+_register_shipped()

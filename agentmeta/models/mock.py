@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 
 from agentmeta.errors import ModelCallError
@@ -40,12 +41,14 @@ class MockProvider(Provider):
         self._outputs = outputs
         self._index = 0
         self._lock = threading.Lock()
+        self._uid = uuid.uuid4().hex
         self.requests: list[GenerateRequest] = []
         """Every request seen, in order."""
 
     def identity(self) -> str:
-        # each scripted mock answers differently: never share cache entries between instances
-        return f"mock:{id(self)}"
+        # each scripted mock answers differently: never share cache entries between instances (not
+        # even with a collected one whose id() this instance reuses)
+        return f"mock:{self._uid}"
 
     def _next(self, request: GenerateRequest) -> str:
         if self._outputs is None:

@@ -14,20 +14,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
-from agentmeta.agents.base import AgentSpec
+from agentmeta.agents.base import AgentSpec, get_kind
 from agentmeta.agents.loader import seed_agents
 from agentmeta.errors import ConfigError, DataError, InfrastructureError, InvalidAgentError
 from agentmeta.eval.types import EvalResult, Suite
 from agentmeta.models import Model, get_model
+from agentmeta.search.strategies import get_strategy
 from agentmeta.search.strategy import Proposal, ProposalContext, Strategy
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["code", "graph", "prompt"]
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
@@ -37,8 +37,9 @@ class SearchConfig(BaseModel):
     suite: str
     """Suite spec the candidates are scored on (validation split)."""
     strategy: str = "meta-agent"
-    kind: Kind = "code"
-    """Candidate kind the meta-agent writes."""
+    kind: str = "code"
+    """Candidate kind the strategy writes: a registered agent kind (`agentmeta plugins` lists them);
+    the meta-agent writes any kind with a proposal schema (built-in: code, graph, prompt)."""
     model: str | None = None
     """Model the candidates run on (default: the embedded model)."""
     meta_model: str | None = None
@@ -62,6 +63,12 @@ class SearchConfig(BaseModel):
     """Stop when the campaign has spent this many tokens (task + meta model)."""
     max_wall_s: float | None = None
     concurrency: int = Field(default=8, ge=1)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, v: str) -> str:
+        get_kind(v)  # ConfigError listing the registered kinds
+        return v
 
     def identity(self) -> dict[str, Any]:
         return self.model_dump(exclude={"name", "iterations", "max_tokens", "max_wall_s", "concurrency"})
@@ -95,14 +102,6 @@ def data_digest(*suites: Suite) -> str:
     return h.hexdigest()[:16]
 
 
-def get_strategy(name: str, config: SearchConfig) -> Strategy:
-    if name == "meta-agent":
-        from agentmeta.search.meta_agent import MetaAgentSearch
-
-        return MetaAgentSearch(reflexion_rounds=config.reflexion_rounds)
-    raise ConfigError(f"unknown strategy {name!r}; available: meta-agent")
-
-
 class Campaign:
     def __init__(
         self,
@@ -113,7 +112,10 @@ class Campaign:
         meta_model: Model | None = None,
         strategy: Strategy | None = None,
         progress: ProgressFn | None = None,
+        suite: Suite | None = None,
     ) -> None:
+        """`suite`: a `Suite` object to search on instead of loading `config.suite` (its samples are
+        the validation samples; `config.suite` names it). The proposer then sees no train example."""
         from agentmeta.eval import load_suite
 
         self.config = config
@@ -122,16 +124,25 @@ class Campaign:
         self.meta_model = meta_model or (
             self.model if config.meta_model in (None, config.model) else get_model(config.meta_model)
         )
-        self.strategy = strategy or get_strategy(config.strategy, config)
+        self.strategy = strategy if strategy is not None else get_strategy(config.strategy, config)
         self.progress = progress or (lambda event: None)
         self.name = config.campaign_name()
-        full = load_suite(
-            config.suite, split="validation", limit=max(config.full, config.subset), seed=config.seed
-        )
+        if suite is not None:
+            if suite.split not in ("validation", "all"):
+                raise ConfigError(
+                    f"search selects on validation samples; the Suite given is its {suite.split} split"
+                )
+            full = suite.model_copy(update={"samples": suite.samples[: max(config.full, config.subset)]})
+        else:
+            full = load_suite(
+                config.suite, split="validation", limit=max(config.full, config.subset), seed=config.seed
+            )
         self.full_suite = full
         self.subset_suite = full.model_copy(update={"samples": full.samples[: config.subset]})
         # what the proposer is shown comes from the train split only, never from validation/test
         try:
+            if suite is not None:
+                raise DataError("a Suite object carries no train split")
             self.train_suite = load_suite(config.suite, split="train", limit=1, seed=config.seed)
         except DataError:  # a user file with no train rows: the proposer sees no example
             self.train_suite = full.model_copy(update={"split": "train", "samples": []})
@@ -495,23 +506,32 @@ class Campaign:
 
 
 def search(
-    suite: str,
+    suite: str | Suite,
     *,
     archive: Any = None,
     progress: ProgressFn | None = None,
     model: Model | str | None = None,
     meta_model: Model | str | None = None,
+    strategy: str | Strategy = "meta-agent",
     **settings: Any,
 ) -> CampaignResult:
-    """Run (or resume) a search campaign and return its result. Settings: see `SearchConfig`."""
+    """Run (or resume) a search campaign and return its result.
+
+    `suite`: a spec (`gsm8k`, `rg/countdown`, `data.jsonl`, `my-suite.yaml`) or a `Suite` object
+    (its validation samples). `strategy`: a registered name or a `Strategy` object. Other settings:
+    see `SearchConfig`.
+    """
     from agentmeta.archive import Archive
 
     m = model if isinstance(model, Model) else None
     mm = meta_model if isinstance(meta_model, Model) else None
+    suite_obj = suite if isinstance(suite, Suite) else None
+    strategy_obj = None if isinstance(strategy, str) else strategy
     config = SearchConfig(
-        suite=suite,
+        suite=suite_obj.name if suite_obj is not None else str(suite),
         model=model if isinstance(model, str) else (m.spec if m else None),
         meta_model=meta_model if isinstance(meta_model, str) else (mm.spec if mm else None),
+        strategy=strategy if isinstance(strategy, str) else str(getattr(strategy, "name", type(strategy).__name__)),
         **settings,
     )
     arch = (
@@ -519,4 +539,6 @@ def search(
         if archive is not None and not isinstance(archive, str)
         else Archive(archive or "agentmeta-archive.db")
     )
-    return Campaign(config, arch, model=m, meta_model=mm, progress=progress).run()
+    return Campaign(
+        config, arch, model=m, meta_model=mm, progress=progress, strategy=strategy_obj, suite=suite_obj
+    ).run()

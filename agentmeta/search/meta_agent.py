@@ -1,8 +1,10 @@
 """Meta Agent Search (ADAS): the archive in the prompt, two reflexion rounds, debug on error.
 
-The meta-agent replies with JSON (`{thought, name, code}` for code agents; steps for graph
-agents; a system message and instruction for prompt agents). Replies are constrained to the
-JSON schema by the model layer, so even a small model produces parseable candidates.
+It writes any agent kind that has a proposal schema (`agentmeta.agents.kinds`): the meta-agent
+replies with JSON in the kind's schema (`{thought, name, code}` for code agents; steps for graph
+agents; a system message and instruction for prompt agents; a plugin kind's own fields), and the
+kind turns the reply into a candidate. Replies are constrained to the schema by the model layer,
+so even a small model produces parseable candidates.
 """
 
 from __future__ import annotations
@@ -12,93 +14,33 @@ import random
 from typing import Any
 
 from agentmeta.agents.base import AgentSpec
-from agentmeta.agents.graph import ANSWER_HINT, spec_from_steps
+from agentmeta.agents.kinds import AgentKind, searchable_kind
 from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
-from agentmeta.prompts import render
+from agentmeta.prompts import render, render_text
 from agentmeta.search.strategy import Proposal, ProposalContext
-
-_STR = {"type": "string"}
-
-
-def _text(max_len: int) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "maxLength": max_len}
-
-
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "code": {
-        "type": "object",
-        "properties": {"thought": _text(500), "name": _text(60), "code": _text(3000)},
-        "required": ["thought", "name", "code"],
-        "additionalProperties": False,
-    },
-    "graph": {
-        "type": "object",
-        "properties": {
-            "thought": _text(150),
-            "name": _text(32),
-            "steps": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": 3,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "type": {"enum": ["llm", "sample_vote", "reflect"]},
-                        "role": _text(32),
-                        "instruction": _text(150),
-                    },
-                    "required": ["type", "role", "instruction"],
-                    "additionalProperties": False,
-                },
-            },
-        },
-        "required": ["thought", "name", "steps"],
-        "additionalProperties": False,
-    },
-    "prompt": {
-        "type": "object",
-        "properties": {
-            "thought": _text(300),
-            "name": _text(60),
-            "system": _text(300),
-            "instruction": _text(400),
-        },
-        "required": ["thought", "name", "system", "instruction"],
-        "additionalProperties": False,
-    },
-}
-MAX_TOKENS = {"code": 1200, "graph": 300, "prompt": 260}
 
 
 def reply_to_spec(kind: str, data: dict[str, Any]) -> AgentSpec:
-    """Turn the meta-agent's JSON reply into an agent spec (raises `InvalidAgentError`)."""
-    name = str(data.get("name") or "unnamed").strip()[:60] or "unnamed"
-    thought = str(data.get("thought") or "").strip()
-    if kind == "code":
-        code = str(data.get("code") or "")
-        if not code.strip():
-            raise InvalidAgentError("the reply has no code")
-        return AgentSpec(kind="code", name=name, thought=thought, source=code)
-    if kind == "graph":
-        steps = data.get("steps")
-        if not isinstance(steps, list) or not steps:
-            raise InvalidAgentError("the reply has no steps")
-        spec = spec_from_steps(name, thought, steps)
-        return AgentSpec(
-            kind="graph",
-            name=name,
-            thought=thought,
-            source=spec.model_dump_json(indent=2, exclude_defaults=True),
-        )
-    if kind == "prompt":
-        instruction = str(data.get("instruction") or "").replace("{", "(").replace("}", ")").strip()
-        system = str(data.get("system") or "You are a helpful assistant.").strip()
-        source = json.dumps(
-            {"system": system, "template": "{input}\n\n" + instruction + "\n\n" + ANSWER_HINT}
-        )
-        return AgentSpec(kind="prompt", name=name, thought=thought, source=source)
-    raise InvalidAgentError(f"unknown candidate kind {kind!r}")
+    """Turn the meta-agent's JSON reply into an agent spec of `kind` (raises `InvalidAgentError`;
+    `ConfigError` if no registered kind of that name can be searched)."""
+    return searchable_kind(kind).from_proposal(data)  # type: ignore[misc]
+
+
+def proposal_prompt(kind: AgentKind, **slots: str) -> str:
+    """The meta-agent's task prompt for `kind`, its slots (task_description, archive, parent) filled."""
+    if kind.proposal_prompt is not None:
+        return render_text(kind.proposal_prompt, f"proposal prompt of kind {kind.name}", **slots)
+    if kind.proposal_template is not None:
+        return render(kind.proposal_template, **slots)
+    fields = list((kind.proposal_schema or {}).get("properties", {}))
+    return render(
+        "meta-agent-kind",
+        kind=kind.name,
+        description=kind.description,
+        fields=", ".join(f'"{f}"' for f in fields) or "the kind's schema asks for",
+        **slots,
+    )
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -160,10 +102,11 @@ class MetaAgentSearch:
         return "\n\n".join(lines) or "(empty)"
 
     def _call(self, ctx: ProposalContext, messages: list[dict[str, str]], round_: int, usage: Usage) -> str:
+        kind = searchable_kind(ctx.kind)
         resp = ctx.meta_model.generate(
             messages,
-            json_schema=SCHEMAS[ctx.kind],
-            max_tokens=MAX_TOKENS[ctx.kind],
+            json_schema=kind.proposal_schema,
+            max_tokens=kind.proposal_max_tokens,
             temperature=self.temperature,
             seed=ctx.seed * 1_000_003 + ctx.iteration * 101 + round_,
         )
@@ -173,8 +116,8 @@ class MetaAgentSearch:
     def propose(self, ctx: ProposalContext) -> Proposal:
         parents = self.select_parents(ctx)
         parent_text = "\n\n".join(_describe(p) for p in parents) or "(none yet)"
-        user = render(
-            f"meta-agent-{ctx.kind}",
+        user = proposal_prompt(
+            searchable_kind(ctx.kind),
             task_description=ctx.task_description,
             archive=self._archive_text(ctx),
             parent=parent_text,

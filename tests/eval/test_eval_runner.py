@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from agentmeta.agents.builtin import get_agent, list_agents, majority
 from agentmeta.errors import ConfigError, DataError
 from agentmeta.eval import EvalResult, Sample, Suite, evaluate
-from agentmeta.eval.agents import get_agent, list_agents, majority, render
 from agentmeta.eval.stats import compare_results
 from agentmeta.models import GenerateRequest
+from agentmeta.prompts import render
 
 
 def arithmetic_suite(n: int = 12) -> Suite:

@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import pytest
 
+from agentmeta.agents.answers import extract_answer, parse_number
 from agentmeta.errors import ConfigError
 from agentmeta.eval.scorers import (
     build_scorer,
-    extract_answer,
     extract_choice,
     list_scorers,
     parse_grid,
-    parse_number,
     token_f1,
 )
 from agentmeta.eval.types import Sample, Score, ScorerSpec
