@@ -53,6 +53,20 @@ class ArchiveError(AgentMetaError):
     """An archive is corrupt, foreign, newer than this version, or asked for a record it lacks."""
 
 
+def unknown_keys(given: object, valid: list[str]) -> list[str]:
+    """The keys of `given` (a mapping) that are not in `valid`, each quoted with a did-you-mean hint."""
+    import difflib
+
+    if not isinstance(given, dict):
+        return []
+    hints = []
+    for key in given:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return hints
+
+
 def require(module: str, install: str, what: str | None = None):  # noqa: ANN201
     """Import `module` or raise `MissingExtraError` naming the install command."""
     import importlib

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from agentmeta.cli.options import UnsafeSandbox, apply_unsafe_sandbox
 from agentmeta.errors import AgentMetaError
 
 if TYPE_CHECKING:
@@ -46,8 +47,9 @@ def eval_command(
     agent: Annotated[
         str,
         typer.Argument(
-            help="direct, cot, cot-sc, a seed (graph/self_refine), a .py/.yaml/.json agent file, "
-            "or an archive candidate id (with --archive)."
+            help="A registered agent (direct, cot, cot-sc; `agentmeta plugins agent` lists them), a seed "
+            "(graph/self_refine), an agent file (.py/.yaml/.json, or a plugin kind's), or an archive "
+            "candidate id (with --archive)."
         ),
     ],
     suite: Annotated[
@@ -72,13 +74,7 @@ def eval_command(
         str | None,
         typer.Option(help="Archive holding the candidate AGENT names; its evaluation is recorded there."),
     ] = None,
-    unsafe_sandbox: Annotated[
-        bool,
-        typer.Option(
-            "--unsafe-sandbox",
-            help="Run generated code without isolation where neither bubblewrap nor unshare works.",
-        ),
-    ] = False,
+    unsafe_sandbox: UnsafeSandbox = False,
 ) -> None:
     """Evaluate an agent on one or more suites: score, 95% bootstrap CI, errors, tokens, wall time."""
     from rich.console import Console
@@ -87,10 +83,7 @@ def eval_command(
     from agentmeta.eval.runner import evaluate
     from agentmeta.eval.suites import load_suite
 
-    if unsafe_sandbox:
-        import os
-
-        os.environ["AGENTMETA_UNSAFE_SANDBOX"] = "1"
+    apply_unsafe_sandbox(unsafe_sandbox)
     err_console = Console(stderr=True)
     results: list[EvalResult] = []
     runnable: object = agent

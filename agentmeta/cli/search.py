@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentmeta.cli import make_console
+from agentmeta.cli.options import UnsafeSandbox, apply_unsafe_sandbox
 
 console = make_console()
 err = make_console(stderr=True)
@@ -73,21 +74,14 @@ def register(app: typer.Typer) -> None:
         name: Annotated[
             str | None, typer.Option(help="Campaign name (re-run the same name to resume).")
         ] = None,
-        unsafe_sandbox: Annotated[
-            bool,
-            typer.Option(
-                "--unsafe-sandbox",
-                help="Run generated code without isolation where neither bubblewrap nor unshare works.",
-            ),
-        ] = False,
+        unsafe_sandbox: UnsafeSandbox = False,
     ) -> None:
         """Run (or resume) a Meta Agent Search campaign and print the leaderboard."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
         from agentmeta.search import Campaign, SearchConfig
 
-        if unsafe_sandbox:
-            os.environ["AGENTMETA_UNSAFE_SANDBOX"] = "1"
+        apply_unsafe_sandbox(unsafe_sandbox)
         config = SearchConfig(
             suite=suite,
             strategy=strategy,

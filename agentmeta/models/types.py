@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agentmeta.errors import ModelRequestError
+from agentmeta.errors import ModelRequestError, unknown_keys
 
 Role = Literal["system", "user", "assistant"]
 
@@ -18,18 +17,13 @@ def _reject_unknown(cls: type[BaseModel], data: Any, what: str) -> Any:
     Runs before pydantic's own validation (which forbids extra fields too), so the caller gets
     one line instead of a multi-line `ValidationError`.
     """
-    if isinstance(data, dict):
-        valid = list(cls.model_fields)
-        unknown = [k for k in data if k not in cls.model_fields]
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(str(k), valid, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise ModelRequestError(
-                f"unknown {what} field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}; "
-                f"valid fields: {', '.join(valid)}"
-            )
+    valid = list(cls.model_fields)
+    hints = unknown_keys(data, valid)
+    if hints:
+        raise ModelRequestError(
+            f"unknown {what} field{'s' if len(hints) > 1 else ''} {', '.join(hints)}; "
+            f"valid fields: {', '.join(valid)}"
+        )
     return data
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import json
 import logging
 import os
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from agentmeta.errors import ConfigError, ModelLoadError, require
+from agentmeta.errors import ConfigError, ModelLoadError, require, unknown_keys
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -116,15 +115,9 @@ class RunConfig(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _one_line(cls, data: Any, handler: Any) -> Any:
-        if isinstance(data, dict):
-            valid = list(cls.model_fields)
-            unknown = [k for k in data if k not in cls.model_fields]
-            if unknown:
-                hints = []
-                for k in unknown:
-                    close = difflib.get_close_matches(str(k), valid, n=1)
-                    hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-                raise ConfigError(f"unknown {cls.__name__} setting(s) {', '.join(hints)}")
+        hints = unknown_keys(data, list(cls.model_fields))
+        if hints:
+            raise ConfigError(f"unknown {cls.__name__} setting(s) {', '.join(hints)}")
         try:
             return handler(data)
         except ValidationError as e:
