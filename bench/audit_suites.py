@@ -56,7 +56,12 @@ def main() -> None:
             rows.append({"suite": spec, "error": message})
             print(f"{spec[:60]:60s} {message}", flush=True)
             continue
-        report = json.loads(proc.stdout)
+        try:
+            report = json.loads(proc.stdout)
+        except ValueError:
+            rows.append({"suite": spec, "error": f"unreadable report: {proc.stdout[:100]!r}"})
+            print(f"{spec[:60]:60s} unreadable report", flush=True)
+            continue
         bad = len({i["sample_id"] for i in report["issues"]})
         row = {
             "suite": spec,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -245,7 +247,9 @@ def suites_check_command(
 
     err = _console(stderr=True)
     try:
-        report = audit_suite(spec, limit=limit, seed=seed, progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+        # some generators print while they work (reasoning-gym's bf): keep stdout for the report
+        with contextlib.redirect_stdout(sys.stderr):
+            report = audit_suite(spec, limit=limit, seed=seed, progress=lambda m: err.print(f"[dim]{m}[/dim]"))
     except AgentMetaError as e:
         raise _fail(str(e)) from None
     if json_output:
