@@ -163,15 +163,26 @@ def arithmetic_problem(sample: Sample) -> str | None:
 
 # ----------------------------------------------------------------------------- per-item checks
 
+VERIFIER_SCORERS = frozenset({"reasoning_gym"})
+"""Scorers that can judge an answer without a reference (an item may have an empty target)."""
 
-def item_problems(sample: Sample, score: ScoreFn | None) -> list[tuple[str, str]]:
+
+def needs_target(scorer_name: str) -> bool:
+    return scorer_name not in VERIFIER_SCORERS
+
+
+
+def item_problems(sample: Sample, score: ScoreFn | None, needs_target: bool = True) -> list[tuple[str, str]]:
     """Built-in checks of one item: [(check, detail)]; empty when the item is fine.
 
     `score`: the suite's scorer, to check that the reference answer scores 1 (None skips it,
-    e.g. for code suites, whose gold check needs the sandbox).
+    e.g. for code suites, whose gold check needs the sandbox). `needs_target=False` for scorers
+    that verify an answer without a reference (reasoning-gym tasks with many valid answers).
     """
     if not sample.target.strip():
-        return [("empty_target", "the reference answer is empty")]
+        if needs_target:
+            return [("empty_target", "the reference answer is empty")]
+        return []  # a verifier scores this item without a reference (e.g. any valid colouring)
     out: list[tuple[str, str]] = []
     arith = arithmetic_problem(sample)
     if arith is not None:
@@ -222,7 +233,7 @@ def dedupe(samples: Iterable[Sample]) -> tuple[list[Sample], list[tuple[Sample, 
 
 
 def apply_builtin_checks(
-    samples: Iterable[Sample], score: ScoreFn | None, *, dedup: bool = True
+    samples: Iterable[Sample], score: ScoreFn | None, *, dedup: bool = True, needs_target: bool = True
 ) -> tuple[list[Sample], Counter[str]]:
     """The samples that pass every built-in check, and the dropped counts by check."""
     counts: Counter[str] = Counter()
@@ -232,7 +243,7 @@ def apply_builtin_checks(
         counts.update(check for _, check, _ in dups)
     kept = []
     for s in pool:
-        problems = item_problems(s, score)
+        problems = item_problems(s, score, needs_target)
         if problems:
             counts[problems[0][0]] += 1
         else:
@@ -325,7 +336,7 @@ def audit_suite(
             add(s, check, detail)
         say(f"{split}: checking {len(part)} items")
         for s in part:
-            for check, detail in item_problems(s, score):
+            for check, detail in item_problems(s, score, needs_target(suite.scorer.name)):
                 add(s, check, detail)
     first_split: dict[str, str] = {}
     for split, part in by_split.items():

@@ -323,6 +323,11 @@ def reasoning_gym(task: str, options: dict[str, Any] | None = None) -> ScorerFn:
         got = block.strip() if block else extract_answer(answer)
         entry = _rg_entry(task, options_json, sample)
         value = float(dataset.score_answer(got, entry))
+        # extraction drops a final period; a verifier that compares whole sentences wants it back
+        if value < 1.0 and not block:
+            written = (answer_block(answer) or "").strip().splitlines()[:1]
+            if written and written[0].strip() != got:
+                value = max(value, float(dataset.score_answer(written[0].strip(), entry)))
         value = min(1.0, max(0.0, value))
         return Score(
             value=value,

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 from agentmeta._paths import data_dir
 from agentmeta.errors import ConfigError, DataError
 from agentmeta.eval import loaders
-from agentmeta.eval.audit import ScoreFn, apply_builtin_checks, item_problems
+from agentmeta.eval.audit import ScoreFn, apply_builtin_checks, item_problems, needs_target
 from agentmeta.eval.types import SPLITS, Sample, ScorerSpec, SplitName, SplitSizes, Suite
 from agentmeta.registry import registry
 
@@ -291,7 +291,7 @@ def _stream_split(
             continue
         seen.add(key)
         if check is not False:
-            problems = item_problems(sample, check or None)
+            problems = item_problems(sample, check or None, needs_target(d.scorer.name))
             if problems:
                 dropped[problems[0][0]] += 1
                 continue
