@@ -8,8 +8,16 @@ from typing import TYPE_CHECKING, NamedTuple
 from sqlalchemy import select
 
 from agentmeta.archive import schema as t
-from agentmeta.archive.records import FITNESS_INFRA_KEY, Candidate, LeaderboardEntry, Lineage
+from agentmeta.archive.records import (
+    FITNESS_INFRA_KEY,
+    PRELIMINARY_STAGES,
+    Candidate,
+    LeaderboardEntry,
+    Lineage,
+    per_sample,
+)
 from agentmeta.errors import ArchiveError
+from agentmeta.models.types import Usage
 
 if TYPE_CHECKING:
     from agentmeta.archive.store import Archive
@@ -35,11 +43,50 @@ class _Row(NamedTuple):
     stage: str | None
     n_infra: int = 0
     incomplete: bool = False
+    tokens: tuple[float | None, float | None] = (None, None)
+
+    @property
+    def subset_only(self) -> bool:
+        return self.fitness is not None and not self.incomplete and self.stage in PRELIMINARY_STAGES
 
     def key(self) -> tuple:
-        # Ranked rows first, then incomplete ones (never ranked above a real score), then unscored.
-        group = 1 if self.incomplete else (0 if self.fitness is not None else 2)
+        # Ranked rows first (a full-stage score before any subset-only one: scores of different
+        # stages are not comparable), then incomplete ones (never above a real score), then unscored.
+        if self.incomplete:
+            group = 2
+        elif self.fitness is None:
+            group = 3
+        else:
+            group = 1 if self.subset_only else 0
         return (group, *_rank_key(self.fitness, self.ci_low, self.cand.created_at, self.cand.id))
+
+
+def _tokens(usage: dict | None, n: int | None) -> tuple[float | None, float | None]:
+    """(prompt + completion, completion) tokens per sample run of an evaluation row."""
+    stored, n_infra, _ = t.split_usage(usage)
+    u = Usage.model_validate(stored)
+    samples = (n or 0) + n_infra
+    total = per_sample(u.prompt_tokens + u.completion_tokens, samples)
+    return total, per_sample(u.completion_tokens, samples)
+
+
+def _fitness_tokens(archive: Archive, cands: dict[str, Candidate]) -> dict[str, tuple]:
+    """Tokens per sample of the evaluation behind each candidate's fitness (same suite and stage,
+    not the test split; the one whose mean and n are the fitness's, else the latest)."""
+    e = t.evaluations.c
+    q = select(e.candidate_id, e.suite, e.stage, e.mean, e.n, e.usage, e.created_at).where(e.split != "test")
+    if len(cands) <= 500:  # a campaign's or a kind's: read only theirs
+        q = q.where(e.candidate_id.in_(list(cands)))
+    best: dict[str, tuple] = {}
+    with archive._read() as conn:
+        for cid, suite, stage, mean, n, usage, created in conn.execute(q).all():
+            c = cands.get(cid)
+            if c is None or (suite, stage) != (c.fitness_suite, c.fitness_stage):
+                continue
+            rank = (mean == c.fitness and n == c.n, created)
+            if cid not in best or rank > best[cid][0]:
+                best[cid] = (rank, _tokens(usage, n))
+    return {cid: tok for cid, (_, tok) in best.items()}
 
 
 def leaderboard(
@@ -60,6 +107,7 @@ def leaderboard(
     show_incomplete = include_incomplete or include_unscored
     rows: list[_Row] = []
     if suite is None:
+        tokens = _fitness_tokens(archive, {i: c for i, c in cands.items() if c.fitness is not None})
         for c in cands.values():
             if c.incomplete:  # its fitness was cleared; never ranked
                 if show_incomplete:
@@ -70,7 +118,17 @@ def leaderboard(
                     )
             elif c.fitness is not None or include_unscored:
                 rows.append(
-                    _Row(c, c.fitness, c.ci_low, c.ci_high, c.n, c.fitness_suite, c.fitness_stage, c.n_infra)
+                    _Row(
+                        c,
+                        c.fitness,
+                        c.ci_low,
+                        c.ci_high,
+                        c.n,
+                        c.fitness_suite,
+                        c.fitness_stage,
+                        c.n_infra,
+                        tokens=tokens.get(c.id, (None, None)),
+                    )
                 )
     else:
         best: dict[str, tuple] = {}
@@ -88,15 +146,17 @@ def leaderboard(
                     continue
                 into = lost if incomplete else best
                 prev = into.get(cid)
-                # The evaluation with the most samples speaks for the candidate; ties: the latest.
-                if prev is None or (n, created) > (prev[3], prev[5]):
-                    into[cid] = (mean, lo, hi, n, stg, created, n_infra)
+                # The evaluation that speaks for the candidate: a full-stage one before a cheap
+                # first stage's, then the one with the most samples; ties: the latest.
+                rank = (stg not in PRELIMINARY_STAGES, n, created)
+                if prev is None or rank > prev[0]:
+                    into[cid] = (rank, (mean, lo, hi, n, stg, n_infra, _tokens(usage, n)))
         for cid, c in cands.items():
             if cid in best:
-                mean, lo, hi, n, stg, _, n_infra = best[cid]
-                rows.append(_Row(c, mean, lo, hi, n, suite, stg, n_infra))
+                mean, lo, hi, n, stg, n_infra, tok = best[cid][1]
+                rows.append(_Row(c, mean, lo, hi, n, suite, stg, n_infra, tokens=tok))
             elif cid in lost and show_incomplete:
-                _, _, _, n, stg, _, n_infra = lost[cid]
+                _, _, _, n, stg, n_infra, _ = lost[cid][1]
                 rows.append(_Row(c, None, None, None, n, suite, stg, n_infra, True))
             elif include_unscored:
                 rows.append(_Row(c, None, None, None, None, None, None))
@@ -121,6 +181,9 @@ def leaderboard(
             campaign=r.cand.campaign,
             n_infra=r.n_infra,
             incomplete=r.incomplete,
+            subset_only=r.subset_only,
+            tokens_per_sample=r.tokens[0],
+            completion_tokens_per_sample=r.tokens[1],
         )
         for i, r in enumerate(rows)
     ]
@@ -197,6 +260,7 @@ def summary_for_prompt(
         c = by_id[e.id]
         ci = f", 95% CI [{_fmt(e.ci_low)}, {_fmt(e.ci_high)}]" if e.ci_low is not None else ""
         n = f", n={e.n}" if e.n else ""
+        n += " (subset stage only)" if e.subset_only else ""
         lines.append(
             f"[{i}] {c.name} (id {c.id}, {c.kind}, gen {c.generation}): fitness {_fmt(e.fitness)}{ci}{n}"
         )

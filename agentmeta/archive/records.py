@@ -13,7 +13,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, computed_field, field_validator, model_validator
 
 from agentmeta.errors import ArchiveError
 from agentmeta.models.types import Usage
@@ -36,6 +36,20 @@ TRUNCATED = "[... truncated: {chars} characters in all]"
 FITNESS_INFRA_KEY = "fitness_infra"
 """Candidate metadata key describing the infrastructure errors of the evaluation behind `fitness`
 (`suite`, `split`, `stage`, `n`, `n_infra`, `incomplete`); absent when there were none."""
+SUBSET_STAGE = "subset"
+"""The cheap first stage of a staged evaluation (a few samples)."""
+FULL_STAGE = "full"
+"""The full validation stage: what a search ranks and selects on."""
+CONFIRM_STAGE = "confirm"
+"""Stage of a confirmation on held-out test samples (split `test`; never primary, never selected on)."""
+PRELIMINARY_STAGES: tuple[str, ...] = (SUBSET_STAGE,)
+"""Stages whose scores are a cheap first pass: a candidate whose score comes from one of these only
+is ranked after every candidate scored on another stage, never above one (`LeaderboardEntry.subset_only`)."""
+
+
+def per_sample(tokens: int, samples: int) -> float | None:
+    """`tokens` spread over `samples` samples (None when there is no sample)."""
+    return tokens / samples if samples > 0 else None
 
 
 def known_kinds() -> list[str]:
@@ -210,6 +224,26 @@ class Evaluation(BaseModel):
         """Scores by sample id, of the samples that count (infrastructure errors left out)."""
         return {s.sample_id: s.score for s in self.scores if s.counted}
 
+    @property
+    def samples_run(self) -> int:
+        """Samples the evaluation ran (those lost to infrastructure errors included)."""
+        return len(self.scores) or self.n + self.n_infra
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tokens_per_sample(self) -> float | None:
+        """Prompt plus completion tokens per sample run: `usage` (the sum of the per-sample records'
+        token counts, every attempt included) over `samples_run`. A call served by the call cache
+        counts 0 tokens, so a resumed or replayed evaluation shows what it spent, not what the agent
+        costs on a cold cache."""
+        return per_sample(self.usage.prompt_tokens + self.usage.completion_tokens, self.samples_run)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def completion_tokens_per_sample(self) -> float | None:
+        """Completion tokens per sample run (cached calls count 0, as in `tokens_per_sample`)."""
+        return per_sample(self.usage.completion_tokens, self.samples_run)
+
 
 class Candidate(BaseModel):
     """One candidate agent, prompt, conductor design or model adapter, with its scores."""
@@ -345,6 +379,14 @@ class LeaderboardEntry(BaseModel):
     incomplete: bool = False
     """The candidate's evaluation is incomplete (too many infrastructure errors): it is not
     ranked, has no fitness, and is listed after every ranked candidate."""
+    subset_only: bool = False
+    """The score comes from a cheap first stage only (`PRELIMINARY_STAGES`: `subset`): not
+    comparable with full-stage scores, so it is listed after every candidate scored on another
+    stage, never above one."""
+    tokens_per_sample: float | None = None
+    """Prompt plus completion tokens per sample of the evaluation shown (cached calls count 0)."""
+    completion_tokens_per_sample: float | None = None
+    """Completion tokens per sample of the evaluation shown (cached calls count 0)."""
 
 
 class Lineage(BaseModel):

@@ -175,7 +175,8 @@ class Archive(CampaignsMixin):
 
     @staticmethod
     def _evaluation_row(e: Evaluation) -> dict[str, Any]:
-        data = e.model_dump(mode="json", exclude={"created_at", "n_infra", "incomplete"})
+        derived = {"tokens_per_sample", "completion_tokens_per_sample"}  # from `usage`, not stored twice
+        data = e.model_dump(mode="json", exclude={"created_at", "n_infra", "incomplete", *derived})
         # No column of their own: they ride in the usage JSON, so v1 archives need no migration
         # (and older readers, which validate that JSON as `Usage`, ignore them).
         data["usage"] = {**data["usage"], "n_infra": e.n_infra, "incomplete": e.incomplete}
@@ -461,6 +462,10 @@ class Archive(CampaignsMixin):
         answer (cut to `ANSWER_MAX_BYTES` with a marker) and attempts; then mean, CI, n, n_infra,
         incomplete, usage and wall time. Targets are not stored (they live in the suite).
 
+        The usage is the result's: the sum of its per-sample records' token counts, as the runner
+        recorded them (every attempt counted; a call served by the call cache counts 0 tokens). The
+        evaluation's `tokens_per_sample` and `completion_tokens_per_sample` derive from it.
+
         `suite` overrides the key the evaluation is stored under (default: the result's suite).
         """
         scores = [_sample_score(r) for r in result.records]
@@ -531,8 +536,13 @@ class Archive(CampaignsMixin):
     ) -> list[LeaderboardEntry]:
         """Candidates by fitness (mean) then CI low bound, best first.
 
-        With `suite`, rank by each candidate's evaluation on that suite (the one with the most
-        samples; test split only if `split="test"` is asked); without, by the candidate's fitness.
+        With `suite`, rank by each candidate's evaluation on that suite (a full-stage one before a
+        `subset` one, then the one with the most samples; test split only if `split="test"` is
+        asked); without, by the candidate's fitness. Scores of different stages are not
+        comparable: a candidate scored on the cheap `subset` stage only is listed after every
+        candidate scored on another stage, never above one (`subset_only=True`). Each entry
+        carries the tokens per sample of the evaluation it shows (`tokens_per_sample`, and
+        `completion_tokens_per_sample`; calls served by the call cache count 0).
         An incomplete evaluation (too many infrastructure errors) never ranks: candidates that
         have only such an evaluation are left out, or, with `include_incomplete` (or
         `include_unscored`), listed after every ranked one with `incomplete=True` and no fitness.

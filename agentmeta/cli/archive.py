@@ -82,6 +82,9 @@ def ls_command(
 ) -> None:
     """Leaderboard: best candidates by fitness, then by the low end of the 95% CI.
 
+    Scores of different stages are not comparable: candidates scored on the cheap subset stage only
+    come after every fully evaluated one (stage `subset only`). `tok/sample` is the prompt plus
+    completion tokens per sample of the evaluation shown (calls served by the call cache count 0).
     Candidates whose evaluation is incomplete (too many infrastructure errors) are never ranked:
     they come after the ranked ones, with no fitness and the status `incomplete (k infra errors)`.
     """
@@ -102,10 +105,24 @@ def ls_command(
         header_style="bold",
     )
     # only name and parents shrink on a narrow terminal; the numbers never wrap
-    for col in ("#", "id", "name", "kind", "fitness", "95% CI", "n", "stage", "status", "gen", "parents"):
+    cols = (
+        "#",
+        "id",
+        "name",
+        "kind",
+        "fitness",
+        "95% CI",
+        "n",
+        "tok/sample",
+        "stage",
+        "status",
+        "gen",
+        "parents",
+    )
+    for col in cols:
         table.add_column(
             col,
-            justify="right" if col in ("#", "fitness", "n", "gen") else "left",
+            justify="right" if col in ("#", "fitness", "n", "tok/sample", "gen") else "left",
             no_wrap=col not in ("name", "parents"),
             min_width={"name": 10, "parents": 7}.get(col),
             overflow="fold",
@@ -119,7 +136,8 @@ def ls_command(
             _num(r.fitness),
             _ci(r.ci_low, r.ci_high, sep=","),
             "-" if r.n is None else str(r.n),
-            r.stage or "-",
+            tokens_cell(r.tokens_per_sample),
+            stage_cell(r.stage, r.subset_only),
             _status(r.status, r.n_infra, r.incomplete),
             str(r.generation),
             ",".join(p[:8] for p in r.parent_ids) or "-",
@@ -128,11 +146,30 @@ def ls_command(
     console.print(table)
     if not rows:
         console.print("no scored candidates" + ("" if all_ else " (use --all to list unscored ones)"))
+    partial = sum(r.subset_only for r in rows)
+    if partial:
+        console.print(f"{partial} {SUBSET_ONLY_NOTE}")
     lost = sum(r.incomplete for r in rows)
     if lost:
         console.print(
             f"{lost} incomplete: too many samples lost to infrastructure errors; not ranked, listed last"
         )
+
+
+SUBSET_ONLY_NOTE = (
+    "subset only: scored on the cheap first stage only, not comparable with full-stage scores; "
+    "listed after every fully evaluated candidate"
+)
+
+
+def tokens_cell(tokens: float | None) -> str:
+    """A tokens-per-sample figure for a table cell."""
+    return "-" if tokens is None else f"{tokens:.0f}"
+
+
+def stage_cell(stage: str | None, subset_only: bool) -> str:
+    """The stage column of a leaderboard: a subset-only score is marked as such."""
+    return "subset only" if subset_only else (stage or "-")
 
 
 def _status(status: str, n_infra: int, incomplete: bool) -> str:
@@ -190,14 +227,18 @@ def show_command(
         console.print(f"[bold]{key:>10}[/bold]  {escape(value)}")
     if c.evaluations:
         table = Table(title="evaluations")
-        for col in ("suite", "split", "stage", "n", "mean", "95% CI", "errors", "infra", "tokens", "wall s"):
+        cols = ("suite", "split", "stage", "n", "mean", "95% CI", "errors", "infra", "tokens", "tok/sample")
+        for col in (*cols, "compl./sample", "wall s"):
             table.add_column(col)
         for e in c.evaluations:
             errors = sum(1 for s in e.scores if s.outcome == "agent_error")
             tokens = e.usage.prompt_tokens + e.usage.completion_tokens
             mean = _num(e.mean) + (" incomplete" if e.incomplete else "")
             row = (e.suite, e.split, e.stage, str(e.n), mean, _ci(e.ci_low, e.ci_high), str(errors))
-            table.add_row(*map(escape, row), str(e.n_infra), str(tokens), f"{e.wall_s:.1f}")
+            table.add_row(
+                *map(escape, row), str(e.n_infra), str(tokens), tokens_cell(e.tokens_per_sample),
+                tokens_cell(e.completion_tokens_per_sample), f"{e.wall_s:.1f}",
+            )  # fmt: skip
         console.print(table)
     if c.thought:
         console.print("[bold]thought[/bold]")

@@ -1,4 +1,5 @@
-"""`agentmeta search`: run or resume a search campaign with a live progress display."""
+"""`agentmeta search`: run or resume a search campaign with a live progress display, ending with a
+confirmation on held-out test samples; `agentmeta confirm`: that confirmation on demand."""
 
 from __future__ import annotations
 
@@ -23,9 +24,15 @@ def _fmt(mean: float | None, lo: float | None, hi: float | None) -> str:
     return f"{mean:.2f} [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else f"{mean:.2f}"
 
 
+def _tok(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f}"
+
+
 def leaderboard_table(entries: list[Any], title: str) -> Table:
+    """The leaderboard (full-stage candidates first; subset-only ones after them, marked)."""
     table = Table(title=title)
-    for col in ("rank", "id", "name", "kind", "fitness [95% CI]", "n", "stage", "status", "gen", "parents"):
+    cols = ("rank", "id", "name", "kind", "fitness [95% CI]", "n", "tok/sample", "stage", "status", "gen")
+    for col in (*cols, "parents"):
         table.add_column(col)
     for e in entries:
         parents = getattr(e, "parent_ids", None) or []
@@ -36,12 +43,52 @@ def leaderboard_table(entries: list[Any], title: str) -> Table:
             e.kind,
             _fmt(e.fitness, e.ci_low, e.ci_high),
             str(e.n or "-"),
-            e.stage or "-",
+            _tok(getattr(e, "tokens_per_sample", None)),
+            "subset only" if getattr(e, "subset_only", False) else (e.stage or "-"),
             e.status,
             str(e.generation),
             ",".join(p[:6] for p in parents) or "-",
         )
     return table
+
+
+def _signed_ci(lo: float | None, hi: float | None) -> str:
+    return "-" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
+
+
+def confirmation_table(conf: Any) -> Table:
+    """The confirmation's rows: validation vs test score, cost, and the paired gain over the best seed."""
+    table = Table(title=f"confirmation on {conf.n} held-out test samples ({conf.suite}, model {conf.model})")
+    cols = ("role", "id", "name", "validation", "test [95% CI]", "n", "tok/sample", "vs best seed [95% CI]")
+    for col in (*cols, "P(better)", "drop"):
+        table.add_column(col)
+    for r in conf.rows:
+        table.add_row(
+            ", ".join(r.roles),
+            r.id,
+            escape(r.name[:40]),
+            _fmt(r.validation, None, None),
+            _fmt(r.test, r.test_ci_low, r.test_ci_high),
+            str(r.test_n) + (f" ({r.n_infra} infra)" if r.n_infra else ""),
+            _tok(r.tokens_per_sample),
+            "-" if r.diff is None else f"{r.diff:+.2f} {_signed_ci(r.diff_ci_low, r.diff_ci_high)}",
+            "-" if r.p_better is None else f"{r.p_better:.2f}",
+            "-" if r.drop is None else f"{r.drop:+.2f}",
+        )
+    return table
+
+
+def print_confirmation(conf: Any) -> None:
+    """The confirmation table, then its one-line verdict (the last line printed)."""
+    if conf.skipped:
+        console.print(escape(conf.verdict), soft_wrap=True)
+        return
+    console.print(confirmation_table(conf))
+    if conf.reused:
+        stored = f"{len(conf.reused)} of {len(conf.rows)} test evaluations were stored already"
+        console.print(f"[dim]{stored}[/dim]")
+    style = "bold green" if conf.confirmed else "bold"
+    console.print(f"[{style}]{escape(conf.verdict)}[/{style}]", soft_wrap=True)  # one line, never wrapped
 
 
 def register(app: typer.Typer) -> None:
@@ -74,9 +121,20 @@ def register(app: typer.Typer) -> None:
         name: Annotated[
             str | None, typer.Option(help="Campaign name (re-run the same name to resume).")
         ] = None,
+        confirm: Annotated[
+            bool,
+            typer.Option(
+                "--confirm/--no-confirm",
+                help="End with a confirmation of the best candidate vs the best seed on held-out test samples.",
+            ),
+        ] = True,
+        confirm_limit: Annotated[
+            int, typer.Option(help="Test samples of the confirmation (all if the split is smaller).", min=1)
+        ] = 64,
         unsafe_sandbox: UnsafeSandbox = False,
     ) -> None:
-        """Run (or resume) a Meta Agent Search campaign and print the leaderboard."""
+        """Run (or resume) a Meta Agent Search campaign, print the leaderboard, then confirm the best
+        candidate against the best seed on held-out test samples (printed last)."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
         from agentmeta.search import Campaign, SearchConfig
@@ -97,6 +155,8 @@ def register(app: typer.Typer) -> None:
             max_wall_s=max_wall_s,
             concurrency=concurrency,
             name=name,
+            confirm=confirm,
+            confirm_limit=confirm_limit,
         )
         arch = Archive(archive)
         task_model = load_model_for_cli(model)
@@ -129,7 +189,20 @@ def register(app: typer.Typer) -> None:
             elif kind_ in ("invalid", "error"):
                 say(f"  [red]{kind_}[/red]: {escape(str(ev.get('error'))[:160])}")
             elif kind_ == "not_promoted":
-                say(f"  stays on the subset stage (best subset score so far {ev['best_subset']:.3f})")
+                if ev.get("basis") == "parent":
+                    say(
+                        f"  stays on the subset stage ({ev['mean']:.3f} vs its parent {ev['parent'][:6]}'s "
+                        f"{ev['parent_mean']:.3f} on the same {ev['n']} samples)"
+                    )
+                else:
+                    best_subset = _fmt(ev.get("best_subset"), None, None)
+                    say(f"  stays on the subset stage (best subset score so far {best_subset})")
+            elif kind_ == "confirm":
+                say(f"[bold]confirmation[/bold]: {len(ev['ids'])} candidates on {ev['n']} test samples")
+            elif kind_ == "confirmed":
+                stored = " (stored)" if ev["reused"] else ""
+                mean = _fmt(ev["mean"], ev["ci_low"], ev["ci_high"])
+                say(f"  test   {ev['id']}: {mean} n={ev['n']}{stored}")
             elif kind_ == "evaluated":
                 best = max(  # over the whole campaign, so a resumed one starts from what it has
                     (
@@ -151,6 +224,11 @@ def register(app: typer.Typer) -> None:
         result = camp.run()
         board = arch.leaderboard(campaign=camp.record.id, limit=15)
         console.print(leaderboard_table(board, f"leaderboard: {result.campaign}"))
+        if any(e.subset_only for e in board):
+            console.print(
+                "[dim]subset only: scored on the cheap first stage only, not comparable with full-stage "
+                "scores; listed after every fully evaluated candidate[/dim]"
+            )
         console.print(
             f"{len(result.new_candidates)} new candidates, {len(result.evaluated)} evaluations, "
             f"{result.tokens} tokens, {result.wall_s:.0f} s ({result.stop_reason}); archive: {archive}"
@@ -161,3 +239,46 @@ def register(app: typer.Typer) -> None:
                 f"campaign total over all its runs: {state['spent_tokens']} tokens, "
                 f"{state.get('spent_wall_s', 0):.0f} s (what --max-tokens / --max-wall-s count)"
             )
+        if result.confirmation is not None:  # the last thing printed: the held-out verdict
+            print_confirmation(result.confirmation)
+
+    @app.command("confirm")
+    def confirm_cmd(
+        campaign: Annotated[str, typer.Argument(metavar="CAMPAIGN", help="Campaign name or id.")],
+        archive: Annotated[str, typer.Option(help="Archive path or SQLAlchemy URL.")] = os.environ.get(
+            "AGENTMETA_ARCHIVE", "agentmeta-archive.db"
+        ),
+        limit: Annotated[int, typer.Option(help="Test samples (all if the split is smaller).", min=1)] = 64,
+        model: Annotated[
+            str | None, typer.Option(help="Model the candidates run on (default: the campaign's).")
+        ] = None,
+        concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
+        unsafe_sandbox: UnsafeSandbox = False,
+    ) -> None:
+        """Confirm a campaign on held-out test samples: its best candidate by validation, its best seed
+        and its score x tokens Pareto front, on the same test samples (stored as split test, stage
+        confirm; what is stored is reused), with the paired gain over the best seed and a verdict."""
+        from agentmeta.archive import Archive
+        from agentmeta.cli import load_model_for_cli
+        from agentmeta.search.confirm import confirm
+
+        apply_unsafe_sandbox(unsafe_sandbox)
+        arch = Archive(archive, create=False)
+        record = arch.get_campaign(campaign)
+        task_model = load_model_for_cli(model or record.config.get("model"))
+        start = time.monotonic()
+
+        def progress(ev: dict[str, Any]) -> None:
+            s = int(time.monotonic() - start)
+            clock = f"[dim]{s // 60:02d}:{s % 60:02d}[/dim]"
+            if ev["event"] == "confirm":
+                err.print(f"{clock} {len(ev['ids'])} candidates on {ev['n']} test samples")
+            elif ev["event"] == "confirmed":
+                stored = " (stored)" if ev["reused"] else ""
+                mean = _fmt(ev["mean"], ev["ci_low"], ev["ci_high"])
+                err.print(f"{clock}   {ev['id']}: {mean} n={ev['n']}{stored}")
+
+        conf = confirm(
+            arch, record, test_limit=limit, model=task_model, concurrency=concurrency, progress=progress
+        )
+        print_confirmation(conf)

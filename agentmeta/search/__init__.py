@@ -1,6 +1,17 @@
 """Search: strategies behind one protocol and the campaign runner."""
 
 from agentmeta.search.campaign import Campaign, CampaignResult, SearchConfig, search
+from agentmeta.search.confirm import Confirmation, confirm
 from agentmeta.search.strategy import Proposal, ProposalContext, Strategy
 
-__all__ = ["Campaign", "CampaignResult", "Proposal", "ProposalContext", "SearchConfig", "Strategy", "search"]
+__all__ = [
+    "Campaign",
+    "CampaignResult",
+    "Confirmation",
+    "Proposal",
+    "ProposalContext",
+    "SearchConfig",
+    "Strategy",
+    "confirm",
+    "search",
+]

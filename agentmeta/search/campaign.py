@@ -1,9 +1,16 @@
-"""The campaign runner: select -> propose -> validate -> evaluate -> archive, with budgets and resume.
+"""The campaign runner: select -> propose -> validate -> evaluate -> archive, with budgets and resume,
+then a confirmation on held-out test samples (`agentmeta.search.confirm`).
 
 Resume: every candidate has a deterministic key (campaign id + seed name or iteration), the
 archive adds a key once, and evaluations are stored per (candidate, suite, split, stage). A
 re-run of the same campaign skips what is stored, re-proposes only the iteration in flight
-(its seeded meta-agent calls come back from the call cache), and never evaluates twice.
+(its seeded meta-agent calls come back from the call cache), and never evaluates twice (the
+confirmation included).
+
+Honest selection: scores are compared on the same samples only. The leaderboard and `best` rank
+full-stage scores (a subset-only candidate never outranks a fully evaluated one); promotion from
+the subset stage compares the child with its parent on the same subset samples. The test split
+is loaded by the confirmation only, after the search: no model sees a test sample before it.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
+NOT_IDENTITY = {"name", "iterations", "max_tokens", "max_wall_s", "concurrency", "confirm", "confirm_limit"}
+"""Settings that do not define what a campaign searches: a re-run may change them and resume."""
+
+
 class SearchConfig(BaseModel):
     """A campaign's settings. Those that define *what* is searched identify it for resume."""
 
@@ -50,9 +61,14 @@ class SearchConfig(BaseModel):
     full: int = Field(default=8, ge=1)
     """Samples in the full validation stage (only for promising candidates)."""
     promote_margin: float = Field(default=0.1, ge=0.0)
-    """A proposed candidate goes to the full stage if its subset score is within this of the best
-    subset score so far, and above zero once some candidate has scored above zero. Seeds (the
-    baselines) always get the full stage."""
+    """Promotion from the subset stage to the full stage. A proposed candidate is compared, paired,
+    with its parent (the first of its parents with a complete subset evaluation: seeds and every
+    proposed candidate have one) on the subset samples both scored: it goes to the full stage if
+    its mean there is within `promote_margin` of the parent's. When no parent has a comparable
+    subset evaluation (no parent, or one from outside the campaign), the fallback rule compares
+    its subset score with the best subset score so far, within the same margin. Either way a
+    candidate that solves no subset sample is not promoted once some candidate has solved one.
+    Seeds (the baselines) always get the full stage."""
     reflexion_rounds: int = Field(default=2, ge=0, le=5)
     debug_rounds: int = Field(default=3, ge=0, le=10)
     name: str | None = None
@@ -63,6 +79,14 @@ class SearchConfig(BaseModel):
     """Stop when the campaign has spent this many tokens (task + meta model)."""
     max_wall_s: float | None = None
     concurrency: int = Field(default=8, ge=1)
+    confirm: bool = True
+    """End the campaign with a confirmation on held-out test samples (`agentmeta.search.confirm`):
+    the best candidate by validation, the best seed and the score x tokens-per-sample Pareto front
+    of the full-stage candidates, all on the same test samples, stored as split `test`, stage
+    `confirm` (never twice). It runs after the search whatever stopped it (budgets included) and
+    is skipped, with a reason, when the suite has no test split."""
+    confirm_limit: int = Field(default=64, ge=1)
+    """Test samples of the confirmation (the whole test split if it is smaller)."""
 
     @field_validator("kind")
     @classmethod
@@ -71,7 +95,7 @@ class SearchConfig(BaseModel):
         return v
 
     def identity(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"name", "iterations", "max_tokens", "max_wall_s", "concurrency"})
+        return self.model_dump(exclude=NOT_IDENTITY)
 
     def campaign_name(self) -> str:
         return self.name or f"{self.strategy}-{self.kind}-{self.suite}-s{self.seed}"
@@ -88,8 +112,37 @@ class CampaignResult:
     skipped: list[str] = field(default_factory=list)
     """Candidate ids whose work was already stored (resume)."""
     best: Any = None
+    """The best candidate by validation: the first entry of `full_stage_board` (None if no
+    candidate reached the full stage)."""
     tokens: int = 0
     wall_s: float = 0.0
+    confirmation: Any = None
+    """The `Confirmation` on held-out test samples (None when `SearchConfig.confirm` is off)."""
+
+
+def load_campaign_data(config: SearchConfig, suite: Suite | None = None) -> tuple[Suite, Suite]:
+    """The samples a campaign runs on: (validation samples of the full stage, the train samples a
+    proposer may be shown). Never the test split. `suite`: a `Suite` object searched instead of
+    loading `config.suite` (its samples are the validation samples; it has no train split)."""
+    from agentmeta.eval import load_suite
+
+    size = max(config.full, config.subset)
+    if suite is not None:
+        if suite.split not in ("validation", "all"):
+            raise ConfigError(
+                f"search selects on validation samples; the Suite given is its {suite.split} split"
+            )
+        full = suite.model_copy(update={"samples": suite.samples[:size]})
+    else:
+        full = load_suite(config.suite, split="validation", limit=size, seed=config.seed)
+    # what the proposer is shown comes from the train split only, never from validation/test
+    try:
+        if suite is not None:
+            raise DataError("a Suite object carries no train split")
+        train = load_suite(config.suite, split="train", limit=1, seed=config.seed)
+    except DataError:  # a user file with no train rows: the proposer sees no example
+        train = full.model_copy(update={"split": "train", "samples": []})
+    return full, train
 
 
 def data_digest(*suites: Suite) -> str:
@@ -100,6 +153,15 @@ def data_digest(*suites: Suite) -> str:
         for x in suite.samples:
             h.update(f"{suite.split}\x1f{x.id}\x1f{x.input}\x1f{x.target}\x1e".encode())
     return h.hexdigest()[:16]
+
+
+def full_stage_board(archive: Any, campaign: str, suite: str) -> list[Any]:
+    """A campaign's candidates ranked by their full-stage validation score on `suite` (best first;
+    status ok, complete evaluations only): what `best` and the confirmation choose from. A
+    subset-only score is never compared with these."""
+    ok = {c.id for c in archive.candidates(campaign=campaign, status="ok")}
+    board = archive.leaderboard(suite, campaign=campaign, split="validation", stage="full")
+    return [e for e in board if e.id in ok and e.fitness is not None]
 
 
 class Campaign:
@@ -115,9 +177,8 @@ class Campaign:
         suite: Suite | None = None,
     ) -> None:
         """`suite`: a `Suite` object to search on instead of loading `config.suite` (its samples are
-        the validation samples; `config.suite` names it). The proposer then sees no train example."""
-        from agentmeta.eval import load_suite
-
+        the validation samples; `config.suite` names it). The proposer then sees no train example,
+        and there is no test split to confirm on."""
         self.config = config
         self.archive = archive
         self.model = model or get_model(config.model)
@@ -127,25 +188,11 @@ class Campaign:
         self.strategy = strategy if strategy is not None else get_strategy(config.strategy, config)
         self.progress = progress or (lambda event: None)
         self.name = config.campaign_name()
-        if suite is not None:
-            if suite.split not in ("validation", "all"):
-                raise ConfigError(
-                    f"search selects on validation samples; the Suite given is its {suite.split} split"
-                )
-            full = suite.model_copy(update={"samples": suite.samples[: max(config.full, config.subset)]})
-        else:
-            full = load_suite(
-                config.suite, split="validation", limit=max(config.full, config.subset), seed=config.seed
-            )
+        self.suite_object = suite is not None
+        """True when searching a `Suite` object: it has no test split, so nothing to confirm on."""
+        full, self.train_suite = load_campaign_data(config, suite)
         self.full_suite = full
         self.subset_suite = full.model_copy(update={"samples": full.samples[: config.subset]})
-        # what the proposer is shown comes from the train split only, never from validation/test
-        try:
-            if suite is not None:
-                raise DataError("a Suite object carries no train split")
-            self.train_suite = load_suite(config.suite, split="train", limit=1, seed=config.seed)
-        except DataError:  # a user file with no train rows: the proposer sees no example
-            self.train_suite = full.model_copy(update={"split": "train", "samples": []})
         identity = {**config.identity(), "data": data_digest(self.full_suite, self.train_suite)}
         self.record = archive.start_campaign(self.name, identity)
         self.result = CampaignResult(
@@ -291,7 +338,8 @@ class Campaign:
         return best
 
     def promising(self, subset_mean: float | None, best: float | None) -> bool:
-        """Promotion rule of the subset stage (see `SearchConfig.promote_margin`)."""
+        """The fallback promotion rule, when no parent has a comparable subset evaluation: within
+        `promote_margin` of the best subset score so far (see `SearchConfig.promote_margin`)."""
         if best is None:
             return True
         mean = subset_mean or 0.0
@@ -299,16 +347,56 @@ class Campaign:
             return False  # solves nothing on the subset while another candidate does
         return mean >= best - self.config.promote_margin
 
-    def evaluate_candidate(self, cid: str, agent: Any, dry_run: EvalResult | None = None) -> None:
-        """Subset stage (reusing the validation dry run), then the full stage if promising."""
-        sub = self._evaluate_stage(cid, agent, "subset", known=dry_run)
-        if self.archive.get(cid, with_evaluations=False).status == "error":
-            return
+    def _parent_subset(self, parent_ids: list[str]) -> tuple[str, Any] | None:
+        """The first parent with a complete subset evaluation of this campaign's suite, and that evaluation."""
+        for pid in parent_ids:
+            ev = self.archive.get_evaluation(pid, self.config.suite, "validation", "subset")
+            if ev is not None and not ev.incomplete and ev.score_by_id():
+                return pid, ev
+        return None
+
+    def promotion(self, cid: str, sub: Any, parent_ids: list[str]) -> dict[str, Any]:
+        """Whether a candidate goes from the subset stage to the full stage, and on what basis.
+
+        Paired with its parent (see `SearchConfig.promote_margin`): both means are taken over the
+        subset samples both scored, so the comparison is on the same samples. Without a comparable
+        parent evaluation, the fallback rule `promising` (best subset score so far). `sub`: the
+        candidate's subset `EvalResult` or stored `Evaluation`.
+        """
         best = self._best_subset(exclude=cid)
-        if self.promising(sub.mean, best):
+        found = self._parent_subset(parent_ids)
+        mine = sub.score_by_id()
+        shared = [i for i in mine if found is not None and i in found[1].score_by_id()]
+        if found is None or not shared:
+            return {
+                "promote": self.promising(sub.mean, best), "basis": "best", "mean": sub.mean,
+                "best_subset": best,
+            }  # fmt: skip
+        pid, parent_ev = found
+        theirs = parent_ev.score_by_id()
+        mean = sum(mine[i] for i in shared) / len(shared)
+        parent_mean = sum(theirs[i] for i in shared) / len(shared)
+        promote = mean >= parent_mean - self.config.promote_margin - 1e-12
+        if best is not None and best > 0 and mean <= 0:
+            promote = False  # solves nothing on the subset while another candidate does
+        return {
+            "promote": promote, "basis": "parent", "mean": mean, "parent": pid, "parent_mean": parent_mean,
+            "n": len(shared), "best_subset": best,
+        }  # fmt: skip
+
+    def evaluate_candidate(self, cid: str, agent: Any, dry_run: EvalResult | None = None) -> None:
+        """Subset stage (reusing the validation dry run), then the full stage if promoted (`promotion`)."""
+        sub = self._evaluate_stage(cid, agent, "subset", known=dry_run)
+        cand = self.archive.get(cid, with_evaluations=False)
+        if cand.status == "error":
+            return
+        decision = self.promotion(cid, sub, cand.parent_ids)
+        if cand.metadata.get("promotion") != decision:
+            self.archive.update_metadata(cid, promotion=decision)
+        if decision["promote"]:
             self._evaluate_stage(cid, agent, "full", known=sub if isinstance(sub, EvalResult) else None)
         else:
-            self.progress({"event": "not_promoted", "id": cid, "mean": sub.mean, "best_subset": best})
+            self.progress({"event": "not_promoted", "id": cid, **decision})
 
     def evaluate_seed(self, cid: str, agent: Any) -> None:
         """Seeds are baselines: full stage first (one pass, better batched); the subset stage is
@@ -395,6 +483,21 @@ class Campaign:
             return None, f"error: {errors[0]}", None
         return agent, None, res
 
+    def _context(self, i: int) -> ProposalContext:
+        """What the strategy sees for iteration `i`: the task (train items only), this campaign's
+        candidates (oldest first; each carries `fitness_stage`: a `subset` fitness is not comparable
+        with a `full` one), the meta-model. Never a validation target, never a test sample."""
+        return ProposalContext(
+            archive=self.archive,
+            campaign=self.record.id,
+            kind=self.config.kind,
+            task_description=self._task_description(),
+            iteration=i,
+            seed=self.config.seed,
+            meta_model=self.meta_model,
+            candidates=self._candidates(),
+        )
+
     def run_iteration(self, i: int) -> None:
         key = f"iter:{i}"
         found = self._existing(key)
@@ -406,16 +509,7 @@ class Campaign:
             self.progress({"event": "resume", "iteration": i, "id": found.id, "name": found.name})
             self.evaluate_candidate(found.id, spec.build())
             return
-        ctx = ProposalContext(
-            archive=self.archive,
-            campaign=self.record.id,
-            kind=self.config.kind,
-            task_description=self._task_description(),
-            iteration=i,
-            seed=self.config.seed,
-            meta_model=self.meta_model,
-            candidates=self._candidates(),
-        )
+        ctx = self._context(i)
         self.progress({"event": "propose", "iteration": i})
         proposal: Proposal | None
         error: str | None
@@ -477,6 +571,22 @@ class Campaign:
         )
         self.evaluate_candidate(cid, agent, dry_run)
 
+    def best(self) -> Any:
+        """The best candidate by validation: the best full-stage score (`full_stage_board`; a
+        subset-only score is never compared with full-stage ones), or None."""
+        board = full_stage_board(self.archive, self.record.id, self.config.suite)
+        return board[0] if board else None
+
+    def confirm(self) -> Any:
+        """The confirmation on held-out test samples (`agentmeta.search.confirm.confirm`), stored
+        in the archive; what is stored already is reused, never evaluated again."""
+        from agentmeta.search.confirm import confirm
+
+        return confirm(
+            self.archive, self, test_limit=self.config.confirm_limit, model=self.model,
+            seed=self.config.seed, concurrency=self.config.concurrency, progress=self.progress,
+        )  # fmt: skip
+
     def run(self) -> CampaignResult:
         self.archive.update_campaign(self.record.id, status="running")
         try:
@@ -490,14 +600,16 @@ class Campaign:
                 self.run_iteration(i)
                 self.archive.update_campaign(self.record.id, state={"iterations_done": i + 1})
                 self._save_spend()
+            self.result.best = self.best()
+            if self.config.confirm:  # after the search: nothing above ever saw a test sample
+                self.result.confirmation = self.confirm()
+                self._save_spend()
         except BaseException:
             with contextlib.suppress(Exception):  # the archive may be what failed
                 self._save_spend()
             self.archive.update_campaign(self.record.id, status="stopped")
             raise
         self.archive.update_campaign(self.record.id, status="done")
-        board = self.archive.leaderboard(campaign=self.record.id, limit=1)
-        self.result.best = board[0] if board else None
         self.result.stop_reason = stop
         self.result.tokens = self._tokens() - self._tokens0
         self._save_spend()
