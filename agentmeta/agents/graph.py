@@ -3,12 +3,19 @@
 Nodes:
 - ``llm``: one call; ``prompt`` is a template over ``{input}`` (the task), ``{last}`` (the previous
   node's output) and ``{<node id>}`` (any earlier node's output); ``role`` and ``temperature``.
-- ``sample``: ``n`` calls of the prompt at ``temperature``; its output is a list of texts.
+  Optional ``demos`` (``[{input, answer}]``, solved examples from a suite's train split) are sent
+  before the prompt as user/assistant turns: the prompt rendered with the example's input (other
+  variables empty), then ``Answer: <answer>``.
+- ``sample``: ``n`` calls of the prompt at ``temperature``; its output is a list of texts (``demos`` too).
 - ``vote``: majority vote over the answers of a ``sample`` node (``source``, default the previous).
 - ``reflect``: critique the previous answer and refine it until the critic says OK, at most
   ``max_rounds`` times.
 - ``python``: ``code`` defining ``tool(input, last) -> str``, run in the sandbox (which refuses,
   with `SandboxUnavailableError`, where it cannot isolate and the user did not opt in).
+  Program-of-thought is an ``llm`` node asked for one Python expression (`pot_prompt`) followed by
+  a ``python`` node running `POT_CODE`, a fixed evaluator that walks the expression's syntax tree
+  (numbers, arithmetic, comparisons, a few math functions; nothing else) and answers
+  ``Answer: <value>``.
 
 Edges: ``{"source": a, "target": b}``, with an optional ``when`` (a substring, case-insensitive,
 that must be in ``a``'s output; prefix ``not:`` negates). Without edges, nodes form a chain in
@@ -34,6 +41,206 @@ NodeType = Literal["llm", "sample", "vote", "reflect", "python"]
 ANSWER_HINT = "Think it through briefly, then end with a line 'Answer: <your answer>'."
 
 
+POT_CODE = """\
+import ast
+import math
+import re
+
+MAX_BITS = 12000
+FUNCS = {
+    "abs": abs, "round": round, "min": min, "max": max, "sum": sum, "int": int, "float": float,
+    "sqrt": math.sqrt, "isqrt": math.isqrt, "floor": math.floor, "ceil": math.ceil,
+    "trunc": math.trunc, "exp": math.exp, "log": math.log, "log2": math.log2, "log10": math.log10,
+    "sin": math.sin, "cos": math.cos, "tan": math.tan, "hypot": math.hypot, "fabs": math.fabs,
+    "gcd": math.gcd, "lcm": math.lcm, "factorial": math.factorial, "comb": math.comb,
+    "perm": math.perm, "pow": pow,
+}
+CONSTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
+BIN = {
+    ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b, ast.FloorDiv: lambda a, b: a // b, ast.Mod: lambda a, b: a % b,
+    ast.Pow: lambda a, b: a ** b,
+}
+UNARY = {ast.USub: lambda a: -a, ast.UAdd: lambda a: +a, ast.Not: lambda a: not a}
+CMP = {
+    ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b,
+}
+
+
+def number(v):
+    if isinstance(v, (list, tuple)):
+        return [number(x) for x in v]
+    if not isinstance(v, (int, float)):
+        raise ValueError("only numbers are allowed, got " + type(v).__name__)
+    if isinstance(v, int) and v.bit_length() > MAX_BITS:
+        raise ValueError("number too large")
+    return v
+
+
+def big(x):
+    return isinstance(x, int) and not isinstance(x, bool) and x.bit_length()
+
+
+def check(op, a, b):
+    if op is ast.Pow and isinstance(b, (int, float)) and abs(b) > 1:
+        if isinstance(a, (list, tuple)) or max(big(a) or 1, 1) * abs(b) > MAX_BITS:
+            raise ValueError("power too large")
+    if op is ast.Mult and (big(a) or 0) + (big(b) or 0) > MAX_BITS:
+        raise ValueError("product too large")
+
+
+def ev(node, depth=0):
+    if depth > 60:
+        raise ValueError("expression nested too deeply")
+    d = depth + 1
+    if isinstance(node, ast.Expression):
+        return ev(node.body, d)
+    if isinstance(node, ast.Constant):
+        return number(node.value)
+    if isinstance(node, ast.Name) and node.id in CONSTS:
+        return CONSTS[node.id]
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "math":
+        if node.attr in CONSTS:
+            return CONSTS[node.attr]
+    if isinstance(node, ast.UnaryOp) and type(node.op) in UNARY:
+        return number(UNARY[type(node.op)](ev(node.operand, d)))
+    if isinstance(node, ast.BinOp) and type(node.op) in BIN:
+        a, b = ev(node.left, d), ev(node.right, d)
+        if isinstance(a, list) or isinstance(b, list):
+            raise ValueError("arithmetic on a list")
+        check(type(node.op), a, b)
+        return number(BIN[type(node.op)](a, b))
+    if isinstance(node, ast.Compare) and all(type(o) in CMP for o in node.ops):
+        left = ev(node.left, d)
+        for op, right in zip(node.ops, node.comparators):
+            value = ev(right, d)
+            if not CMP[type(op)](left, value):
+                return False
+            left = value
+        return True
+    if isinstance(node, ast.BoolOp):
+        values = [ev(v, d) for v in node.values]
+        return all(values) if isinstance(node.op, ast.And) else any(values)
+    if isinstance(node, ast.IfExp):
+        return ev(node.body, d) if ev(node.test, d) else ev(node.orelse, d)
+    if isinstance(node, (ast.Tuple, ast.List)) and len(node.elts) <= 1000:
+        return [ev(x, d) for x in node.elts]
+    if isinstance(node, ast.Call) and not node.keywords:
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else None
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id == "math":
+            name = f.attr
+        if name in FUNCS:
+            args = [ev(a, d) for a in node.args]
+            if name == "pow":
+                if len(args) != 2:
+                    raise ValueError("pow takes two arguments here")
+                check(ast.Pow, args[0], args[1])
+            if name in ("factorial", "comb", "perm") and any(abs(x) > 3000 for x in args if big(x)):
+                raise ValueError(name + " argument too large")
+            return number(FUNCS[name](*args))
+        raise ValueError("function not allowed: " + (name or ast.unparse(f)[:60]))
+    raise ValueError(type(node).__name__ + " is not allowed in the expression")
+
+
+def expression(text):
+    text = text or ""
+    found = re.findall(r"(?im)^[ \\t>*_-]*(?:python[ \\t]+)?expression[ \\t*_]*[:=][ \\t]*(.+)$", text)
+    if not found:
+        fenced = re.findall(r"```(?:python|py)?[ \\t]*\\n?(.*?)```", text, re.S)
+        lines = [ln for ln in (fenced[-1] if fenced else "").splitlines() if ln.strip()]
+        found = lines[-1:]
+    if not found:
+        found = re.findall(r"(?im)^[ \\t>*_-]*answer[ \\t*_]*[:=][ \\t]*(.+)$", text)
+    if not found:
+        found = [ln for ln in text.splitlines() if ln.strip()][-1:]
+    expr = found[-1].strip().strip("`$* ").strip() if found else ""
+    m = re.match(r"^print\\((.*)\\)$", expr)
+    expr = m.group(1) if m else expr
+    m = re.match(r"^[A-Za-z_][A-Za-z0-9_]*[ \\t]*=(?!=)(.+)$", expr)
+    expr = m.group(1) if m else expr
+    expr = expr.replace("^", "**").replace("\\u00d7", "*").replace("\\u00f7", "/")
+    return expr.strip().rstrip(".;").strip()
+
+
+def show(value):
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("the result is not a finite number")
+        if value == int(value) and abs(value) < 1e15:
+            return str(int(value))
+        return format(value, ".10g")
+    raise ValueError("the expression must give one number")
+
+
+def tool(input, last):
+    expr = expression(last)
+    if not expr:
+        return "Error: no expression found"
+    if len(expr) > 500:
+        return "Error: expression longer than 500 characters"
+    try:
+        return "Answer: " + show(ev(ast.parse(expr, mode="eval")))
+    except Exception as e:
+        return "Error: cannot evaluate " + repr(expr[:200]) + ": " + type(e).__name__ + ": " + str(e)[:200]
+"""
+"""The python node of program-of-thought: `tool(input, last)` reads the expression from the previous
+node's output (an `Expression:` line, else a fenced code block, else an `Answer:` line, else the last
+line), evaluates it by walking its syntax tree (no `eval`, no names but math constants, no attribute
+access but `math.<function>`, bounded integer sizes) and returns `Answer: <value>`, or `Error: ...`
+for anything else. Runs in the sandbox like any python node."""
+
+POT_INSTRUCTION = (
+    "Do not solve the task in words. Write one Python expression that computes the answer, using only "
+    "numbers, + - * / // % **, parentheses and math functions such as sqrt, floor, gcd or factorial. "
+    "Reply with one line: Expression: <python expression>"
+)
+
+
+def step_prompt(instruction: str = "", previous: bool = False, hint: str = ANSWER_HINT) -> str:
+    """A step's prompt: the task, the previous step's output if `previous`, the instruction, the hint."""
+    instruction = instruction.replace("{", "(").replace("}", ")").strip()
+    return (
+        "Task: {input}\n\n"
+        + ("Previous step:\n{last}\n\n" if previous else "")
+        + (instruction + "\n\n" if instruction else "")
+        + hint
+    )
+
+
+def pot_prompt(instruction: str = "", previous: bool = False) -> str:
+    """The prompt of program-of-thought's llm node: asks for one expression instead of an answer."""
+    return step_prompt(instruction, previous, hint=POT_INSTRUCTION)
+
+
+def pot_nodes(llm_id: str, python_id: str, instruction: str = "", previous: bool = False,
+              role: str = "helpful assistant") -> list[dict[str, Any]]:  # fmt: skip
+    """Program-of-thought as two node dicts: an llm node writing the expression, a python node
+    evaluating it with `POT_CODE`."""
+    return [
+        {"id": llm_id, "type": "llm", "prompt": pot_prompt(instruction, previous), "role": role},
+        {"id": python_id, "type": "python", "code": POT_CODE},
+    ]
+
+
+class Demo(BaseModel):
+    """A solved example shown to a node before its prompt (from a suite's train split only)."""
+
+    input: str = Field(min_length=1, max_length=4000)
+    """The example task."""
+    answer: str = Field(max_length=2000)
+    """Its reference answer (sent as `Answer: <answer>` unless it already has an `Answer:` line)."""
+
+    def reply(self) -> str:
+        """The assistant turn of this example."""
+        return self.answer if "answer:" in self.answer.lower() else f"Answer: {self.answer}"
+
+
 class Node(BaseModel):
     """One step of a graph agent."""
 
@@ -57,6 +264,8 @@ class Node(BaseModel):
     """Python source defining tool(input, last) -> str (python)."""
     max_tokens: int = Field(default=160, ge=1, le=4096)
     """Most new tokens per call."""
+    demos: list[Demo] = Field(default_factory=list, max_length=8)
+    """Solved examples sent before the prompt as user/assistant turns (llm, sample)."""
 
 
 class Edge(BaseModel):
@@ -104,6 +313,8 @@ class GraphSpec(BaseModel):
                     raise ValueError(f"vote node {n.id!r} must follow (or name as source) a sample node")
             if n.type == "python" and "def tool" not in n.code:
                 raise ValueError(f"python node {n.id!r} must define tool(input, last)")
+            if n.demos and n.type not in ("llm", "sample"):
+                raise ValueError(f"node {n.id!r}: demos apply to llm and sample nodes, not {n.type}")
         return self
 
 
@@ -133,6 +344,17 @@ def parse_spec(source: str | dict[str, Any]) -> GraphSpec:
         raise InvalidAgentError(f"graph spec invalid at {where or 'top level'}: {first['msg']}") from e
 
 
+class _Blank(dict):  # type: ignore[type-arg]
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def render_demo(template: str, demo_input: str) -> str:
+    """The user turn of a demonstration: `template` with `{input}` the example's input and every
+    other variable empty."""
+    return template.format_map(_Blank(input=demo_input))
+
+
 def _render(template: str, state: _State) -> str:
     values = {"input": state["input"], "last": state["last"]}
     for k, v in state["outputs"].items():
@@ -160,10 +382,12 @@ class GraphAgent:
     def _call(
         state: _State, node: Node, prompt: str, n: int = 1, temperature: float | None = None
     ) -> list[str]:
-        messages = [
-            {"role": "system", "content": f"You are a {node.role}."},
-            {"role": "user", "content": prompt},
-        ]
+        messages = [{"role": "system", "content": f"You are a {node.role}."}]
+        if node.type in ("llm", "sample"):
+            for demo in node.demos:
+                messages.append({"role": "user", "content": render_demo(node.prompt, demo.input)})
+                messages.append({"role": "assistant", "content": demo.reply()})
+        messages.append({"role": "user", "content": prompt})
         resp = state["model"].generate(
             messages,
             n=n,
@@ -282,23 +506,28 @@ class GraphAgent:
         return extract_answer(text)
 
 
-def spec_from_steps(name: str, thought: str, steps: list[dict[str, Any]]) -> GraphSpec:
+DEMO_K = 3
+"""Demonstrations a `demos` step of the meta-agent shows."""
+
+
+def spec_from_steps(
+    name: str, thought: str, steps: list[dict[str, Any]], demos_pool: list[dict[str, str]] | None = None
+) -> GraphSpec:
     """Build a chain graph from the meta-agent's simplified step list (always a valid spec).
 
-    Each step: {"type": "llm"|"sample_vote"|"reflect", "role": str, "instruction": str,
-    "temperature": float}. Every prompt sees the task and the previous step's output.
+    Each step: {"type": "llm"|"sample_vote"|"reflect"|"program_of_thought"|"demos", "role": str,
+    "instruction": str, "temperature": float}. Every prompt sees the task and the previous step's
+    output. "program_of_thought": an llm node asked for one Python expression, then a python node
+    evaluating it (`POT_CODE`). "demos": an llm node shown `DEMO_K` solved examples first, taken in
+    order from `demos_pool` (`{input, answer}` dicts from the train split; none left: no examples).
     """
     nodes: list[dict[str, Any]] = []
+    pool = list(demos_pool or [])
     for i, step in enumerate(steps, 1):
         kind = step.get("type", "llm")
         role = (step.get("role") or "helpful assistant").strip()[:200] or "helpful assistant"
-        instruction = (step.get("instruction") or "").replace("{", "(").replace("}", ")").strip()
-        prompt = (
-            "Task: {input}\n\n"
-            + ("Previous step:\n{last}\n\n" if nodes else "")
-            + (instruction + "\n\n" if instruction else "")
-            + ANSWER_HINT
-        )
+        instruction = str(step.get("instruction") or "")
+        prompt = step_prompt(instruction, previous=bool(nodes))
         temp = float(step.get("temperature") or 0.0)
         temp = min(max(temp, 0.0), 1.5)
         if kind == "sample_vote":
@@ -317,8 +546,14 @@ def spec_from_steps(name: str, thought: str, steps: list[dict[str, Any]]) -> Gra
             if not nodes:
                 nodes.append({"id": f"a{i}", "type": "llm", "prompt": prompt, "role": role})
             nodes.append({"id": f"r{i}", "type": "reflect", "role": role, "max_rounds": 1})
+        elif kind == "program_of_thought":
+            nodes.extend(pot_nodes(f"p{i}", f"x{i}", instruction, previous=bool(nodes), role=role))
         else:
-            nodes.append({"id": f"n{i}", "type": "llm", "prompt": prompt, "role": role, "temperature": temp})
+            node = {"id": f"n{i}", "type": "llm", "prompt": prompt, "role": role, "temperature": temp}
+            if kind == "demos":
+                demos, pool = pool[:DEMO_K], pool[DEMO_K:]
+                node["demos"] = demos
+            nodes.append(node)
     if not nodes:
         raise InvalidAgentError("the graph has no steps")
     return parse_spec(json.loads(json.dumps({"name": name, "thought": thought, "nodes": nodes})))

@@ -21,9 +21,11 @@ and a search can write any kind with a `proposal_schema` and `from_proposal`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,12 +175,29 @@ CODE = AgentKind(
 # ----------------------------------------------------------------------------- graph
 
 
+GRAPH_STEP_TYPES = ("llm", "sample_vote", "reflect", "program_of_thought", "demos")
+"""Step types of the meta-agent's graph proposals (see `spec_from_steps`)."""
+
+_demo_pool: ContextVar[list[dict[str, str]] | None] = ContextVar("agentmeta_demo_pool", default=None)
+
+
+@contextlib.contextmanager
+def proposal_demos(pool: list[dict[str, str]]) -> Iterator[None]:
+    """Inside this block, a graph proposal's `demos` steps take their examples (`{input, answer}`
+    dicts, train split only) from `pool`, in order. Outside it, a `demos` step shows none."""
+    token = _demo_pool.set(list(pool))
+    try:
+        yield
+    finally:
+        _demo_pool.reset(token)
+
+
 def _graph_from_proposal(data: dict[str, Any]) -> AgentSpec:
     name, thought = proposal_name_thought(data)
     steps = data.get("steps")
     if not isinstance(steps, list) or not steps:
         raise InvalidAgentError("the reply has no steps")
-    spec = spec_from_steps(name, thought, steps)
+    spec = spec_from_steps(name, thought, steps, demos_pool=_demo_pool.get())
     return AgentSpec(
         kind="graph", name=name, thought=thought, source=spec.model_dump_json(indent=2, exclude_defaults=True)
     )
@@ -204,7 +223,7 @@ GRAPH = AgentKind(
                 "items": {
                     "type": "object",
                     "properties": {
-                        "type": {"enum": ["llm", "sample_vote", "reflect"]},
+                        "type": {"enum": list(GRAPH_STEP_TYPES)},
                         "role": _text(32),
                         "instruction": _text(150),
                     },

@@ -120,6 +120,10 @@ class CampaignResult:
     """The `Confirmation` on held-out test samples (None when `SearchConfig.confirm` is off)."""
 
 
+TRAIN_SHOWN = 16
+"""Train samples a campaign loads for its proposer (the example task, demonstrations)."""
+
+
 def load_campaign_data(config: SearchConfig, suite: Suite | None = None) -> tuple[Suite, Suite]:
     """The samples a campaign runs on: (validation samples of the full stage, the train samples a
     proposer may be shown). Never the test split. `suite`: a `Suite` object searched instead of
@@ -139,7 +143,7 @@ def load_campaign_data(config: SearchConfig, suite: Suite | None = None) -> tupl
     try:
         if suite is not None:
             raise DataError("a Suite object carries no train split")
-        train = load_suite(config.suite, split="train", limit=1, seed=config.seed)
+        train = load_suite(config.suite, split="train", limit=TRAIN_SHOWN, seed=config.seed)
     except DataError:  # a user file with no train rows: the proposer sees no example
         train = full.model_copy(update={"split": "train", "samples": []})
     return full, train
@@ -496,6 +500,7 @@ class Campaign:
             seed=self.config.seed,
             meta_model=self.meta_model,
             candidates=self._candidates(),
+            train_samples=list(self.train_suite.samples),
         )
 
     def run_iteration(self, i: int) -> None:

@@ -4,7 +4,8 @@ It writes any agent kind that has a proposal schema (`agentmeta.agents.kinds`): 
 replies with JSON in the kind's schema (`{thought, name, code}` for code agents; steps for graph
 agents; a system message and instruction for prompt agents; a plugin kind's own fields), and the
 kind turns the reply into a candidate. Replies are constrained to the schema by the model layer,
-so even a small model produces parseable candidates.
+so even a small model produces parseable candidates. A graph reply's `demos` steps draw their
+examples from the context's train samples (`ProposalContext.train_samples`), never from validation.
 """
 
 from __future__ import annotations
@@ -14,17 +15,30 @@ import random
 from typing import Any
 
 from agentmeta.agents.base import AgentSpec
-from agentmeta.agents.kinds import AgentKind, searchable_kind
+from agentmeta.agents.graph import POT_CODE
+from agentmeta.agents.kinds import AgentKind, proposal_demos, searchable_kind
 from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
 from agentmeta.prompts import render, render_text
 from agentmeta.search.strategy import Proposal, ProposalContext
 
 
-def reply_to_spec(kind: str, data: dict[str, Any]) -> AgentSpec:
+def reply_to_spec(kind: str, data: dict[str, Any], demos: list[dict[str, str]] | None = None) -> AgentSpec:
     """Turn the meta-agent's JSON reply into an agent spec of `kind` (raises `InvalidAgentError`;
-    `ConfigError` if no registered kind of that name can be searched)."""
-    return searchable_kind(kind).from_proposal(data)  # type: ignore[misc]
+    `ConfigError` if no registered kind of that name can be searched). `demos`: the `{input, answer}`
+    examples (train split only) a graph reply's `demos` steps show, in order."""
+    with proposal_demos(demos or []):
+        return searchable_kind(kind).from_proposal(data)  # type: ignore[misc]
+
+
+def demo_pool(ctx: ProposalContext) -> list[dict[str, str]]:
+    """The context's train samples as `{input, answer}` examples, in a seeded order (per iteration)."""
+    pool = [{"input": s.input[:2000], "answer": s.target[:500]} for s in ctx.train_samples if s.input.strip()]
+    random.Random(f"demos:{ctx.seed}:{ctx.iteration}").shuffle(pool)
+    return pool
+
+
+_POT_SOURCE = json.dumps(POT_CODE)[1:-1]
 
 
 def proposal_prompt(kind: AgentKind, **slots: str) -> str:
@@ -60,14 +74,18 @@ def _parse(text: str) -> dict[str, Any]:
 
 
 def _describe(c: Any, with_source: bool = True) -> str:
-    fit = (
-        "not evaluated"
-        if c.fitness is None
-        else (f"{c.fitness:.2f} (95% CI {c.ci_low:.2f}-{c.ci_high:.2f}, n={c.n})")
-    )
+    if c.fitness is None:
+        fit = "not evaluated"
+    elif c.ci_low is None or c.ci_high is None:
+        fit = f"{c.fitness:.2f} (n={c.n})"
+    else:
+        fit = f"{c.fitness:.2f} (95% CI {c.ci_low:.2f}-{c.ci_high:.2f}, n={c.n})"
+    if c.fitness is not None and getattr(c, "fitness_stage", None) == "subset":
+        fit += " (subset stage only: not comparable with full-stage scores)"
     text = f"Name: {c.name}\nFitness: {fit}\nIdea: {c.thought[:300]}"
     if with_source:
-        text += f"\nSource:\n{c.source[:2500]}"
+        source = c.source.replace(_POT_SOURCE, "<program-of-thought calculator>")
+        text += f"\nSource:\n{source[:2500]}"
     return text
 
 
@@ -86,6 +104,7 @@ class MetaAgentSearch:
     def select_parents(self, ctx: ProposalContext) -> list[Any]:
         """The best scored candidate, plus one other scored candidate for inspiration (seeded)."""
         scored = [c for c in ctx.candidates if c.status == "ok" and c.fitness is not None]
+        scored = [c for c in scored if c.fitness_stage != "subset"] or scored  # full-stage scores only, while any exist
         if not scored:
             return []
         best = max(scored, key=lambda c: (c.fitness, c.ci_low or 0.0, -ctx.candidates.index(c)))
@@ -95,7 +114,7 @@ class MetaAgentSearch:
 
     def _archive_text(self, ctx: ProposalContext) -> str:
         entries = [c for c in ctx.candidates if c.status == "ok" and c.fitness is not None]
-        entries.sort(key=lambda c: c.fitness or 0.0, reverse=True)
+        entries.sort(key=lambda c: (c.fitness_stage == "subset", -(c.fitness or 0.0)))  # full stage first
         failed = [c for c in ctx.candidates if c.status in ("invalid", "error")][-2:]
         lines = [_describe(c, with_source=False) for c in entries[: self.archive_entries]]
         lines += [f"Name: {c.name}\nFailed: {(c.error or '')[:200]}" for c in failed]
@@ -113,8 +132,9 @@ class MetaAgentSearch:
         usage.add(resp)
         return resp.text
 
-    def propose(self, ctx: ProposalContext) -> Proposal:
-        parents = self.select_parents(ctx)
+    def propose(self, ctx: ProposalContext, parents: list[Any] | None = None) -> Proposal:
+        """A new candidate with the archive in view, built on `parents` (default: `select_parents`)."""
+        parents = self.select_parents(ctx) if parents is None else parents
         parent_text = "\n\n".join(_describe(p) for p in parents) or "(none yet)"
         user = proposal_prompt(
             searchable_kind(ctx.kind),
@@ -139,7 +159,7 @@ class MetaAgentSearch:
                 data = _parse(text)
             except InvalidAgentError:
                 continue  # keep the previous round's proposal
-        spec = reply_to_spec(ctx.kind, data)
+        spec = reply_to_spec(ctx.kind, data, demo_pool(ctx))
         return Proposal(
             spec=spec, parent_ids=[p.id for p in parents], messages=messages, usage=usage, raw=data
         )
@@ -156,5 +176,5 @@ class MetaAgentSearch:
         text = self._call(ctx, messages, 10 + attempt, usage)
         messages.append({"role": "assistant", "content": text})
         data = _parse(text)
-        spec = reply_to_spec(ctx.kind, data)
+        spec = reply_to_spec(ctx.kind, data, demo_pool(ctx))
         return Proposal(spec=spec, parent_ids=proposal.parent_ids, messages=messages, usage=usage, raw=data)

@@ -1,5 +1,10 @@
 """The built-in search strategies, registered by name (`--strategy NAME`).
 
+- `meta-agent`: Meta Agent Search (ADAS), any searchable kind.
+- `evolve`: open-ended archive evolution of graph agents (DGM-style parent selection, the operator
+  library of `agentmeta.search.operators`, crossover, some meta-agent rewrites).
+- `random`: a random operator on a random candidate, no selection (the baseline).
+
 A strategy is registered as a factory `factory(config: SearchConfig) -> Strategy`; a plugin adds
 one the same way::
 
@@ -15,18 +20,48 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from agentmeta.agents.kinds import searchable_kind
+from agentmeta.errors import ConfigError
 from agentmeta.registry import registry
+from agentmeta.search.evolve import EvolveSearch
 from agentmeta.search.meta_agent import MetaAgentSearch
+from agentmeta.search.random_search import RandomSearch
 
 if TYPE_CHECKING:
     from agentmeta.search.campaign import SearchConfig
     from agentmeta.search.strategy import Strategy
 
 
-@registry.register("strategy", "meta-agent", "Meta Agent Search (ADAS): archive in the prompt, reflexion, debug")
+@registry.register(
+    "strategy", "meta-agent", "Meta Agent Search (ADAS): archive in the prompt, reflexion, debug"
+)
 def meta_agent(config: SearchConfig) -> MetaAgentSearch:
     searchable_kind(config.kind)  # a kind the meta-agent cannot write fails before any work
     return MetaAgentSearch(reflexion_rounds=config.reflexion_rounds)
+
+
+def _graph_only(strategy: str, config: SearchConfig) -> None:
+    if config.kind != "graph":
+        raise ConfigError(
+            f"strategy {strategy!r} mutates graph agents only; use --kind graph (got --kind {config.kind})"
+        )
+
+
+@registry.register(
+    "strategy",
+    "evolve",
+    "archive evolution of graph agents: DGM parent selection, mutation operators, crossover",
+)
+def evolve(config: SearchConfig) -> EvolveSearch:
+    _graph_only("evolve", config)
+    return EvolveSearch(reflexion_rounds=config.reflexion_rounds)
+
+
+@registry.register(
+    "strategy", "random", "random search: a random graph operator on a random candidate (baseline)"
+)
+def random_search(config: SearchConfig) -> RandomSearch:
+    _graph_only("random", config)
+    return RandomSearch()
 
 
 def get_strategy(name: str, config: SearchConfig) -> Strategy:

@@ -10,6 +10,7 @@ from agentmeta.models.types import Usage
 
 if TYPE_CHECKING:
     from agentmeta.archive import Archive, Candidate
+    from agentmeta.eval import Sample
     from agentmeta.models import Model
 
 
@@ -26,6 +27,9 @@ class ProposalContext:
     meta_model: Model
     candidates: list[Candidate]
     """This campaign's candidates so far (seeds included), oldest first."""
+    train_samples: list[Sample] = field(default_factory=list)
+    """Samples of the suite's train split (never validation or test): what a strategy may show a
+    model as demonstrations. Empty when the suite has no train split."""
 
 
 @dataclass

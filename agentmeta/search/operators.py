@@ -1,0 +1,540 @@
+"""Mutation and crossover operators over graph agents, for the `evolve` and `random` strategies.
+
+An operator is a pure function `(GraphSpec, rng, ctx) -> GraphSpec`: it never changes its input,
+draws every choice from `rng` (a `random.Random`), needs no model, and returns a valid spec or
+raises `NotApplicable` (e.g. removing the only step of a graph). `ctx` is an `OperatorContext`:
+the train samples demonstrations come from, the second parent of a crossover, a size limit.
+
+The library works on *units* of a chain graph (no explicit edges, entry or output): a node with
+the nodes that depend on it (a sample node and its vote; program-of-thought's llm node and its
+calculator), so that adding, removing, swapping and splicing units always gives a valid graph.
+Parameter operators (role, instruction, temperature, n, max_tokens, demonstrations) apply to any
+graph.
+
+- structure: `add_cot`, `add_sample_vote`, `add_reflect`, `add_program_of_thought` (insert a unit
+  after a random unit), `remove_node`, `swap_node` (replace a unit by another kind of unit);
+- demonstrations: `add_demos` (1-3 train samples as chat turns on an llm/sample node),
+  `drop_demos`;
+- parameters: `change_role`, `change_instruction` (from small fixed lists), `change_temperature`,
+  `change_n`, `change_max_tokens`;
+- crossover (two parents): `crossover` (a prefix of the first + a suffix of the second),
+  `crossover_demos` (the second parent's demonstrations on a node of the first).
+
+`canonical(spec)` is the key duplicates are detected by: the graph's JSON with sorted keys,
+without its name and thought, node ids renamed by position, and only the fields each node type
+uses.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentmeta.agents.graph import POT_CODE, GraphSpec, parse_spec, pot_nodes, step_prompt
+from agentmeta.errors import InvalidAgentError
+
+Operator = Callable[[GraphSpec, random.Random, "OperatorContext"], GraphSpec]
+NodeDict = dict[str, Any]
+Unit = list[NodeDict]
+
+
+class NotApplicable(Exception):
+    """The operator does not apply to this graph (the caller tries another)."""
+
+
+@dataclass(frozen=True)
+class OperatorContext:
+    """What an operator may use besides the graph and the random generator."""
+
+    train_samples: Sequence[Any] = ()
+    """Samples of the suite's train split (`.input`, `.target`): the only source of demonstrations."""
+    partner: GraphSpec | None = None
+    """The second parent of a crossover."""
+    max_nodes: int = 8
+    """Largest graph an operator may produce (nodes)."""
+
+
+COT_HINT = "Think step by step, then end with a line 'Answer: <your answer>'."
+CHECK_PREVIOUS = "The previous step may contain mistakes: check it, then solve the task yourself."
+ROLES = (
+    "helpful assistant",
+    "careful mathematician",
+    "expert problem solver",
+    "meticulous teacher",
+    "logical reasoner",
+    "domain expert",
+)
+"""Roles `change_role` chooses from."""
+INSTRUCTIONS = (
+    "Think step by step.",
+    "Break the problem into small steps and solve each one.",
+    "Restate the question in your own words, then solve it.",
+    "Write down the key facts and numbers first, then work out the answer.",
+    "Solve the problem, then double-check the result before answering.",
+    "Answer concisely.",
+)
+"""Instructions `change_instruction` chooses from."""
+TEMPERATURES = (0.0, 0.3, 0.7, 1.0)
+SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0, 1.2)
+SAMPLE_NS = (3, 5, 7, 9)
+MAX_TOKENS = (96, 160, 256, 384, 512)
+UNIT_KINDS = ("cot", "sample_vote", "reflect", "program_of_thought")
+"""The units `add_*` and `swap_node` build."""
+DEMO_MAX = 3
+CALLING = ("llm", "sample")
+"""Node types that send a prompt (and so can show demonstrations)."""
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def prompt_fields(prompt: str) -> list[str]:
+    """The `{variables}` of a prompt template, in order, without repeats."""
+    out: list[str] = []
+    for _, field, _, _ in string.Formatter().parse(prompt):
+        if field and field not in out:
+            out.append(field)
+    return out
+
+
+def _rewrite_prompt(prompt: str, mapping: dict[str, str]) -> str:
+    out = []
+    for literal, field, spec, conv in string.Formatter().parse(prompt):
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is not None:
+            out.append(
+                "{"
+                + mapping.get(field, field)
+                + (f"!{conv}" if conv else "")
+                + (f":{spec}" if spec else "")
+                + "}"
+            )
+    return "".join(out)
+
+
+def _rename(nodes: list[NodeDict], mapping: dict[str, str]) -> list[NodeDict]:
+    """Nodes with ids renamed by `mapping`, references in prompts and vote sources included."""
+    out = []
+    for n in nodes:
+        m = dict(n)
+        m["id"] = mapping.get(m["id"], m["id"])
+        if "prompt" in m:
+            m["prompt"] = _rewrite_prompt(m["prompt"], mapping)
+        if m.get("source"):
+            m["source"] = mapping.get(m["source"], m["source"])
+        out.append(m)
+    return out
+
+
+def _dump(spec: GraphSpec) -> list[NodeDict]:
+    return [n.model_dump(mode="json") for n in spec.nodes]
+
+
+def _is_pot_python(n: NodeDict) -> bool:
+    return n["type"] == "python" and n.get("code") == POT_CODE
+
+
+def _is_pot_llm(nodes: list[NodeDict], i: int) -> bool:
+    return nodes[i]["type"] == "llm" and i + 1 < len(nodes) and _is_pot_python(nodes[i + 1])
+
+
+def _fresh(prefix: str, taken: set[str]) -> str:
+    k = 1
+    while f"{prefix}{k}" in taken:
+        k += 1
+    taken.add(f"{prefix}{k}")
+    return f"{prefix}{k}"
+
+
+def _is_chain(spec: GraphSpec) -> bool:
+    ids = [n.id for n in spec.nodes]
+    return not spec.edges and spec.entry in (None, ids[0]) and spec.output in (None, ids[-1])
+
+
+def units(spec: GraphSpec) -> list[Unit]:
+    """The graph's units, in order: each node with the later nodes that depend on it (a vote with
+    its sample node, a calculator with its expression, a prompt naming an earlier node's id).
+    `NotApplicable` for a graph with explicit edges, entry or output."""
+    if not _is_chain(spec):
+        raise NotApplicable("the graph has explicit edges, entry or output: only parameter operators apply")
+    nodes = _dump(spec)
+    groups: list[Unit] = []
+    owner: dict[str, int] = {}
+    for i, n in enumerate(nodes):
+        deps = {f for f in prompt_fields(n["prompt"]) if f not in ("input", "last")}
+        if n["type"] == "vote" and i:
+            deps.add(n.get("source") or nodes[i - 1]["id"])
+        if _is_pot_python(n) and i:
+            deps.add(nodes[i - 1]["id"])
+        known = [owner[d] for d in deps if d in owner]
+        if known:
+            start = min(known)
+            merged = [x for g in groups[start:] for x in g] + [n]
+            groups[start:] = [merged]
+        else:
+            groups.append([n])
+        for gi, g in enumerate(groups):
+            for x in g:
+                owner[x["id"]] = gi
+    return groups
+
+
+def unit_kind(unit: Unit) -> str:
+    """cot (a single llm node), sample_vote, reflect, program_of_thought, or other."""
+    types = [n["type"] for n in unit]
+    if types == ["llm"]:
+        return "cot"
+    if types == ["sample", "vote"]:
+        return "sample_vote"
+    if types[-1:] == ["reflect"] and types in (["reflect"], ["llm", "reflect"]):
+        return "reflect"
+    if types == ["llm", "python"] and _is_pot_python(unit[1]):
+        return "program_of_thought"
+    return "other"
+
+
+def make_unit(kind: str, rng: random.Random, previous: bool, taken: set[str]) -> Unit:
+    """A new unit of the library; `previous`: it follows another unit (its prompt shows that output)."""
+    head = step_prompt(CHECK_PREVIOUS if previous else "", previous, hint=COT_HINT)
+    if kind == "cot":
+        return [{"id": _fresh("cot", taken), "type": "llm", "prompt": head}]
+    if kind == "sample_vote":
+        sid = _fresh("sample", taken)
+        return [
+            {"id": sid, "type": "sample", "prompt": head, "n": rng.choice((3, 5)), "temperature": 0.8},
+            {"id": _fresh("vote", taken), "type": "vote", "source": sid},
+        ]
+    if kind == "reflect":
+        refl = {"id": _fresh("reflect", taken), "type": "reflect", "max_rounds": 1}
+        return [refl] if previous else [{"id": _fresh("cot", taken), "type": "llm", "prompt": head}, refl]
+    if kind == "program_of_thought":
+        return pot_nodes(_fresh("expr", taken), _fresh("calc", taken), previous=previous)
+    raise ValueError(f"unknown unit kind {kind!r}; known: {', '.join(UNIT_KINDS)}")
+
+
+def _strip_previous(unit: Unit) -> Unit:
+    """The unit as the graph's first: no reflect or vote first, no 'Previous step' block."""
+    first = dict(unit[0])
+    if first["type"] in ("reflect", "vote", "python"):
+        raise NotApplicable(f"the graph would start with a {first['type']} node")
+    first["prompt"] = first["prompt"].replace("Previous step:\n{last}\n\n", "")
+    return [first, *unit[1:]]
+
+
+def _build(spec: GraphSpec, groups: list[Unit], ctx: OperatorContext) -> GraphSpec:
+    nodes = [n for g in groups for n in g]
+    if not nodes:
+        raise NotApplicable("the graph would have no node")
+    if len(nodes) > ctx.max_nodes:
+        raise NotApplicable(f"the graph would have {len(nodes)} nodes (most: {ctx.max_nodes})")
+    data = {"name": spec.name, "thought": spec.thought, "nodes": nodes, "max_steps": spec.max_steps}
+    return parse_spec(json.loads(json.dumps(data)))
+
+
+def _with_nodes(spec: GraphSpec, nodes: list[NodeDict]) -> GraphSpec:
+    data = spec.model_dump(mode="json")
+    data["nodes"] = nodes
+    return parse_spec(data)
+
+
+def _set(spec: GraphSpec, index: int, **changes: Any) -> GraphSpec:
+    nodes = _dump(spec)
+    nodes[index] = {**nodes[index], **changes}
+    return _with_nodes(spec, nodes)
+
+
+def _pick_other(rng: random.Random, options: Sequence[Any], current: Any) -> Any:
+    others = [o for o in options if o != current]
+    if not others:
+        raise NotApplicable("no other value to choose")
+    return rng.choice(others)
+
+
+def _indices(spec: GraphSpec, types: Sequence[str], pot_llm: bool = True) -> list[int]:
+    nodes = _dump(spec)
+    return [i for i, n in enumerate(nodes) if n["type"] in types and (pot_llm or not _is_pot_llm(nodes, i))]
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def _adder(kind: str) -> Operator:
+    def add(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+        groups = units(spec)
+        taken = {n.id for n in spec.nodes}
+        at = rng.randint(1, len(groups))  # after a unit: the new unit sees that unit's output
+        return _build(spec, [*groups[:at], make_unit(kind, rng, True, taken), *groups[at:]], ctx)
+
+    add.__name__ = f"add_{kind}"
+    add.__doc__ = f"Insert a {kind} unit after a random unit."
+    return add
+
+
+add_cot = _adder("cot")
+add_sample_vote = _adder("sample_vote")
+add_reflect = _adder("reflect")
+add_program_of_thought = _adder("program_of_thought")
+
+
+def remove_node(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Remove a random unit (never the only one)."""
+    groups = units(spec)
+    if len(groups) < 2:
+        raise NotApplicable("the graph has a single unit")
+    options = []
+    for i in range(len(groups)):
+        rest = groups[:i] + groups[i + 1 :]
+        try:
+            options.append([_strip_previous(rest[0]), *rest[1:]])
+        except NotApplicable:
+            continue
+    if not options:
+        raise NotApplicable("every removal would leave a graph starting with a reflect node")
+    return _build(spec, rng.choice(options), ctx)
+
+
+def swap_node(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Replace a random unit by another kind of unit from the library."""
+    groups = units(spec)
+    i = rng.randrange(len(groups))
+    kind = _pick_other(rng, UNIT_KINDS, unit_kind(groups[i]))
+    taken = {n["id"] for g in groups[:i] + groups[i + 1 :] for n in g}
+    new = make_unit(kind, rng, previous=i > 0, taken=taken)
+    return _build(spec, [*groups[:i], new, *groups[i + 1 :]], ctx)
+
+
+# ----------------------------------------------------------------------------- demonstrations
+
+
+def _demo_targets(spec: GraphSpec) -> list[int]:
+    """llm/sample nodes that can show demonstrations; those that see the task only come first."""
+    nodes = _dump(spec)
+    calling = _indices(spec, CALLING, pot_llm=False)
+    direct = [i for i in calling if set(prompt_fields(nodes[i]["prompt"])) <= {"input"}]
+    return direct or calling
+
+
+def add_demos(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Show 1-3 train samples (input, reference answer) as chat turns before a node's prompt."""
+    train = [s for s in ctx.train_samples if str(s.input).strip()]
+    if not train:
+        raise NotApplicable("no train samples to take demonstrations from")
+    targets = _demo_targets(spec)
+    if not targets:
+        raise NotApplicable("no llm or sample node to show demonstrations")
+    i = rng.choice(targets)
+    picks = rng.sample(train, rng.randint(1, min(DEMO_MAX, len(train))))
+    demos = [{"input": str(s.input)[:2000], "answer": str(s.target)[:500]} for s in picks]
+    if demos == _dump(spec)[i]["demos"]:
+        raise NotApplicable("the node already shows these demonstrations")
+    return _set(spec, i, demos=demos)
+
+
+def drop_demos(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Remove the demonstrations of a node that has some."""
+    with_demos = [i for i, n in enumerate(spec.nodes) if n.demos]
+    if not with_demos:
+        raise NotApplicable("no node shows demonstrations")
+    return _set(spec, rng.choice(with_demos), demos=[])
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def change_role(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Give a calling node another role from `ROLES`."""
+    targets = _indices(spec, ("llm", "sample", "reflect"))
+    if not targets:
+        raise NotApplicable("no node with a role")
+    i = rng.choice(targets)
+    return _set(spec, i, role=_pick_other(rng, ROLES, spec.nodes[i].role))
+
+
+def _instruction_prompt(old: str, instruction: str) -> str:
+    fields = prompt_fields(old)
+    refs = [f for f in fields if f not in ("input", "last")]
+    return (
+        "Task: {input}\n\n"
+        + ("Previous step:\n{last}\n\n" if "last" in fields else "")
+        + "".join(f"Output of step {f}:\n{{{f}}}\n\n" for f in refs)
+        + instruction
+        + "\n\nEnd with a line 'Answer: <your answer>'."
+    )
+
+
+def change_instruction(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Rewrite an llm/sample node's prompt around another instruction from `INSTRUCTIONS` (it keeps
+    the task and the outputs the prompt showed)."""
+    targets = _indices(spec, CALLING, pot_llm=False)
+    if not targets:
+        raise NotApplicable("no llm or sample node with an instruction")
+    i = rng.choice(targets)
+    old = spec.nodes[i].prompt
+    options = [p for p in (_instruction_prompt(old, x) for x in INSTRUCTIONS) if p != old]
+    return _set(spec, i, prompt=rng.choice(options))
+
+
+def change_temperature(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Another sampling temperature for an llm, sample or reflect node."""
+    targets = _indices(spec, ("llm", "sample", "reflect"))
+    if not targets:
+        raise NotApplicable("no node with a temperature")
+    i = rng.choice(targets)
+    node = spec.nodes[i]
+    options = SAMPLE_TEMPERATURES if node.type == "sample" else TEMPERATURES
+    return _set(spec, i, temperature=_pick_other(rng, options, node.temperature))
+
+
+def change_n(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Another number of samples for a sample node."""
+    targets = _indices(spec, ("sample",))
+    if not targets:
+        raise NotApplicable("no sample node")
+    i = rng.choice(targets)
+    return _set(spec, i, n=_pick_other(rng, SAMPLE_NS, spec.nodes[i].n))
+
+
+def change_max_tokens(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Another completion budget for an llm, sample or reflect node."""
+    targets = _indices(spec, ("llm", "sample", "reflect"))
+    if not targets:
+        raise NotApplicable("no node with a completion budget")
+    i = rng.choice(targets)
+    return _set(spec, i, max_tokens=_pick_other(rng, MAX_TOKENS, spec.nodes[i].max_tokens))
+
+
+# ----------------------------------------------------------------------------- crossover
+
+
+def crossover(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """The first parent's first units followed by the second parent's last units (at least one of
+    each, the second parent's never from its start: its first unit does not read a previous step)."""
+    if ctx.partner is None:
+        raise NotApplicable("crossover needs a second parent")
+    a, b = units(spec), units(ctx.partner)
+    options = [
+        (i, j)
+        for i in range(1, len(a) + 1)
+        for j in range(1, len(b))
+        if sum(map(len, a[:i])) + sum(map(len, b[j:])) <= ctx.max_nodes
+    ]
+    if not options:
+        raise NotApplicable("the second parent has a single unit, or every splice is too large")
+    i, j = rng.choice(options)
+    prefix = a[:i]
+    prefix_ids = {n["id"] for g in prefix for n in g}
+    suffix_nodes = [n for g in b[j:] for n in g]
+    taken = prefix_ids | {n["id"] for n in suffix_nodes}
+    mapping = {
+        n["id"]: _fresh(n["id"].rstrip("0123456789") or "n", taken)
+        for n in suffix_nodes
+        if n["id"] in prefix_ids
+    }
+    suffix = [_rename(g, mapping) for g in b[j:]]
+    return _build(spec, [*prefix, *suffix], ctx)
+
+
+def crossover_demos(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """The second parent's demonstrations (of one of its nodes) on a node of the first."""
+    if ctx.partner is None:
+        raise NotApplicable("crossover needs a second parent")
+    donors = [n.demos for n in ctx.partner.nodes if n.demos]
+    targets = _demo_targets(spec)
+    if not donors or not targets:
+        raise NotApplicable("the second parent shows no demonstrations, or the first has no node for them")
+    i = rng.choice(targets)
+    demos = [d.model_dump() for d in rng.choice(donors)]
+    if demos == _dump(spec)[i]["demos"]:
+        raise NotApplicable("the node already shows these demonstrations")
+    return _set(spec, i, demos=demos)
+
+
+MUTATIONS: dict[str, Operator] = {
+    "add_cot": add_cot,
+    "add_sample_vote": add_sample_vote,
+    "add_reflect": add_reflect,
+    "add_program_of_thought": add_program_of_thought,
+    "remove_node": remove_node,
+    "swap_node": swap_node,
+    "add_demos": add_demos,
+    "drop_demos": drop_demos,
+    "change_role": change_role,
+    "change_instruction": change_instruction,
+    "change_temperature": change_temperature,
+    "change_n": change_n,
+    "change_max_tokens": change_max_tokens,
+}
+"""Operators on one parent."""
+CROSSOVERS: dict[str, Operator] = {"crossover": crossover, "crossover_demos": crossover_demos}
+"""Operators on two parents (`OperatorContext.partner` is the second)."""
+OPERATORS: dict[str, Operator] = {**MUTATIONS, **CROSSOVERS}
+
+
+def apply(name: str, spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Apply the operator `name`; the child keeps the parent's name and thought (the strategy sets
+    its own). `NotApplicable` if it does not apply; a child that is not a valid graph is reported
+    as `NotApplicable` too, with the reason."""
+    if name not in OPERATORS:
+        raise ValueError(f"unknown operator {name!r}; known: {', '.join(OPERATORS)}")
+    try:
+        child = OPERATORS[name](spec, rng, ctx)
+    except InvalidAgentError as e:
+        raise NotApplicable(f"{name} made an invalid graph: {e}") from e
+    return child
+
+
+# ----------------------------------------------------------------------------- duplicates
+
+_FIELDS = {
+    "llm": ("type", "prompt", "role", "temperature", "max_tokens", "demos"),
+    "sample": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "n"),
+    "vote": ("type", "source"),
+    "reflect": ("type", "role", "temperature", "max_tokens", "max_rounds"),
+    "python": ("type", "code"),
+}
+
+
+def canonical(spec: GraphSpec) -> str:
+    """The key two graphs that behave the same share: JSON with sorted keys, without name and
+    thought, node ids renamed by position (`n0`, `n1`, ... in prompts, sources and edges too), a
+    vote's default source and the default entry, output and chain edges made explicit-free, and
+    only the fields each node type uses."""
+    nodes = _dump(spec)
+    ids = [n["id"] for n in nodes]
+    for i, n in enumerate(nodes):
+        if n["type"] == "vote" and not n.get("source") and i:
+            n["source"] = ids[i - 1]
+    mapping = {old: f"n{i}" for i, old in enumerate(ids)}
+    renamed = _rename(nodes, mapping)
+    slim = [{"id": n["id"], **{k: n[k] for k in _FIELDS[n["type"]]}} for n in renamed]
+    edges = [
+        {"source": mapping.get(e.source, e.source), "target": mapping.get(e.target, e.target), "when": e.when}
+        for e in spec.edges
+    ]
+    chain = [{"source": f"n{i}", "target": f"n{i + 1}", "when": None} for i in range(len(ids) - 1)]
+    data = {
+        "nodes": slim,
+        "edges": [] if edges == chain else edges,
+        "entry": None if spec.entry in (None, ids[0]) else mapping[spec.entry],
+        "output": None if spec.output in (None, ids[-1]) else mapping[spec.output],
+        "max_steps": spec.max_steps,
+    }
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+__all__ = [
+    "CROSSOVERS",
+    "MUTATIONS",
+    "OPERATORS",
+    "NotApplicable",
+    "OperatorContext",
+    "apply",
+    "canonical",
+    "make_unit",
+    "unit_kind",
+    "units",
+]

@@ -1,0 +1,40 @@
+"""Random search over the graph operator library (the `random` strategy): the baseline.
+
+Each iteration applies a uniformly drawn operator of `agentmeta.search.operators` (crossovers
+included, with a second parent drawn uniformly) to a uniformly drawn valid candidate of the
+campaign (seeds included; the seed files while none is valid). No fitness is looked at: any
+strategy that selects should beat it at the same budget. Duplicates are rejected as in `evolve`,
+and the draws are seeded by the campaign's seed and the iteration.
+"""
+
+from __future__ import annotations
+
+import random
+
+from agentmeta.search.evolve import OperatorSearch, Parent, graph_of
+from agentmeta.search.operators import CROSSOVERS, OPERATORS
+from agentmeta.search.strategy import ProposalContext
+
+
+class RandomSearch(OperatorSearch):
+    """A random operator on a random candidate, no selection."""
+
+    name = "random"
+
+    def parents(self, ctx: ProposalContext) -> list[Parent]:
+        out = []
+        for c in ctx.candidates:
+            graph = graph_of(c) if c.status == "ok" else None
+            if graph is not None:
+                out.append(Parent(graph, c.id, c.name, c))
+        return out
+
+    def choose(
+        self, pool: list[Parent], ctx: ProposalContext, rng: random.Random
+    ) -> tuple[str, Parent, Parent | None]:
+        parent = rng.choice(pool)
+        ops = sorted(OPERATORS) if len(pool) > 1 else sorted(set(OPERATORS) - set(CROSSOVERS))
+        op = rng.choice(ops)
+        if op in CROSSOVERS:
+            return op, parent, rng.choice([p for p in pool if p is not parent])
+        return op, parent, None
