@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agentmeta.errors import ModelLoadError
+
 FULL_HASH_BELOW = 64 << 20
 """Files smaller than this are hashed in full."""
 EDGE_BYTES = 1 << 20
@@ -118,3 +120,24 @@ def digest(parts: dict[str, Any]) -> str:
     """A short stable hash of a JSON-able description."""
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def load_fingerprint(model: str, adapter: str | None) -> dict[str, Any]:
+    """Fingerprints of a model's files and, if any, its adapter's (taken before and after loading)."""
+    parts: dict[str, Any] = {"model": source_fingerprint(model)}
+    if adapter:
+        parts["adapter"] = source_fingerprint(adapter)
+    return parts
+
+
+def check_unchanged(before: dict[str, Any], model: str, adapter: str | None) -> dict[str, Any]:
+    """The fingerprint after loading; `ModelLoadError` if the files changed while they were read
+    (a hub id is fetched during the load, so its "before" has no files to compare)."""
+    after = load_fingerprint(model, adapter)
+    if after != before and "name" not in before["model"]:
+        raise ModelLoadError(
+            f"the files of {model!r}"
+            + (f" or of adapter {adapter!r}" if adapter else "")
+            + " changed while it was loading (a training run still writing?): load it again"
+        )
+    return after

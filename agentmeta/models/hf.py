@@ -23,7 +23,7 @@ from typing import Any
 from agentmeta import config
 from agentmeta.errors import AgentMetaError, ModelCallError, ModelLoadError, ModelRequestError, require
 from agentmeta.models.base import Provider
-from agentmeta.models.fingerprint import digest, source_fingerprint
+from agentmeta.models.fingerprint import check_unchanged, digest, load_fingerprint
 from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class HFProvider(Provider):
         source = str(local) if local.exists() else model_id
         if adapter and not Path(adapter).is_dir():
             raise ModelLoadError(f"adapter directory {adapter!r} does not exist")
-        files_before = self._files_fingerprint(source, adapter)
+        files_before = load_fingerprint(source, adapter)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(
                 source, **{k: v for k, v in kwargs.items() if k == "local_files_only"}
@@ -192,13 +192,7 @@ class HFProvider(Provider):
         self._grammar_compiler: Any = None
         self._grammar_cache: dict[str, Any] = {}
         self._lock = threading.Lock()
-        files = self._files_fingerprint(source, adapter)
-        if files != files_before and "name" not in files_before["model"]:  # a hub id is fetched now
-            raise ModelLoadError(
-                f"the files of {model_id!r}"
-                + (f" or of adapter {adapter!r}" if adapter else "")
-                + " changed while it was loading (a training run still writing?): load it again"
-            )
+        files = check_unchanged(files_before, source, adapter)
         self.engine = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "decode_version": self.DECODE_VERSION,
@@ -208,13 +202,6 @@ class HFProvider(Provider):
         }
         """Engine settings that change outputs, part of the cache identity."""
         self._identity = "hf:" + digest({"files": files, "engine": self.engine})
-
-    @staticmethod
-    def _files_fingerprint(source: str, adapter: str | None) -> dict[str, Any]:
-        parts: dict[str, Any] = {"model": source_fingerprint(source)}
-        if adapter:
-            parts["adapter"] = source_fingerprint(adapter)
-        return parts
 
     def identity(self) -> str:
         """The model's and adapter's file fingerprints and the engine settings, hashed at load time.

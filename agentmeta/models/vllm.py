@@ -12,7 +12,7 @@ from typing import Any
 
 from agentmeta.errors import ModelLoadError, require
 from agentmeta.models.base import Provider
-from agentmeta.models.fingerprint import digest, source_fingerprint
+from agentmeta.models.fingerprint import check_unchanged, digest, load_fingerprint
 from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
 
 INSTALL = "pip install 'agentmeta[vllm]' (needs a CUDA GPU)"
@@ -44,31 +44,18 @@ class VLLMProvider(Provider):
             engine_args.setdefault("enable_lora", True)
             if not Path(adapter).is_dir():
                 raise ModelLoadError(f"LoRA adapter directory {adapter!r} does not exist")
-        files_before = self._files_fingerprint(model, adapter)
+        files_before = load_fingerprint(model, adapter)
         self.llm = vllm.LLM(model=model, **engine_args)
         self._lora: Any = None
         if adapter:
             from vllm.lora.request import LoRARequest
 
             self._lora = LoRARequest("adapter", 1, adapter)
-        files = self._files_fingerprint(model, adapter)
-        if files != files_before and "name" not in files_before["model"]:  # a hub id is fetched now
-            raise ModelLoadError(
-                f"the files of {model!r}"
-                + (f" or of adapter {adapter!r}" if adapter else "")
-                + " changed while it was loading (a training run still writing?): load it again"
-            )
+        files = check_unchanged(files_before, model, adapter)
         self.engine_args = dict(engine_args)
         self._identity = "vllm:" + digest(
             {"files": files, "engine_args": self.engine_args, "vllm": getattr(vllm, "__version__", "")}
         )
-
-    @staticmethod
-    def _files_fingerprint(model: str, adapter: str | None) -> dict[str, Any]:
-        parts: dict[str, Any] = {"model": source_fingerprint(model)}
-        if adapter:
-            parts["adapter"] = source_fingerprint(adapter)
-        return parts
 
     def identity(self) -> str:
         """Fingerprints of the model's and adapter's files (as `HFProvider`), the engine args and
