@@ -234,14 +234,14 @@ class Evaluation(BaseModel):
     def tokens_per_sample(self) -> float | None:
         """Prompt plus completion tokens per sample run: `usage` (the sum of the per-sample records'
         token counts, every attempt included) over `samples_run`. A call served by the call cache
-        counts 0 tokens, so a resumed or replayed evaluation shows what it spent, not what the agent
-        costs on a cold cache."""
+        counts the tokens it cost when it ran, so a resumed or replayed evaluation shows what the
+        agent costs, the same as a cold run."""
         return per_sample(self.usage.prompt_tokens + self.usage.completion_tokens, self.samples_run)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def completion_tokens_per_sample(self) -> float | None:
-        """Completion tokens per sample run (cached calls count 0, as in `tokens_per_sample`)."""
+        """Completion tokens per sample run (cached calls counted as in `tokens_per_sample`)."""
         return per_sample(self.usage.completion_tokens, self.samples_run)
 
 

@@ -13,6 +13,7 @@ import sys
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -183,6 +184,13 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
+    except ValidationError as e:  # settings the CLI passed through to a pydantic model
+        first = e.errors()[0] if e.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ())) or e.title
+        err_console.print(
+            f"[red]error:[/red] invalid {where}: {first.get('msg', str(e))}", highlight=False, soft_wrap=True
+        )
+        sys.exit(2)
     except Exception as e:
         # Usage errors of the (vendored) click arrive here with standalone_mode=False.
         if hasattr(e, "show") and hasattr(e, "exit_code"):

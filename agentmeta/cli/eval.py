@@ -78,7 +78,7 @@ def eval_command(
     ] = None,
     unsafe_sandbox: UnsafeSandbox = False,
 ) -> None:
-    """Evaluate an agent on one or more suites: score, 95% bootstrap CI, errors, tokens, wall time."""
+    """Evaluate an agent on one or more suites: score, exact 95% CI, errors, tokens, wall time."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 

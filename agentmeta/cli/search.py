@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Search strategy (`agentmeta plugins strategy` lists them).")
         ] = "meta-agent",
         kind: Annotated[
-            str, typer.Option(help="Candidate kind the strategy writes (`agentmeta plugins` lists agent kinds).")
+            str,
+            typer.Option(help="Candidate kind the strategy writes (`agentmeta plugins` lists agent kinds)."),
         ] = "code",
         iterations: Annotated[int, typer.Option(help="New candidates to propose.", min=0)] = 5,
         archive: Annotated[str, typer.Option(help="Archive path or SQLAlchemy URL.")] = os.environ.get(
@@ -110,8 +111,18 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Model of the meta-agent (default: --model).")
         ] = None,
         seed: Annotated[int, typer.Option(help="Seed of sampling, selection and splits.")] = 0,
-        subset: Annotated[int, typer.Option(help="Samples in the cheap first stage.", min=1)] = 4,
-        full: Annotated[int, typer.Option(help="Samples in the full validation stage.", min=1)] = 8,
+        subset: Annotated[int, typer.Option(help="Samples in the cheap first stage.", min=1)] = 8,
+        full: Annotated[int, typer.Option(help="Samples in the full validation stage.", min=1)] = 32,
+        objective: Annotated[
+            str,
+            typer.Option(help="Parent selection: score, or pareto (the score x tokens-per-sample front)."),
+        ] = "score",
+        seeds: Annotated[
+            str | None,
+            typer.Option(
+                help="Comma-separated seed agents to start from (names as `agentmeta agents` shows; default: all of the kind)."
+            ),
+        ] = None,
         promote_margin: Annotated[
             float, typer.Option(help="Full stage if the subset score is within this of the best.", min=0.0)
         ] = 0.1,
@@ -133,7 +144,7 @@ def register(app: typer.Typer) -> None:
         ] = 64,
         unsafe_sandbox: UnsafeSandbox = False,
     ) -> None:
-        """Run (or resume) a Meta Agent Search campaign, print the leaderboard, then confirm the best
+        """Run (or resume) a search campaign, print the leaderboard, then confirm the best
         candidate against the best seed on held-out test samples (printed last)."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
@@ -150,6 +161,8 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             subset=subset,
             full=full,
+            objective=objective,
+            seeds=[x.strip() for x in seeds.split(",") if x.strip()] if seeds else None,
             promote_margin=promote_margin,
             max_tokens=max_tokens,
             max_wall_s=max_wall_s,

@@ -57,8 +57,9 @@ class SampleModel:
     """The model handle an agent gets for one sample.
 
     It forwards to the shared `Model` (so calls are batched and cached as usual), counts this
-    sample's calls and tokens, and caps `max_tokens` when the run has a cap. A call without a seed
-    of its own gets `derive_seed(run seed, sample id, the request's content, k)` where k counts
+    sample's calls and tokens (a call the cache served counts the tokens it cost when it ran: the
+    record says what the agent costs, whatever was cached; `Model.usage` says what was spent), and
+    caps `max_tokens` when the run has a cap. A call without a seed of its own gets `derive_seed(run seed, sample id, the request's content, k)` where k counts
     the sample's earlier calls with the same content: Self-Consistency's five identical calls get
     five different seeds, the same five every run, whatever order threads issue them in. It also
     notes any infrastructure error a call raised (even if the agent catches it), so the sample is
@@ -96,9 +97,7 @@ class SampleModel:
             with self._lock:
                 index = self._counts[key]
                 self._counts[key] += 1
-            request = request.model_copy(
-                update={"seed": derive_seed(self.seed, self.sample_id, key, index)}
-            )
+            request = request.model_copy(update={"seed": derive_seed(self.seed, self.sample_id, key, index)})
         return request
 
     def _note(self, e: BaseException) -> None:
@@ -113,7 +112,7 @@ class SampleModel:
             self._note(e)
             raise
         with self._lock:
-            self.usage.add(resp)
+            self.usage.add(resp, count_cached=True)
         return resp
 
     async def agenerate(self, prompt: Any, **kwargs: Any) -> GenerateResponse:
@@ -124,7 +123,7 @@ class SampleModel:
             self._note(e)
             raise
         with self._lock:
-            self.usage.add(resp)
+            self.usage.add(resp, count_cached=True)
         return resp
 
     def generate_many(self, prompts: Sequence[Any], **kwargs: Any) -> list[GenerateResponse]:
@@ -136,7 +135,7 @@ class SampleModel:
             raise
         with self._lock:
             for r in resps:
-                self.usage.add(r)
+                self.usage.add(r, count_cached=True)
         return resps
 
 
@@ -220,7 +219,11 @@ def run_sample(
         )  # fmt: skip
         time.sleep(retry_wait_s * 2 ** (attempt - 1))
         record = _run_once(agent, sample, suite, model, seed, max_tokens)
-        spent = (spent[0] + record.prompt_tokens, spent[1] + record.completion_tokens, spent[2] + record.calls)
+        spent = (
+            spent[0] + record.prompt_tokens,
+            spent[1] + record.completion_tokens,
+            spent[2] + record.calls,
+        )
         attempt += 1
     return record.model_copy(
         update={
@@ -329,7 +332,9 @@ def evaluate(
     seen: set[str] = set()
     for s in samples:
         if s.id in seen:
-            raise DataError(f"suite {suite.name}: sample id {s.id!r} appears twice; sample ids must be unique")
+            raise DataError(
+                f"suite {suite.name}: sample id {s.id!r} appears twice; sample ids must be unique"
+            )
         seen.add(s.id)
     resolved = model if isinstance(model, Model) else get_model(model)
     log.info(

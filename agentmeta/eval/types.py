@@ -142,9 +142,10 @@ class SampleRecord(BaseModel):
     attempts: int = 1
     """How many times the sample was run (an infrastructure error is retried)."""
     prompt_tokens: int = 0
-    """Prompt tokens spent on this sample (cached calls count 0)."""
+    """Prompt tokens of this sample's calls (a call served by the call cache counts the tokens it
+    cost when it ran: this is what the agent costs, not what this run spent)."""
     completion_tokens: int = 0
-    """Completion tokens spent on this sample (cached calls count 0)."""
+    """Completion tokens of this sample's calls (cached calls counted as for `prompt_tokens`)."""
     calls: int = 0
     """Model calls made for this sample."""
     latency_s: float = 0.0

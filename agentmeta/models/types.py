@@ -140,11 +140,15 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     cached_calls: int = 0
 
-    def add(self, response: GenerateResponse) -> None:
+    def add(self, response: GenerateResponse, *, count_cached: bool = False) -> None:
+        """Count one response. A response served by the call cache adds to `cached_calls` and, by
+        default, no tokens (nothing was spent); `count_cached=True` adds its tokens too (what the
+        call costs on a cold cache: the per-sample records of an evaluation count this way)."""
         self.calls += 1
         if response.cached:
             self.cached_calls += 1
-            return
+            if not count_cached:
+                return
         self.prompt_tokens += response.prompt_tokens
         self.completion_tokens += sum(response.completion_tokens)
 

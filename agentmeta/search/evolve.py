@@ -7,7 +7,8 @@ Each iteration draws a parent from the campaign's archive with probability propo
 (DGM's `score_child_prop`: k = 10, midpoint = 0.5), where `score` is the candidate's full-stage
 validation score — subset scores are used only while no valid candidate has a full-stage one —
 and `children` counts the campaign's candidates that name it as a parent: good agents are
-explored more, agents already explored a lot less. The child comes from a mutation operator of
+explored more, agents already explored a lot less (with `--objective pareto`, only candidates on
+the score x tokens-per-sample front are drawn). The child comes from a mutation operator of
 `agentmeta.search.operators` (no model needed), from a crossover with a second parent drawn the
 same way (`crossover_rate`), or, for a fraction `llm_rate` of children, from the meta-agent's
 graph proposal with the parent in view (`MetaAgentSearch`; a reply that fails falls back to the
@@ -41,14 +42,11 @@ from agentmeta.search.operators import (
     apply,
     canonical,
 )
-from agentmeta.search.strategy import Proposal, ProposalContext
+from agentmeta.search.selection import cost_front
+from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
 
 LLM_REWRITE = "llm_rewrite"
 """The operator name of a child written by the meta-agent."""
-
-
-class NoNewCandidateError(InvalidAgentError):
-    """No operator made a graph the campaign does not have yet (after the strategy's tries)."""
 
 
 @dataclass(frozen=True)
@@ -246,8 +244,14 @@ class EvolveSearch(OperatorSearch):
         self.meta = MetaAgentSearch(reflexion_rounds=reflexion_rounds)
 
     def weights(self, ctx: ProposalContext) -> dict[str, float]:
-        """Selection weights of the campaign's eligible graph candidates (see `parent_weights`)."""
-        return parent_weights(ctx.candidates, self.k, self.midpoint)
+        """Selection weights of the campaign's eligible graph candidates (see `parent_weights`); with
+        `objective` `pareto`, only those on the score x tokens-per-sample front keep their weight."""
+        weights = parent_weights(ctx.candidates, self.k, self.midpoint)
+        if ctx.objective == "pareto" and weights:
+            front = set(cost_front(ctx, list(weights)))
+            if front:
+                weights = {c: w for c, w in weights.items() if c in front}
+        return weights
 
     def parents(self, ctx: ProposalContext) -> list[Parent]:
         weights = self.weights(ctx)

@@ -20,6 +20,7 @@ from agentmeta.agents.kinds import AgentKind, proposal_demos, searchable_kind
 from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
 from agentmeta.prompts import render, render_text
+from agentmeta.search.selection import cost_front
 from agentmeta.search.strategy import Proposal, ProposalContext
 
 
@@ -102,14 +103,20 @@ class MetaAgentSearch:
         self.archive_entries = archive_entries
 
     def select_parents(self, ctx: ProposalContext) -> list[Any]:
-        """The best scored candidate, plus one other scored candidate for inspiration (seeded)."""
+        """The best scored candidate, plus one other scored candidate for inspiration (seeded; with
+        `objective` `pareto`, one on the score x tokens-per-sample front when there is one)."""
         scored = [c for c in ctx.candidates if c.status == "ok" and c.fitness is not None]
-        scored = [c for c in scored if c.fitness_stage != "subset"] or scored  # full-stage scores only, while any exist
+        scored = [
+            c for c in scored if c.fitness_stage != "subset"
+        ] or scored  # full-stage scores only, while any exist
         if not scored:
             return []
         best = max(scored, key=lambda c: (c.fitness, c.ci_low or 0.0, -ctx.candidates.index(c)))
         rng = random.Random(ctx.seed * 7919 + ctx.iteration)
         others = [c for c in scored if c.id != best.id]
+        if ctx.objective == "pareto":
+            front = set(cost_front(ctx, [c.id for c in scored]))
+            others = [c for c in others if c.id in front] or others
         return [best] + ([rng.choice(others)] if others else [])
 
     def _archive_text(self, ctx: ProposalContext) -> str:

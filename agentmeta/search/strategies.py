@@ -3,6 +3,9 @@
 - `meta-agent`: Meta Agent Search (ADAS), any searchable kind.
 - `evolve`: open-ended archive evolution of graph agents (DGM-style parent selection, the operator
   library of `agentmeta.search.operators`, crossover, some meta-agent rewrites).
+- `prompt`: reflective instruction evolution in GEPA's manner (per-sample Pareto parents, the
+  meta-model rewrites an instruction from train-minibatch feedback, kept only if it beats its
+  parent on that minibatch, merges of lineages), graph or prompt agents.
 - `random`: a random operator on a random candidate, no selection (the baseline).
 
 A strategy is registered as a factory `factory(config: SearchConfig) -> Strategy`; a plugin adds
@@ -25,6 +28,7 @@ from agentmeta.registry import registry
 from agentmeta.search.evolve import EvolveSearch
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.random_search import RandomSearch
+from agentmeta.search.reflective import ReflectivePromptSearch
 
 if TYPE_CHECKING:
     from agentmeta.search.campaign import SearchConfig
@@ -62,6 +66,19 @@ def evolve(config: SearchConfig) -> EvolveSearch:
 def random_search(config: SearchConfig) -> RandomSearch:
     _graph_only("random", config)
     return RandomSearch()
+
+
+@registry.register(
+    "strategy",
+    "prompt",
+    "reflective instruction evolution (GEPA-style): train-minibatch feedback, Pareto parents, merges",
+)
+def prompt_search(config: SearchConfig) -> ReflectivePromptSearch:
+    if config.kind not in ("graph", "prompt"):
+        raise ConfigError(
+            f"strategy 'prompt' rewrites graph or prompt agents; use --kind graph or --kind prompt (got --kind {config.kind})"
+        )
+    return ReflectivePromptSearch()
 
 
 def get_strategy(name: str, config: SearchConfig) -> Strategy:

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentmeta.agents.base import AgentSpec
+from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
 
 if TYPE_CHECKING:
     from agentmeta.archive import Archive, Candidate
-    from agentmeta.eval import Sample
+    from agentmeta.eval import EvalResult, Sample
     from agentmeta.models import Model
+
+TrainEvaluator = Callable[[AgentSpec, "Sequence[Sample]"], "EvalResult"]
+"""`evaluate(spec, samples)`: the candidate `spec` run and scored on `samples`, which must come from
+the suite's train split, with the campaign's task model, seed and concurrency."""
+
+
+class NoNewCandidateError(InvalidAgentError):
+    """The strategy made no new candidate this iteration (every child was known, or none passed
+    the strategy's own test); the campaign records the iteration as `no-proposal-<i>` and goes on."""
 
 
 @dataclass
@@ -30,6 +41,15 @@ class ProposalContext:
     train_samples: list[Sample] = field(default_factory=list)
     """Samples of the suite's train split (never validation or test): what a strategy may show a
     model as demonstrations. Empty when the suite has no train split."""
+    suite: str = ""
+    """The suite spec the campaign selects on (its validation evaluations are stored under it)."""
+    objective: str = "score"
+    """`score` (parents by validation score) or `pareto` (parents from the score x tokens-per-sample
+    Pareto front): see `SearchConfig.objective`."""
+    evaluate: TrainEvaluator | None = None
+    """Runs a spec on train samples (`TrainEvaluator`); None where the campaign offers none. A
+    reflective strategy reads the scorer's feedback on these runs; validation and test samples
+    are refused."""
 
 
 @dataclass

@@ -272,7 +272,9 @@ def test_infra_failure_after_retries_is_excluded_and_counted_not_zero(mock_model
     assert many.n_infra == 2 and many.incomplete and many.mean == 1.0
 
 
-def test_agent_that_swallows_an_infra_error_is_still_attributed_to_infra(mock_model: Callable[..., Any]) -> None:
+def test_agent_that_swallows_an_infra_error_is_still_attributed_to_infra(
+    mock_model: Callable[..., Any],
+) -> None:
     def stubborn(task_input: str, model: Any) -> str:
         try:
             return model.generate(task_input).text
@@ -332,4 +334,25 @@ def test_code_agent_evaluation_replays_from_the_cache_with_zero_new_calls(tmp_pa
     again = evaluate(agent, arithmetic_suite(3), model=model, seed=11, concurrency=3)
     assert len(provider.requests) == calls  # zero new model calls
     assert [r.answer for r in again.records] == [r.answer for r in first.records]
-    assert again.usage.calls == first.usage.calls > 0 and again.usage.total_tokens == 0  # all cached
+    assert again.usage.calls == first.usage.calls > 0  # all cached: the records count what the agent costs
+    assert (
+        again.usage.total_tokens == first.usage.total_tokens and model.usage.cached_calls == again.usage.calls
+    )
+
+
+def test_cached_calls_count_their_cost_in_records_not_in_spend(tmp_path):
+    """tok/sample is what the agent costs: a replay served by the call cache records the same tokens
+    as the cold run, while the model's spend (what budgets count) grows by nothing."""
+    from agentmeta.models import Model
+    from agentmeta.models.cache import CallCache
+    from agentmeta.models.mock import MockProvider
+
+    model = Model(MockProvider(lambda req: "Answer: 4"), cache=CallCache(tmp_path / "calls.sqlite"))
+    agent, _ = get_agent("cot")
+    cold = evaluate(agent, arithmetic_suite(3), model=model, seed=3)
+    spent = model.usage.total_tokens
+    warm = evaluate(agent, arithmetic_suite(3), model=model, seed=3)
+    assert spent > 0 and model.usage.total_tokens == spent  # the replay spent nothing
+    assert model.usage.cached_calls == warm.usage.calls > 0
+    assert warm.usage.total_tokens == cold.usage.total_tokens > 0  # ...but records what the agent costs
+    assert [r.prompt_tokens for r in warm.records] == [r.prompt_tokens for r in cold.records]

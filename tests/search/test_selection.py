@@ -102,8 +102,7 @@ def test_tokens_per_sample_are_recorded_per_stage_and_shown(tmp_path, split_suit
     ].tokens_per_sample
 
 
-def test_cached_calls_count_zero_tokens(tmp_path):
-    """What the archive records is what was spent: a call served by the call cache counts 0."""
+def test_tokens_per_sample_of_an_evaluation_without_samples_is_none():
     from agentmeta.archive.records import Evaluation
 
     ev = Evaluation(candidate_id="x", suite="s", scores=[{"sample_id": "a", "score": 1.0}] * 2, usage=Usage())

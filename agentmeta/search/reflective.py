@@ -1,0 +1,416 @@
+"""Reflective prompt evolution (the `prompt` strategy), in the manner of GEPA.
+
+Each iteration:
+
+1. **Parent** from the per-sample Pareto front of the campaign's candidates: for every validation
+   sample some candidate solved, the candidates with the best score on it; candidates whose set of
+   such samples is strictly inside another's are dropped; a parent is drawn with probability
+   proportional to the number of samples it is best on (uniform while no sample is solved).
+   Full-stage scores only (subset-only candidates are not compared with them), as in `evolve`.
+   With `--objective pareto` the draw is further limited to the score x tokens-per-sample front.
+2. **Minibatch** of `minibatch` samples of the suite's *train* split (never validation or test),
+   drawn by the campaign's seed and the iteration. The parent runs on it with the task model.
+3. **Reflection**: the meta-model reads, for each minibatch item, the input, the parent's response
+   and the scorer's feedback (right, or wrong with the expected answer: a train target), and writes
+   a new instruction for one module of the parent (round robin over the modules: the llm and sample
+   nodes of a graph, or a prompt agent's template).
+4. **Acceptance**: the child runs on the same minibatch and is kept only if its total score there
+   is strictly higher than the parent's; otherwise another parent, minibatch and module are tried
+   (`max_tries` in all; a minibatch the parent solves completely is skipped, as there is nothing to
+   learn from it). The campaign then evaluates the kept child on the validation stages as usual.
+5. **Merge** (probability `merge_rate`): two front candidates of different lineages with a common
+   ancestor are combined module by module — a module changed in one lineage only takes that
+   lineage's version, one changed in both takes the better candidate's — and the merge is kept if
+   it scores at least as well as the better parent on a minibatch.
+
+Every call is seeded and cached, so a resumed iteration replays without new model calls. The
+tokens spent on minibatches count toward the campaign's budget like any other.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agentmeta.agents.base import AgentSpec
+from agentmeta.agents.graph import GraphSpec, parse_spec
+from agentmeta.agents.prompt import PromptSpec, parse_prompt_spec
+from agentmeta.errors import ConfigError, InvalidAgentError
+from agentmeta.models.types import Usage
+from agentmeta.prompts import render
+from agentmeta.search.operators import CALLING, _indices, _instruction_prompt, canonical, prompt_fields
+from agentmeta.search.selection import cost_front, full_stage_scores
+from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
+
+ANSWER_LINE = "End with a line 'Answer: <your answer>'."
+MAX_INSTRUCTION = 800
+"""Longest instruction a reflection may write (characters)."""
+SHOWN_RESPONSE = 600
+"""Characters of each minibatch response shown to the reflection model."""
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+@dataclass(frozen=True)
+class Program:
+    """A candidate the strategy can rewrite: its parsed spec and where its instructions are."""
+
+    id: str
+    name: str
+    kind: str
+    spec: GraphSpec | PromptSpec
+    fitness: float
+    parent_ids: tuple[str, ...] = ()
+
+    def modules(self) -> list[int]:
+        """Indices of the rewritable modules: llm/sample nodes (not program-of-thought's expression
+        node) of a graph; 0 (the template) of a prompt agent."""
+        if isinstance(self.spec, PromptSpec):
+            return [0]
+        return _indices(self.spec, CALLING, pot_llm=False)
+
+    def text(self, module: int) -> str:
+        """The module's prompt template."""
+        if isinstance(self.spec, PromptSpec):
+            return self.spec.template
+        return self.spec.nodes[module].prompt
+
+    def key(self) -> str:
+        return program_key(self.spec)
+
+
+def program_key(spec: GraphSpec | PromptSpec) -> str:
+    """The duplicate key: `operators.canonical` for graphs, the sorted JSON for prompt agents."""
+    if isinstance(spec, GraphSpec):
+        return canonical(spec)
+    return "prompt:" + json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+
+
+def instruction_of(template: str) -> str:
+    """What a template asks besides the task: its lines without `{...}` slots, slot headers or the
+    answer-format line (the part a reflection rewrites)."""
+    keep = []
+    for line in template.splitlines():
+        s = line.strip()
+        if not s or prompt_fields(line) or s == ANSWER_LINE:
+            continue
+        if s.startswith(("Task:", "Previous step:", "Output of step ")) and s.endswith(":"):
+            continue
+        keep.append(s)
+    return "\n".join(keep) or "(no instruction: the task only)"
+
+
+def with_instruction(program: Program, module: int, instruction: str) -> GraphSpec | PromptSpec:
+    """The program with module `module` asking `instruction` (task slots and answer line kept)."""
+    if isinstance(program.spec, PromptSpec):
+        template = "{input}\n\n" + instruction + "\n\n" + ANSWER_LINE
+        return program.spec.model_copy(update={"template": template})
+    nodes = [n.model_dump(mode="json") for n in program.spec.nodes]
+    nodes[module]["prompt"] = _instruction_prompt(nodes[module]["prompt"], instruction)
+    return parse_spec({**program.spec.model_dump(mode="json"), "nodes": nodes})
+
+
+def clean_instruction(reply: str) -> str:
+    """The instruction in a reflection's reply: the first non-empty ``` block (or the text after an
+    unclosed one, or the whole reply), braces neutralised, at most `MAX_INSTRUCTION` characters."""
+    blocks = [b.strip() for b in re.findall(r"```[a-zA-Z]*\n?(.*?)```", reply, flags=re.S)]
+    text = next((b for b in blocks if b), "")
+    if not text:
+        text = reply.split("```", 1)[1] if "```" in reply else reply
+    text = text.replace("{", "(").replace("}", ")").strip()
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip() != ANSWER_LINE]
+    return "\n".join(lines).strip()[:MAX_INSTRUCTION].strip()
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def per_sample_front(scores: dict[str, dict[str, float]]) -> dict[str, int]:
+    """GEPA's candidate selection weights: for each sample solved by some candidate (best score
+    above 0), the candidates with that best score; candidates whose set of such samples is a
+    strict subset of another's are dropped. Returns {id: number of samples it is best on}; empty
+    when no sample is solved."""
+    best_on: dict[str, set[str]] = {c: set() for c in scores}
+    samples = sorted({s for per in scores.values() for s in per})
+    for s in samples:
+        top = max(per.get(s, 0.0) for per in scores.values())
+        if top <= 0:
+            continue
+        for c, per in scores.items():
+            if per.get(s, 0.0) >= top - 1e-12:
+                best_on[c].add(s)
+    kept = {
+        c: won
+        for c, won in best_on.items()
+        if won and not any(won < other for d, other in best_on.items() if d != c)
+    }
+    return {c: len(won) for c, won in kept.items()}
+
+
+def _ancestors(cid: str, parents: dict[str, tuple[str, ...]]) -> set[str]:
+    out: set[str] = set()
+    todo = list(parents.get(cid, ()))
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo.extend(parents.get(p, ()))
+    return out
+
+
+# ----------------------------------------------------------------------------- the strategy
+
+
+class ReflectivePromptSearch:
+    """GEPA-style reflective instruction evolution over graph or prompt agents."""
+
+    name = "prompt"
+
+    def __init__(self, *, minibatch: int = 3, max_tries: int = 3, merge_rate: float = 0.2,
+                 reflection_tokens: int = 256) -> None:  # fmt: skip
+        if minibatch < 1 or max_tries < 1:
+            raise ConfigError("prompt strategy: minibatch and max_tries must be at least 1")
+        self.minibatch = minibatch
+        self.max_tries = max_tries
+        self.merge_rate = merge_rate
+        self.reflection_tokens = reflection_tokens
+
+    # -- programs ---------------------------------------------------------------------------------
+    def programs(self, ctx: ProposalContext) -> list[Program]:
+        """The campaign's valid candidates of the campaign's kind that parse, with a fitness."""
+        out = []
+        for c in ctx.candidates:
+            if c.status != "ok" or c.kind != ctx.kind or c.fitness is None or not c.source:
+                continue
+            try:
+                spec: GraphSpec | PromptSpec = (
+                    parse_spec(c.source) if c.kind == "graph" else parse_prompt_spec(c.source)
+                )
+            except InvalidAgentError:
+                continue
+            out.append(Program(c.id, c.name, c.kind, spec, float(c.fitness), tuple(c.parent_ids)))
+        return out
+
+    def front(self, ctx: ProposalContext, programs: list[Program]) -> dict[str, int]:
+        """Selection weights: the per-sample Pareto front of full-stage validation scores (all
+        programs equally while none solves a sample), within the cost front under `pareto`."""
+        scores = full_stage_scores(ctx, [p.id for p in programs])
+        pool = list(scores) or [p.id for p in programs]
+        if ctx.objective == "pareto":
+            on_front = set(cost_front(ctx, pool))
+            pool = [c for c in pool if c in on_front] or pool
+        weights = per_sample_front({c: scores[c] for c in pool if c in scores})
+        return weights or dict.fromkeys(pool, 1)
+
+    # -- propose ----------------------------------------------------------------------------------
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        if ctx.evaluate is None:
+            raise ConfigError("the prompt strategy needs a campaign that can run candidates on train samples")
+        if not ctx.train_samples:
+            raise ConfigError(
+                f"the prompt strategy reflects on train-split samples and suite {ctx.suite or ctx.kind!r} "
+                "has none (give the data a train split, e.g. `?train=0.2`, or use another strategy)"
+            )
+        if ctx.kind not in ("graph", "prompt"):
+            raise ConfigError(f"the prompt strategy rewrites graph or prompt agents; got --kind {ctx.kind}")
+        rng = random.Random(f"{self.name}:{ctx.seed}:{ctx.iteration}")
+        programs = self.programs(ctx)
+        if not programs:
+            raise NoNewCandidateError("prompt: no valid candidate with a score to reflect on yet")
+        weights = self.front(ctx, programs)
+        by_id = {p.id: p for p in programs}
+        seen = {p.key() for p in programs} | self._seen_keys(ctx)
+        usage = Usage()
+        tried: list[str] = []
+        if len(weights) > 1 and rng.random() < self.merge_rate:
+            merged = self._merge(ctx, rng, weights, by_id, seen, usage, tried)
+            if merged is not None:
+                return merged
+        options = sorted(weights)
+        for attempt in range(1, self.max_tries + 1):
+            parent = by_id[rng.choices(options, weights=[weights[c] for c in options])[0]]
+            modules = parent.modules()
+            if not modules:
+                tried.append(f"{parent.name}: no instruction to rewrite")
+                continue
+            children = sum(1 for c in ctx.candidates if parent.id in c.parent_ids)
+            module = modules[(children + attempt - 1) % len(modules)]
+            batch = rng.sample(list(ctx.train_samples), min(self.minibatch, len(ctx.train_samples)))
+            before = ctx.evaluate(self._spec(parent.spec, parent.name, ""), batch)
+            k = len(before.records)
+            parent_sum = sum(r.score for r in before.records)
+            if parent_sum >= k:
+                tried.append(f"{parent.name} solved its minibatch ({k}/{k}): nothing to reflect on")
+                continue
+            instruction = self._reflect(ctx, parent.text(module), before, batch, usage)
+            if not instruction:
+                tried.append("the reflection gave no instruction")
+                continue
+            child = with_instruction(parent, module, instruction)
+            if program_key(child) in seen:
+                tried.append("the rewrite duplicated a known candidate")
+                continue
+            seen.add(program_key(child))
+            where = self._module_name(parent, module)
+            name = f"reflect[{where}] of {parent.name}"[:60]
+            thought = f"{self.name}: reflective rewrite of {where} of {parent.name} [{parent.id}]."
+            after = ctx.evaluate(self._spec(child, name, thought), batch)
+            child_sum = sum(r.score for r in after.records)
+            if child_sum > parent_sum:
+                raw = {
+                    "strategy": self.name, "operators": ["reflect"], "parents": [parent.id],
+                    "module": where, "minibatch": [s.id for s in batch], "parent_minibatch": parent_sum,
+                    "child_minibatch": child_sum, "attempts": attempt, "instruction": instruction,
+                }  # fmt: skip
+                thought += f" Train minibatch: {child_sum:g}/{k} vs the parent's {parent_sum:g}/{k}."
+                return Proposal(
+                    spec=self._spec(child, name, thought), parent_ids=[parent.id], usage=usage, raw=raw
+                )
+            tried.append(f"rewrite of {parent.name} scored {child_sum:g}/{k} vs {parent_sum:g}/{k}")
+        raise NoNewCandidateError(
+            f"prompt: no rewrite beat its parent on a train minibatch in {self.max_tries} tries ("
+            + "; ".join(tried[-3:])
+            + ")"
+        )
+
+    def _seen_keys(self, ctx: ProposalContext) -> set[str]:
+        out = set()
+        for c in ctx.candidates:
+            if c.kind != ctx.kind or not c.source:
+                continue
+            try:
+                out.add(
+                    program_key(parse_spec(c.source) if c.kind == "graph" else parse_prompt_spec(c.source))
+                )
+            except InvalidAgentError:
+                continue
+        return out
+
+    @staticmethod
+    def _module_name(program: Program, module: int) -> str:
+        if isinstance(program.spec, PromptSpec):
+            return "template"
+        return f"node {program.spec.nodes[module].id}"
+
+    def _spec(self, spec: GraphSpec | PromptSpec, name: str, thought: str) -> AgentSpec:
+        if isinstance(spec, GraphSpec):
+            spec = spec.model_copy(update={"name": name or spec.name, "thought": thought or spec.thought})
+            return AgentSpec(kind="graph", name=spec.name, thought=spec.thought,
+                             source=spec.model_dump_json(indent=2, exclude_defaults=True))  # fmt: skip
+        return AgentSpec(
+            kind="prompt", name=name or "prompt", thought=thought, source=spec.model_dump_json(indent=2)
+        )
+
+    def _reflect(self, ctx: ProposalContext, template: str, result: Any, batch: Sequence[Any],
+                 usage: Usage) -> str:  # fmt: skip
+        """Ask the meta-model for a new instruction, given the minibatch with feedback."""
+        by_id = {s.id: s for s in batch}
+        parts = []
+        for i, r in enumerate(result.records, 1):
+            sample = by_id[r.id]
+            response = (r.answer or f"(failed: {r.error})")[:SHOWN_RESPONSE]
+            if r.score >= 1.0:
+                feedback = "Correct."
+            else:
+                feedback = f"Wrong. The expected answer is {sample.target}."  # a train target
+                if r.explanation:
+                    feedback += f" Scorer: {r.explanation[:200]}"
+            parts.append(
+                f"### Example {i}\nInput: {sample.input}\nResponse: {response}\nFeedback: {feedback}"
+            )
+        prompt = render(
+            "reflect-instruction", instruction=instruction_of(template), examples="\n\n".join(parts)
+        )
+        resp = ctx.meta_model.generate(
+            [{"role": "user", "content": prompt}],
+            max_tokens=self.reflection_tokens,
+            temperature=0.7,
+            seed=random.Random(f"reflect:{ctx.seed}:{ctx.iteration}:{prompt}").randrange(2**31),
+        )
+        usage.add(resp)
+        return clean_instruction(resp.text)
+
+    # -- merge ------------------------------------------------------------------------------------
+    def _merge(self, ctx: ProposalContext, rng: random.Random, weights: dict[str, int],
+               by_id: dict[str, Program], seen: set[str], usage: Usage, tried: list[str]) -> Proposal | None:  # fmt: skip
+        """A merge of two front candidates with a common ancestor (None if no pair merges or the
+        merge scores below the better parent on a train minibatch)."""
+        parents = {c.id: tuple(c.parent_ids) for c in ctx.candidates}
+        pairs = []
+        for a, b in itertools.combinations(sorted(weights), 2):
+            anc_a, anc_b = _ancestors(a, parents), _ancestors(b, parents)
+            if a in anc_b or b in anc_a:
+                continue
+            common = [c for c in anc_a & anc_b if c in by_id]
+            if common:
+                pairs.append((a, b, max(common, key=lambda c: (by_id[c].fitness, c))))
+        rng.shuffle(pairs)
+        for a_id, b_id, anc_id in pairs:
+            a, b, anc = by_id[a_id], by_id[b_id], by_id[anc_id]
+            merged = merge_programs(a, b, anc)
+            if merged is None or program_key(merged) in seen:
+                continue
+            batch = rng.sample(list(ctx.train_samples), min(self.minibatch, len(ctx.train_samples)))
+            name = f"merge of {a.name} + {b.name}"[:60]
+            thought = (
+                f"{self.name}: merge of {a.name} [{a.id}] and {b.name} [{b.id}] (common ancestor [{anc.id}])."
+            )
+            sums = [
+                sum(r.score for r in ctx.evaluate(self._spec(p.spec, p.name, ""), batch).records)
+                for p in (a, b)
+            ]
+            mine = sum(r.score for r in ctx.evaluate(self._spec(merged, name, thought), batch).records)
+            if mine >= max(sums):
+                raw = {"strategy": self.name, "operators": ["merge"], "parents": [a.id, b.id],
+                       "ancestor": anc.id, "minibatch": [s.id for s in batch], "parent_minibatch": sums,
+                       "child_minibatch": mine}  # fmt: skip
+                return Proposal(
+                    spec=self._spec(merged, name, thought), parent_ids=[a.id, b.id], usage=usage, raw=raw
+                )
+            tried.append(f"merge of {a.name} + {b.name} scored {mine:g} vs {max(sums):g}")
+            return None
+        return None
+
+    def debug(self, ctx: ProposalContext, proposal: Proposal, error: str, attempt: int) -> Proposal | None:
+        """A rewrite only changes instructions, so a failing child is not repaired: give up."""
+        return None
+
+
+def merge_programs(a: Program, b: Program, ancestor: Program) -> GraphSpec | PromptSpec | None:
+    """`a` with, module by module, `b`'s version where only `b`'s lineage changed it (where both
+    changed it, the better of the two by fitness). None when the three do not share one module
+    layout or the merge equals `a` or `b`."""
+    if type(a.spec) is not type(b.spec) or type(a.spec) is not type(ancestor.spec):
+        return None
+    if isinstance(a.spec, GraphSpec):
+        shape = [(n.id, n.type) for n in a.spec.nodes]
+        if shape != [(n.id, n.type) for n in b.spec.nodes] or shape != [
+            (n.id, n.type) for n in ancestor.spec.nodes
+        ]:  # type: ignore[union-attr]
+            return None
+        modules = a.modules()
+        get = lambda p, i: p.spec.nodes[i].prompt  # noqa: E731
+    else:
+        modules = [0]
+        get = lambda p, i: p.spec.template  # noqa: E731
+    better = a if (a.fitness, a.id) >= (b.fitness, b.id) else b
+    chosen = {}
+    for i in modules:
+        va, vb, vo = get(a, i), get(b, i), get(ancestor, i)
+        chosen[i] = vb if va == vo else va if vb == vo else get(better, i)
+    if isinstance(a.spec, PromptSpec):
+        merged: GraphSpec | PromptSpec = a.spec.model_copy(update={"template": chosen[0]})
+    else:
+        nodes = [n.model_dump(mode="json") for n in a.spec.nodes]
+        for i, text in chosen.items():
+            nodes[i]["prompt"] = text
+        merged = parse_spec({**a.spec.model_dump(mode="json"), "nodes": nodes})
+    if program_key(merged) in (a.key(), b.key()):
+        return None
+    return merged

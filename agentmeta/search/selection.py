@@ -1,0 +1,53 @@
+"""What strategies select parents from: comparable scores and the score x cost front.
+
+Scores are compared on the same samples only: a candidate's full-stage validation evaluation when
+some candidate has one, subset evaluations only while none does (as `evolve.eligible_parents`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+OBJECTIVES = ("score", "pareto")
+"""`score`: parents by validation score. `pareto`: parents from the score x tokens-per-sample front."""
+
+
+def _stage(ctx: Any, ids: Sequence[str]) -> str:
+    by_id = {c.id: c for c in ctx.candidates}
+    return "full" if any(getattr(by_id.get(i), "fitness_stage", None) == "full" for i in ids) else "subset"
+
+
+def full_stage_scores(ctx: Any, ids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per-sample validation scores {id: {sample id: score}} of the candidates `ids` on the stage
+    they can be compared on (full when any has a full-stage evaluation); candidates without an
+    evaluation of that stage are left out."""
+    if not ctx.suite:
+        return {}
+    stage = _stage(ctx, ids)
+    out = {}
+    for cid in ids:
+        ev = ctx.archive.get_evaluation(cid, ctx.suite, "validation", stage)
+        if ev is not None and not ev.incomplete:
+            out[cid] = ev.score_by_id()
+    return out
+
+
+def cost_points(ctx: Any, ids: Sequence[str]) -> list[tuple[str, float, float]]:
+    """(id, validation score, tokens per sample) of the candidates `ids` on their comparable stage."""
+    if not ctx.suite:
+        return []
+    stage = _stage(ctx, ids)
+    out = []
+    for cid in ids:
+        ev = ctx.archive.get_evaluation(cid, ctx.suite, "validation", stage)
+        if ev is not None and not ev.incomplete and ev.mean is not None and ev.tokens_per_sample is not None:
+            out.append((cid, float(ev.mean), float(ev.tokens_per_sample)))
+    return out
+
+
+def cost_front(ctx: Any, ids: Sequence[str]) -> list[str]:
+    """The ids on the score x tokens-per-sample Pareto front (`confirm.pareto_front`) among `ids`."""
+    from agentmeta.search.confirm import pareto_front
+
+    return pareto_front(cost_points(ctx, ids))

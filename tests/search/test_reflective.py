@@ -1,0 +1,214 @@
+"""The `prompt` strategy (GEPA-style reflective instruction evolution) and `--objective pareto`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from agentmeta import get_model
+from agentmeta.agents import parse_spec, seed_agents
+from agentmeta.archive import Archive, Candidate
+from agentmeta.errors import ConfigError
+from agentmeta.search import Campaign, SearchConfig
+from agentmeta.search.evolve import EvolveSearch
+from agentmeta.search.reflective import (
+    Program,
+    clean_instruction,
+    instruction_of,
+    merge_programs,
+    per_sample_front,
+    with_instruction,
+)
+from agentmeta.search.strategy import ProposalContext
+
+MAGIC = "carefully"
+"""The mock task model answers right only when its prompt contains this word."""
+
+
+def careful_task(req) -> str:
+    text = " ".join(m.content for m in req.messages)
+    nums = re.findall(r"What is (\d+) \+ (\d+)", text)
+    if not nums:
+        return "Answer: 0"
+    a, b = map(int, nums[-1])
+    return f"Answer: {a + b if MAGIC in text else a + b + 1}"
+
+
+def reflector(instruction: str):
+    prompts: list[str] = []
+
+    def reply(req) -> str:
+        prompts.append(req.messages[-1].content)
+        return f"Here is my instruction:\n```\n{instruction}\n```"
+
+    reply.prompts = prompts  # type: ignore[attr-defined]
+    return reply
+
+
+def write_suite(tmp_path: Path) -> str:
+    rows = []
+    for i in range(24):
+        split = "train" if i < 8 else "validation" if i < 16 else "test"
+        rows.append({"input": f"What is {i} + {i + 3}?", "target": str(2 * i + 3), "split": split})
+    path = tmp_path / "adds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return f"{path}?scorer=numeric"
+
+
+def run(tmp_path, suite, meta_reply, iterations=2, db="a.db", **kw):
+    archive = Archive(tmp_path / db)
+    config = SearchConfig(suite=suite, kind=kw.pop("kind", "graph"), strategy="prompt", iterations=iterations,
+                          subset=2, full=4, seeds=kw.pop("seeds", ["cot"]), confirm=False, **kw)  # fmt: skip
+    task = get_model("mock", outputs=careful_task)
+    meta = get_model("mock", outputs=meta_reply)
+    camp = Campaign(config, archive, model=task, meta_model=meta)
+    camp.run()
+    return archive, camp, archive.candidates(campaign=camp.record.id), task
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_per_sample_front_weights_by_samples_won_and_drops_dominated():
+    scores = {
+        "a": {"1": 1, "2": 1, "3": 0, "4": 0},
+        "b": {"1": 1, "2": 0, "3": 0, "4": 0},  # wins only where a also wins: dominated
+        "c": {"1": 0, "2": 0, "3": 1, "4": 0},
+    }
+    assert per_sample_front(scores) == {"a": 2, "c": 1}
+    assert per_sample_front({"a": {"1": 0}, "b": {"1": 0}}) == {}  # nothing solved: no front
+
+
+def test_instructions_are_read_rewritten_and_cleaned():
+    cot = parse_spec(next(s for s in seed_agents("graph") if s.name.startswith("Chain")).source)
+    program = Program("p", "cot", "graph", cot, 0.3)
+    assert instruction_of(program.text(0)).startswith("Think step by step")
+    child = with_instruction(program, 0, "Add the numbers carefully.")
+    assert "{input}" in child.nodes[0].prompt and "Add the numbers carefully." in child.nodes[0].prompt
+    assert child.nodes[0].prompt.rstrip().endswith("'Answer: <your answer>'.")
+    assert clean_instruction("blah\n```text\nDo {x} well.\n```\nmore") == "Do (x) well."
+    assert clean_instruction("```\nUnclosed block here") == "Unclosed block here"
+    assert clean_instruction("Just text.") == "Just text."
+
+
+def test_merge_takes_each_module_from_the_lineage_that_changed_it():
+    steps = {
+        "nodes": [
+            {"id": "a", "type": "llm", "prompt": "{input} A0"},
+            {"id": "b", "type": "llm", "prompt": "{last} B0"},
+        ]
+    }
+    anc = Program("o", "o", "graph", parse_spec(steps), 0.2)
+    left = with_instruction(anc, 0, "left change")
+    right = with_instruction(anc, 1, "right change")
+    pl, pr = Program("l", "l", "graph", left, 0.3, ("o",)), Program("r", "r", "graph", right, 0.4, ("o",))
+    merged = merge_programs(pl, pr, anc)
+    assert merged is not None
+    assert "left change" in merged.nodes[0].prompt and "right change" in merged.nodes[1].prompt
+    assert merge_programs(pl, pl, anc) is None  # nothing to combine
+
+
+# ----------------------------------------------------------------------------- campaigns
+
+
+def test_a_rewrite_that_beats_its_parent_on_a_train_minibatch_is_kept(tmp_path):
+    suite = write_suite(tmp_path)
+    meta = reflector("Add the two numbers carefully.")
+    archive, camp, cands, task = run(tmp_path, suite, meta, iterations=1)
+    seed, child = cands
+    assert child.parent_ids == [seed.id] and child.status == "ok"
+    assert "Add the two numbers carefully." in parse_spec(child.source).nodes[0].prompt
+    assert (
+        child.thought.startswith("prompt: reflective rewrite")
+        and "Train minibatch: 3/3 vs the parent's 0/3" in child.thought
+    )
+    assert child.fitness == 1.0 and seed.fitness == 0.0
+    # the reflection saw train items with the scorer's feedback (train targets), never validation ones
+    shown = meta.prompts[0]  # type: ignore[attr-defined]
+    assert "Wrong. The expected answer is" in shown and "Think step by step" in shown
+    train_inputs = {f"What is {i} + {i + 3}?" for i in range(8)}
+    assert sum(q in shown for q in train_inputs) == 3
+    assert not any(f"What is {i} + {i + 3}?" in shown for i in range(8, 24))
+
+
+def test_a_rewrite_that_does_not_beat_its_parent_is_not_evaluated(tmp_path):
+    suite = write_suite(tmp_path)
+    archive, camp, cands, task = run(tmp_path, suite, reflector("Add the numbers."), iterations=1)
+    seed, nothing = cands
+    assert nothing.status == "invalid" and nothing.name == "no-proposal-0"
+    assert "no rewrite beat its parent on a train minibatch in 3 tries" in nothing.error
+    assert archive.get_evaluation(nothing.id, suite, "validation", "subset") is None
+    # every prompt the task model saw for the rewrites came from train samples
+    validation = {f"What is {i} + {i + 3}?" for i in range(8, 24)}
+    rewritten = [r for r in task.provider.requests if "Add the numbers." in r.messages[-1].content]
+    assert rewritten and not any(q in r.messages[-1].content for r in rewritten for q in validation)
+
+
+def test_prompt_kind_and_resume(tmp_path):
+    suite = write_suite(tmp_path)
+    meta = reflector("Add the two numbers carefully.")
+    archive, camp, cands, task = run(tmp_path, suite, meta, iterations=1, kind="prompt", seeds=["cot"])
+    assert [c.status for c in cands] == ["ok", "ok"]
+    assert MAGIC in json.loads(cands[1].source)["template"]
+    calls = len(task.provider.requests)
+    again = Campaign(camp.config, archive, model=task, meta_model=get_model("mock", outputs=meta))
+    again.run()
+    assert len(task.provider.requests) == calls  # resumed: nothing evaluated twice
+
+
+def test_strategy_refuses_what_it_cannot_do(tmp_path):
+    suite = write_suite(tmp_path)
+    with pytest.raises(ConfigError, match="graph or prompt"):
+        Campaign(SearchConfig(suite=suite, kind="code", strategy="prompt"), Archive(tmp_path / "x.db"),
+                 model=get_model("mock"))  # fmt: skip
+    no_train = tmp_path / "v.jsonl"
+    no_train.write_text(
+        "".join(json.dumps({"input": f"q{i}", "target": "1", "split": "validation"}) + "\n" for i in range(6))
+    )
+    with pytest.raises(ConfigError, match="train-split"):
+        run(tmp_path, str(no_train), reflector("x"), db="y.db")
+
+
+def test_strategies_may_run_candidates_on_train_samples_only(tmp_path):
+    suite = write_suite(tmp_path)
+    config = SearchConfig(suite=suite, kind="graph", strategy="prompt", subset=2, full=4)
+    camp = Campaign(config, Archive(tmp_path / "a.db"), model=get_model("mock", outputs=careful_task))
+    spec = seed_agents("graph")[0]
+    assert camp.evaluate_train(spec, camp.train_suite.samples[:2]).n == 2
+    with pytest.raises(ConfigError, match="train samples only"):
+        camp.evaluate_train(spec, camp.full_suite.samples[:1])
+
+
+# ----------------------------------------------------------------------------- objective pareto
+
+
+class FakeArchive:
+    """`get_evaluation` from a table {id: (mean, tokens per sample)}."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def get_evaluation(self, cid, suite, split, stage):
+        mean, tok = self.table[cid]
+        return SimpleNamespace(
+            mean=mean, tokens_per_sample=tok, incomplete=False, score_by_id=lambda: {"s": mean}
+        )
+
+
+def test_objective_pareto_draws_parents_from_the_score_cost_front():
+    cot = next(s for s in seed_agents("graph") if s.name.startswith("Chain"))
+    table = {"cheap": (0.3, 10.0), "best": (0.5, 200.0), "worse": (0.2, 300.0)}
+    cands = [Candidate(id=c, kind="graph", name=c, source=cot.source, fitness=m, fitness_stage="full", status="ok")
+             for c, (m, _) in table.items()]  # fmt: skip
+    ctx = ProposalContext(archive=FakeArchive(table), campaign="c", kind="graph", task_description="",  # type: ignore[arg-type]
+                          iteration=0, seed=0, meta_model=get_model("mock"), candidates=cands, suite="s")  # fmt: skip
+    assert set(EvolveSearch().weights(ctx)) == {"cheap", "best", "worse"}
+    ctx.objective = "pareto"
+    assert set(EvolveSearch().weights(ctx)) == {"cheap", "best"}
+    assert SearchConfig(suite="x", objective="pareto").identity()["objective"] == "pareto"
+    with pytest.raises(ValueError):
+        SearchConfig(suite="x", objective="cheapest")
