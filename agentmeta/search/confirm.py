@@ -13,11 +13,13 @@ and stores each as an evaluation with split `test`, stage `confirm` (never prima
 never sets a fitness or drives a selection). A stored confirmation on the same samples, with the
 same model and seed, is reused: confirming twice makes no model call. Each row gives the validation
 score, the test score with its 95% CI, tokens per sample on the test samples (the per-sample records'
-token counts; a call served by the call cache counts 0), the paired difference with the best seed
+token counts; a call served by the call cache counts what it cost when it ran), the paired difference with the best seed
 (`agentmeta.eval.stats.compare_results`: CI and P(better)), and the validation -> test drop.
 
 The verdict calls a gain *confirmed* when the CI of the difference (best candidate - best seed)
-excludes 0 and P(better) >= 0.95.
+excludes 0 and P(better) >= 0.95, and a *confirmed saving* any candidate confirmed (best or on the
+front) at most a third of the best seed's tokens per test sample whose score is not significantly
+lower (the CI of the difference reaches 0).
 
 This is the only place a campaign's test split is loaded, and it runs after the search.
 """
@@ -39,6 +41,9 @@ CONFIRM_META_KEY = "confirm"
 """Candidate metadata key: the model spec, seed and test-sample count of its stored confirmation."""
 CONFIRMED_P = 0.95
 """P(better) a gain needs (with a CI of the difference above 0) to be called confirmed."""
+CHEAPER_RATIO = 1 / 3
+"""A candidate at most this share of the best seed's tokens per test sample, whose score is not
+significantly lower (the CI of the paired difference reaches 0 or above), is a confirmed saving."""
 
 
 class ConfirmationRow(BaseModel):
@@ -69,7 +74,7 @@ class ConfirmationRow(BaseModel):
     n_infra: int = 0
     """Test samples lost to infrastructure errors."""
     tokens_per_sample: float | None
-    """Prompt plus completion tokens per test sample (per-sample records' counts; cached calls count 0)."""
+    """Prompt plus completion tokens per test sample (per-sample records' counts, cached calls at cost)."""
     completion_tokens_per_sample: float | None
     """Completion tokens per test sample."""
     diff: float | None = None
@@ -116,6 +121,10 @@ class Confirmation(BaseModel):
     confirmed: bool = False
     """The best candidate beats the best seed on the test samples: CI of the difference above 0
     and P(better) >= 0.95."""
+    cheaper: list[str] = Field(default_factory=list)
+    """Confirmed savings: non-seed candidates at most `CHEAPER_RATIO` of the best seed's tokens per
+    test sample whose test score is not significantly lower (upper end of the paired CI >= 0), best
+    test score first."""
     verdict: str = ""
     """One line saying what the confirmation shows."""
     skipped: str | None = None
@@ -357,17 +366,43 @@ def confirm(
         evaluated=evaluated, reused=reused,
     )  # fmt: skip
     out.confirmed, out.verdict = _verdict(out)
+    out.cheaper = _cheaper(out)
+    if out.cheaper:
+        row = out.row(out.cheaper[0])
+        seed_row = out.row(out.best_seed) if out.best_seed else None
+        if row is not None and seed_row is not None and seed_row.tokens_per_sample:
+            ratio = (row.tokens_per_sample or 0.0) / seed_row.tokens_per_sample
+            out.verdict += (
+                f"; confirmed saving: {row.name} ({row.id}) at {ratio:.2f}x the best seed's tokens per sample, "
+                f"test {row.test:.2f} vs {seed_row.test:.2f}, difference {row.diff:+.2f} "
+                f"[{row.diff_ci_low:.2f}, {row.diff_ci_high:.2f}] (not significantly lower)"
+            )
     archive.update_campaign(
         record.id,
         state={
             "confirmation": {
                 "suite": out.suite, "split": out.split, "stage": out.stage, "model": out.model, "seed": seed,
                 "n": out.n, "best": out.best, "best_seed": out.best_seed, "confirmed": out.confirmed,
-                "verdict": out.verdict,
+                "cheaper": out.cheaper, "verdict": out.verdict,
             }
         },
     )  # fmt: skip
     return out
+
+
+def _cheaper(conf: Confirmation) -> list[str]:
+    """Non-seed rows at most `CHEAPER_RATIO` of the best seed's test tokens per sample and not
+    significantly worse than it (see `Confirmation.cheaper`)."""
+    seed_row = conf.row(conf.best_seed) if conf.best_seed else None
+    if seed_row is None or not seed_row.tokens_per_sample:
+        return []
+    limit = CHEAPER_RATIO * seed_row.tokens_per_sample
+    found = [
+        r for r in conf.rows
+        if not r.seed and r.tokens_per_sample is not None and r.tokens_per_sample <= limit
+        and r.diff_ci_high is not None and r.diff_ci_high >= 0.0 and r.test is not None
+    ]  # fmt: skip
+    return [r.id for r in sorted(found, key=lambda r: (-(r.test or 0.0), r.tokens_per_sample))]
 
 
 def _verdict(conf: Confirmation) -> tuple[bool, str]:

@@ -256,3 +256,20 @@ def test_kill_during_the_confirmation_then_resume_repeats_nothing(tmp_path, spli
     assert final["confirmed"]  # killed mid-confirmation: the rest was evaluated on resume
     after = {e.candidate_id: e.created_at for e in Archive(db).evaluations() if e.split == "test"}
     assert all(after[k] == t for k, t in before.items())
+
+
+def test_a_cheaper_candidate_not_significantly_worse_is_a_confirmed_saving():
+    from agentmeta.search.confirm import Confirmation, ConfirmationRow, _cheaper
+
+    def row(cid, seed, test, tok, lo=None, hi=None):
+        return ConfirmationRow(id=cid, name=cid, roles=[], seed=seed, validation=0.3, test=test, test_ci_low=0.0,
+                               test_ci_high=1.0, test_n=64, tokens_per_sample=tok, completion_tokens_per_sample=tok,
+                               diff=None if seed else test - 0.3, diff_ci_low=lo, diff_ci_high=hi, drop=0.0)  # fmt: skip
+
+    conf = Confirmation(campaign="c", campaign_name="c", suite="s", seed=0, limit=64, best_seed="cot", rows=[
+        row("cot", True, 0.30, 150.0),
+        row("demos", False, 0.28, 40.0, -0.15, 0.11),   # 0.27x the tokens, CI reaches 0: a saving
+        row("terse", False, 0.10, 20.0, -0.32, -0.08),  # cheaper but significantly worse
+        row("long", False, 0.33, 90.0, -0.05, 0.11),    # not worse, but 0.6x the tokens
+    ])  # fmt: skip
+    assert _cheaper(conf) == ["demos"]

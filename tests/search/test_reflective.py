@@ -17,6 +17,7 @@ from agentmeta.search import Campaign, SearchConfig
 from agentmeta.search.evolve import EvolveSearch
 from agentmeta.search.reflective import (
     Program,
+    ReflectivePromptSearch,
     clean_instruction,
     instruction_of,
     merge_programs,
@@ -212,3 +213,32 @@ def test_objective_pareto_draws_parents_from_the_score_cost_front():
     assert SearchConfig(suite="x", objective="pareto").identity()["objective"] == "pareto"
     with pytest.raises(ValueError):
         SearchConfig(suite="x", objective="cheapest")
+
+
+@pytest.mark.embedded
+def test_reflection_on_the_embedded_model(embedded, tmp_path):
+    """One reflective iteration on the real model: the seed runs on a train minibatch, the real model
+    writes an instruction from the feedback, and the child is kept only if it beats the seed there."""
+    from agentmeta.search.strategy import NoNewCandidateError
+
+    suite = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
+    archive = Archive(tmp_path / "e.db")
+    config = SearchConfig(suite=suite, kind="graph", strategy="prompt", seeds=["cot"], iterations=0, subset=2,
+                          full=2, confirm=False)  # fmt: skip
+    camp = Campaign(config, archive, model=embedded, meta_model=embedded)
+    camp.run()  # the seed's stages: the parent needs a score
+    strategy = ReflectivePromptSearch(minibatch=2, max_tries=1, merge_rate=0.0, reflection_tokens=96)
+    before = embedded.usage.calls
+    try:
+        proposal = strategy.propose(camp._context(0))
+    except NoNewCandidateError as e:  # the rewrite did not beat the seed on its minibatch, or solved it
+        assert re.search(
+            r"scored \d/2 vs \d/2|solved its minibatch|gave no instruction|duplicated", str(e)
+        ), e
+    else:
+        raw = proposal.raw
+        assert raw["child_minibatch"] > raw["parent_minibatch"]
+        assert set(raw["minibatch"]) <= {s.id for s in camp.train_suite.samples}
+        assert clean_instruction(raw["instruction"]) == raw["instruction"]
+        assert raw["instruction"] in parse_spec(proposal.spec.source).nodes[0].prompt
+    assert embedded.usage.calls > before  # the real model ran the minibatch and wrote the reflection

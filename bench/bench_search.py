@@ -1,0 +1,201 @@
+"""Search quality: every strategy x suites x seeds on the embedded model, at the same token budget,
+each campaign ending with its confirmation on held-out test samples.
+
+For each (suite, seed) a seeds-only campaign runs first: the seed agents on the full validation
+stage and their confirmation on the test samples. Its model calls fill a call cache that every
+strategy's campaign on that (suite, seed) then shares, so each strategy starts from the same scored
+seeds at no spend and `--budget` (tokens actually spent: task and meta model, seeds excluded) is the
+same for all. tok/sample still counts cached calls at their cost, so costs stay comparable. A
+campaign stops at the first iteration that starts with its budget spent (so it may overshoot by
+one candidate: the spend is reported). The `random` strategy is the baseline at the same budget.
+
+Per campaign: the best-so-far full-stage validation score against tokens spent, and the
+confirmation (best candidate by validation and the score x cost Pareto front vs the best seed on the
+same test samples: test score with exact CI, tokens per sample, paired difference with CI,
+P(better), a confirmed gain or a confirmed saving — at most a third of the seed's tokens, score not
+significantly lower). Prints a table, writes bench/results/search.json and bench/results/search.png.
+
+    python bench/bench_search.py [--suites A,B] [--seeds 0,1] [--strategies evolve,random,...] [--budget 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+MAIN_SUITE = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
+STRATEGIES = "meta-agent,evolve,prompt,random"
+
+
+def row_of(conf: Any, cid: str | None) -> dict[str, Any] | None:
+    row = conf.row(cid) if cid else None
+    return None if row is None else row.model_dump(mode="json")
+
+
+def run_campaign(
+    archive: Any, model: Any, suite: str, seed: int, strategy: str, args: argparse.Namespace, iterations: int
+) -> dict[str, Any]:
+    from agentmeta.search import Campaign, SearchConfig
+
+    config = SearchConfig(
+        suite=suite, strategy="random" if strategy == "seeds" else strategy, kind="graph", seed=seed, seeds=args.seed_agents.split(","),
+        subset=args.subset, full=args.full, iterations=iterations,
+        max_tokens=args.budget if iterations else None, confirm_limit=args.confirm_limit,
+        concurrency=args.concurrency, reflexion_rounds=1, name=f"{strategy}:{suite}:s{seed}",
+    )  # fmt: skip
+    curve: list[dict[str, Any]] = []
+    camp = Campaign(config, archive, model=model, meta_model=model)
+    spent0 = camp.spent_tokens()
+
+    def progress(ev: dict[str, Any]) -> None:
+        if ev.get("event") == "evaluated" and ev.get("stage") == "full" and ev.get("mean") is not None:
+            best = max([p["best"] for p in curve] + [ev["mean"]])
+            curve.append({"tokens": camp.spent_tokens() - spent0, "score": ev["mean"], "best": best})
+        if ev.get("event") in ("candidate", "no-proposal", "invalid", "not_promoted", "confirmed"):
+            print(f"    {strategy} s{seed}: {ev.get('event')} {ev.get('name') or ev.get('id') or ''}", flush=True)
+
+    camp.progress = progress
+    start = time.perf_counter()
+    result = camp.run()
+    wall = time.perf_counter() - start
+    conf = result.confirmation
+    cands = archive.candidates(campaign=camp.record.id)
+    new = [c for c in cands if c.generation > 0]
+    out = {
+        "strategy": strategy,
+        "suite": suite,
+        "seed": seed,
+        "spent_tokens": camp.spent_tokens() - spent0,
+        "wall_s": round(wall, 1),
+        "stop_reason": result.stop_reason,
+        "proposed": len(new),
+        "valid": sum(c.status == "ok" for c in new),
+        "full_stage": sum(c.fitness_stage == "full" for c in new if c.status == "ok"),
+        "curve": curve,
+    }
+    if conf is not None:
+        best, seed_row = row_of(conf, conf.best), row_of(conf, conf.best_seed)
+        out.update(
+            confirmed=conf.confirmed, cheaper=conf.cheaper, verdict=conf.verdict, test_n=conf.n,
+            best=best, best_seed=seed_row, saving=row_of(conf, conf.cheaper[0]) if conf.cheaper else None,
+            rows=[r.model_dump(mode="json") for r in conf.rows],
+        )  # fmt: skip
+    return out
+
+
+def fmt_row(r: dict[str, Any]) -> str:
+    b, s = r.get("best") or {}, r.get("best_seed") or {}
+    diff = (
+        f"{b['diff']:+.2f} [{b['diff_ci_low']:+.2f},{b['diff_ci_high']:+.2f}] P={b['p_better']:.2f}"
+        if b.get("diff") is not None
+        else "(the seed)"
+    )
+    tok = f"{b.get('tokens_per_sample') or 0:.0f}/{s.get('tokens_per_sample') or 0:.0f}"
+    flag = "GAIN" if r.get("confirmed") else ("SAVING" if r.get("cheaper") else "-")
+    return (
+        f"{r['suite'][:22]:22} s{r['seed']} {r['strategy']:10} {r['spent_tokens']:>7} {r['proposed']:>3}/{r['full_stage']:<3}"
+        f" {(b.get('name') or '-')[:28]:28} {b.get('validation') or 0:.2f} {b.get('test') or 0:.2f}/{s.get('test') or 0:.2f}"
+        f" {tok:>9} {diff:34} {flag}"
+    )
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    suites = sorted({r["suite"] for r in results})
+    fig, axes = plt.subplots(1, len(suites), figsize=(6 * len(suites), 4.2), squeeze=False)
+    colors = {"meta-agent": "tab:blue", "evolve": "tab:green", "prompt": "tab:orange", "random": "tab:gray"}
+    for ax, suite in zip(axes[0], suites, strict=True):
+        for r in results:
+            if r["suite"] != suite or r["strategy"] == "seeds" or not r["curve"]:
+                continue
+            xs = [0] + [p["tokens"] for p in r["curve"]]
+            ys = [r["curve"][0]["best"]] + [p["best"] for p in r["curve"]]
+            style = "-" if r["seed"] == 0 else "--"
+            ax.step(xs, ys, where="post", linestyle=style, color=colors.get(r["strategy"], "k"),
+                    label=f"{r['strategy']} s{r['seed']}")  # fmt: skip
+        ax.set_title(suite.split("?")[0], fontsize=10)
+        ax.set_xlabel("tokens spent (seeds excluded)")
+        ax.set_ylabel("best full-stage validation score")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--suites", default=f"{MAIN_SUITE},drop-lite")
+    ap.add_argument("--seeds", default="0,1", help="campaign seeds (sampling, selection)")
+    ap.add_argument("--strategies", default=STRATEGIES)
+    ap.add_argument("--seed-agents", default="cot", help="seed agents every campaign starts from")
+    ap.add_argument("--budget", type=int, default=10000, help="tokens spent per campaign beyond the seeds")
+    ap.add_argument("--max-iterations", type=int, default=40)
+    ap.add_argument("--subset", type=int, default=8)
+    ap.add_argument("--full", type=int, default=32)
+    ap.add_argument("--confirm-limit", type=int, default=64)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "search.json"))
+    args = ap.parse_args()
+
+    import torch
+
+    from agentmeta import get_model
+    from agentmeta.archive import Archive
+    from agentmeta.models.base import Model
+    from agentmeta.models.cache import CallCache
+
+    work = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    archive = Archive(work / "archive.db")
+    base = get_model(cache=False)
+    results: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for suite in args.suites.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            # one call cache per (suite, seed): the seeds-only campaign fills it, every strategy shares it
+            model = Model(base.provider, cache=CallCache(work / f"calls-{len(results)}.sqlite"))
+            print(f"{suite} seed {seed}: seeds", flush=True)
+            results.append(run_campaign(archive, model, suite, seed, "seeds", args, iterations=0))
+            for strategy in args.strategies.split(","):
+                print(f"{suite} seed {seed}: {strategy}", flush=True)
+                results.append(run_campaign(archive, model, suite, seed, strategy, args, args.max_iterations))
+                print("  " + fmt_row(results[-1]), flush=True)
+                partial = {"partial": True, "results": results}
+                Path(args.out).write_text(json.dumps(partial, indent=1) + "\n")
+    searched = [r for r in results if r["strategy"] != "seeds"]
+    summary = {
+        "gain": [f"{r['strategy']} {r['suite']} s{r['seed']}" for r in searched if r.get("confirmed")],
+        "saving": [f"{r['strategy']} {r['suite']} s{r['seed']}" for r in searched if r.get("cheaper")],
+    }
+    out = {
+        "model": "smollm2 (SmolLM2-135M-Instruct, embedded, CPU)",
+        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "wall_s": round(time.perf_counter() - start, 1),
+        "summary": summary,
+        "results": results,
+    }
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    plot(searched, Path(args.out).with_suffix(".png"))
+    print()
+    print(f"{'suite':22} sd {'strategy':10} {'tokens':>7} new/full {'best by validation':28} val  test/seed tok/s:b/s {'paired diff vs seed':34} verdict")
+    for r in searched:
+        print(fmt_row(r))
+    print(f"\nconfirmed gains: {summary['gain'] or 'none'}; confirmed savings: {summary['saving'] or 'none'}")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')} in {out['wall_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
