@@ -148,6 +148,7 @@ def main() -> None:
     ap.add_argument("--confirm-limit", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "search.json"))
+    ap.add_argument("--append", action="store_true", help="add these runs to the results already in --out")
     args = ap.parse_args()
 
     import torch
@@ -161,11 +162,16 @@ def main() -> None:
     archive = Archive(work / "archive.db")
     base = get_model(cache=False)
     results: list[dict[str, Any]] = []
+    earlier: list[dict[str, Any]] = []
+    if args.append and Path(args.out).is_file():
+        old = json.loads(Path(args.out).read_text())
+        earlier = old.get("runs") or [{"settings": old.get("settings"), "wall_s": old.get("wall_s")}]
+        results = old["results"]
     start = time.perf_counter()
-    for suite in args.suites.split(","):
+    for suite_i, suite in enumerate(args.suites.split(",")):
         for seed in [int(s) for s in args.seeds.split(",")]:
             # one call cache per (suite, seed): the seeds-only campaign fills it, every strategy shares it
-            model = Model(base.provider, cache=CallCache(work / f"calls-{len(results)}.sqlite"))
+            model = Model(base.provider, cache=CallCache(work / f"calls-{suite_i}-{seed}.sqlite"))
             print(f"{suite} seed {seed}: seeds", flush=True)
             results.append(run_campaign(archive, model, suite, seed, "seeds", args, iterations=0))
             for strategy in args.strategies.split(","):
@@ -182,8 +188,13 @@ def main() -> None:
     out = {
         "model": "smollm2 (SmolLM2-135M-Instruct, embedded, CPU)",
         "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "wall_s": round(time.perf_counter() - start, 1),
+        "runs": earlier
+        + [
+            {
+                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "append")},
+                "wall_s": round(time.perf_counter() - start, 1),
+            }
+        ],
         "summary": summary,
         "results": results,
     }
@@ -194,7 +205,7 @@ def main() -> None:
     for r in searched:
         print(fmt_row(r))
     print(f"\nconfirmed gains: {summary['gain'] or 'none'}; confirmed savings: {summary['saving'] or 'none'}")
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')} in {out['wall_s']:.0f} s")
+    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')} in {out['runs'][-1]['wall_s']:.0f} s")
 
 
 if __name__ == "__main__":

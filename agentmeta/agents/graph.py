@@ -234,11 +234,18 @@ class Demo(BaseModel):
     input: str = Field(min_length=1, max_length=4000)
     """The example task."""
     answer: str = Field(max_length=2000)
-    """Its reference answer (sent as `Answer: <answer>` unless it already has an `Answer:` line)."""
+    """Its reference answer (sent as `Answer: <answer>` unless it already has an `Answer:` line), or
+    with `verbatim` the node's own output on it."""
+    verbatim: bool = False
+    """Send `answer` as the assistant turn exactly as written: a bootstrapped demonstration, i.e. the
+    node's own output on a train sample the whole agent solved (e.g. program-of-thought's
+    `Expression: 3 + 4`)."""
 
     def reply(self) -> str:
         """The assistant turn of this example."""
-        return self.answer if "answer:" in self.answer.lower() else f"Answer: {self.answer}"
+        if self.verbatim or "answer:" in self.answer.lower():
+            return self.answer
+        return f"Answer: {self.answer}"
 
 
 class Node(BaseModel):
@@ -497,13 +504,17 @@ class GraphAgent:
 
         return route
 
-    def run(self, task_input: str, model: Model) -> str:
+    def trace(self, task_input: str, model: Model) -> tuple[str, dict[str, Any]]:
+        """Run the graph; return its answer and every node's output (a list for sample nodes)."""
         state: _State = {"model": model, "input": task_input, "last": "", "outputs": {}, "steps": 0}
         final = self._graph.invoke(state, config={"recursion_limit": self.spec.max_steps + 5})
         out_id = self.spec.output or self.spec.nodes[-1].id
         out = final["outputs"].get(out_id, final["last"])
         text = "\n".join(out) if isinstance(out, list) else str(out)
-        return extract_answer(text)
+        return extract_answer(text), dict(final["outputs"])
+
+    def run(self, task_input: str, model: Model) -> str:
+        return self.trace(task_input, model)[0]
 
 
 DEMO_K = 3

@@ -544,7 +544,29 @@ class Campaign:
             suite=self.config.suite,
             objective=self.config.objective,
             evaluate=self.evaluate_train,
+            trace=self.trace_train,
         )
+
+    def _train_only(self, samples: list[Any]) -> None:
+        train = {s.id: s for s in self.train_suite.samples}
+        outside = [s.id for s in samples if s.id not in train or train[s.id].target != s.target]
+        if outside:
+            raise ConfigError(
+                f"a strategy may run candidates on train samples only; {len(outside)} given are not in the "
+                f"campaign's train split (e.g. {outside[0]!r})"
+            )
+
+    def trace_train(self, spec: AgentSpec, sample: Any) -> dict[str, Any]:
+        """A graph candidate's node outputs on one train sample (`ProposalContext.trace`): the calls
+        are seeded as in `evaluate_train`, so with the call cache on they replay its run."""
+        from agentmeta.eval.runner import SampleModel
+
+        self._train_only([sample])
+        agent = spec.build()
+        if not hasattr(agent, "trace"):
+            raise ConfigError(f"candidates of kind {spec.kind} have no node outputs to trace")
+        handle = SampleModel(self.model, seed=self.config.seed, sample_id=sample.id)
+        return agent.trace(sample.input, handle)[1]
 
     def evaluate_train(self, spec: AgentSpec, samples: Any) -> EvalResult:
         """Run `spec` on `samples` of the train split (`ProposalContext.evaluate`): the campaign's task
@@ -552,14 +574,8 @@ class Campaign:
         infrastructure spoiled stops the campaign (as a validation stage would)."""
         from agentmeta.eval import evaluate
 
-        train = {s.id: s for s in self.train_suite.samples}
         samples = list(samples)
-        outside = [s.id for s in samples if s.id not in train or train[s.id].target != s.target]
-        if outside:
-            raise ConfigError(
-                f"a strategy may run candidates on train samples only; {len(outside)} given are not in the "
-                f"campaign's train split (e.g. {outside[0]!r})"
-            )
+        self._train_only(samples)
         res = evaluate(
             spec.build(),
             self.train_suite.model_copy(update={"samples": samples}),

@@ -9,7 +9,8 @@ validation score — subset scores are used only while no valid candidate has a 
 and `children` counts the campaign's candidates that name it as a parent: good agents are
 explored more, agents already explored a lot less (with `--objective pareto`, only candidates on
 the score x tokens-per-sample front are drawn). The child comes from a mutation operator of
-`agentmeta.search.operators` (no model needed), from a crossover with a second parent drawn the
+`agentmeta.search.operators` (no model needed) or `bootstrap_demos` (a node shown its own outputs
+on train samples the parent solved, `agentmeta.search.bootstrap`), from a crossover with a second parent drawn the
 same way (`crossover_rate`), or, for a fraction `llm_rate` of children, from the meta-agent's
 graph proposal with the parent in view (`MetaAgentSearch`; a reply that fails falls back to the
 operators). A child whose canonical spec is already in the campaign (`operators.canonical`) is
@@ -33,6 +34,7 @@ from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.graph import GraphSpec, parse_spec
 from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
+from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_targets
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.operators import (
     CROSSOVERS,
@@ -62,6 +64,13 @@ class Parent:
 def sigmoid(x: float) -> float:
     x = max(-60.0, min(60.0, x))
     return 1.0 / (1.0 + math.exp(-x))
+
+
+def mutations(ctx: ProposalContext) -> list[str]:
+    """The mutation operators a child can be made by: the operator library's, plus `bootstrap_demos`
+    (`agentmeta.search.bootstrap`) when the campaign can run candidates on train samples."""
+    extra = [BOOTSTRAP] if ctx.evaluate is not None and ctx.trace is not None and ctx.train_samples else []
+    return sorted(MUTATIONS) + extra
 
 
 def eligible_parents(candidates: Sequence[Any]) -> list[Any]:
@@ -163,15 +172,22 @@ class OperatorSearch:
         duplicates = not_applicable = 0
         for attempt in range(1, self.max_tries + 1):
             op, parent, partner = self.choose(pool, ctx, rng)
+            extra: dict[str, Any] = {}
             try:
-                child = apply(op, parent.spec, rng, replace(base, partner=partner.spec if partner else None))
+                if op == BOOTSTRAP:
+                    targets = bootstrap_targets(parent.spec)
+                    if not targets:
+                        raise NotApplicable("no node can show bootstrapped demonstrations")
+                    child, extra = bootstrap_demos(ctx, parent.spec, rng.choice(targets), rng)
+                else:
+                    child = apply(op, parent.spec, rng, replace(base, partner=partner.spec if partner else None))
             except NotApplicable:
                 not_applicable += 1
                 continue
             if canonical(child) in seen:
                 duplicates += 1
                 continue
-            raw = {"attempts": attempt, "duplicates": duplicates, "not_applicable": not_applicable}
+            raw = {"attempts": attempt, "duplicates": duplicates, "not_applicable": not_applicable, **extra}
             return self._proposal(child, [op], parent, partner, usage, raw)
         raise NoNewCandidateError(
             f"{self.name}: no new graph after {self.max_tries} tries ({duplicates} children duplicated a "
@@ -281,7 +297,7 @@ class EvolveSearch(OperatorSearch):
         if len(pool) > 1 and rng.random() < self.crossover_rate:
             partner = self.select(pool, ctx, rng, exclude=parent)
             return rng.choice(sorted(CROSSOVERS)), parent, partner
-        return rng.choice(sorted(MUTATIONS)), parent, None
+        return rng.choice(mutations(ctx)), parent, None
 
     def _rewrite(
         self, ctx: ProposalContext, pool: list[Parent], rng: random.Random, seen: set[str], usage: Usage

@@ -1,7 +1,7 @@
 """Random search over the graph operator library (the `random` strategy): the baseline.
 
 Each iteration applies a uniformly drawn operator of `agentmeta.search.operators` (crossovers
-included, with a second parent drawn uniformly) to a uniformly drawn valid candidate of the
+included, with a second parent drawn uniformly; `bootstrap_demos` too, as in `evolve`) to a uniformly drawn valid candidate of the
 campaign (seeds included; the seed files while none is valid). No fitness is looked at: any
 strategy that selects should beat it at the same budget. Duplicates are rejected as in `evolve`,
 and the draws are seeded by the campaign's seed and the iteration.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import random
 
-from agentmeta.search.evolve import OperatorSearch, Parent, graph_of
-from agentmeta.search.operators import CROSSOVERS, OPERATORS
+from agentmeta.search.evolve import OperatorSearch, Parent, graph_of, mutations
+from agentmeta.search.operators import CROSSOVERS
 from agentmeta.search.strategy import ProposalContext
 
 
@@ -33,7 +33,7 @@ class RandomSearch(OperatorSearch):
         self, pool: list[Parent], ctx: ProposalContext, rng: random.Random
     ) -> tuple[str, Parent, Parent | None]:
         parent = rng.choice(pool)
-        ops = sorted(OPERATORS) if len(pool) > 1 else sorted(set(OPERATORS) - set(CROSSOVERS))
+        ops = mutations(ctx) + (sorted(CROSSOVERS) if len(pool) > 1 else [])
         op = rng.choice(ops)
         if op in CROSSOVERS:
             return op, parent, rng.choice([p for p in pool if p is not parent])

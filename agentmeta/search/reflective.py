@@ -10,10 +10,15 @@ Each iteration:
    With `--objective pareto` the draw is further limited to the score x tokens-per-sample front.
 2. **Minibatch** of `minibatch` samples of the suite's *train* split (never validation or test),
    drawn by the campaign's seed and the iteration. The parent runs on it with the task model.
-3. **Reflection**: the meta-model reads, for each minibatch item, the input, the parent's response
-   and the scorer's feedback (right, or wrong with the expected answer: a train target), and writes
-   a new instruction for one module of the parent (round robin over the modules: the llm and sample
-   nodes of a graph, or a prompt agent's template).
+3. **Mutation** of one module of the parent (round robin over the modules: the llm and sample
+   nodes of a graph, or a prompt agent's template), by one of two moves:
+   - *reflection*: the meta-model reads, for each minibatch item, the input, the parent's response
+     and the scorer's feedback (right, or wrong with the expected answer: a train target), and
+     writes a new instruction for the module;
+   - *bootstrapped demonstrations* (graph nodes that read only the task, probability
+     `bootstrap_rate`): the module is shown its own outputs on train samples outside the minibatch
+     that the parent solved (`agentmeta.search.bootstrap`, as DSPy's BootstrapFewShot; MIPRO
+     searches instructions and such demonstrations together).
 4. **Acceptance**: the child runs on the same minibatch and is kept only if its total score there
    is strictly higher than the parent's; otherwise another parent, minibatch and module are tried
    (`max_tries` in all; a minibatch the parent solves completely is skipped, as there is nothing to
@@ -43,7 +48,15 @@ from agentmeta.agents.prompt import PromptSpec, parse_prompt_spec
 from agentmeta.errors import ConfigError, InvalidAgentError
 from agentmeta.models.types import Usage
 from agentmeta.prompts import render
-from agentmeta.search.operators import CALLING, _indices, _instruction_prompt, canonical, prompt_fields
+from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_targets
+from agentmeta.search.operators import (
+    CALLING,
+    NotApplicable,
+    _indices,
+    _instruction_prompt,
+    canonical,
+    prompt_fields,
+)
 from agentmeta.search.selection import cost_front, full_stage_scores
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
 
@@ -168,18 +181,20 @@ def _ancestors(cid: str, parents: dict[str, tuple[str, ...]]) -> set[str]:
 
 
 class ReflectivePromptSearch:
-    """GEPA-style reflective instruction evolution over graph or prompt agents."""
+    """GEPA-style reflective prompt evolution (instructions, and bootstrapped demonstrations) over
+    graph or prompt agents."""
 
     name = "prompt"
 
     def __init__(self, *, minibatch: int = 3, max_tries: int = 3, merge_rate: float = 0.2,
-                 reflection_tokens: int = 256) -> None:  # fmt: skip
+                 reflection_tokens: int = 256, bootstrap_rate: float = 0.5) -> None:  # fmt: skip
         if minibatch < 1 or max_tries < 1:
             raise ConfigError("prompt strategy: minibatch and max_tries must be at least 1")
         self.minibatch = minibatch
         self.max_tries = max_tries
         self.merge_rate = merge_rate
         self.reflection_tokens = reflection_tokens
+        self.bootstrap_rate = bootstrap_rate
 
     # -- programs ---------------------------------------------------------------------------------
     def programs(self, ctx: ProposalContext) -> list[Program]:
@@ -235,7 +250,9 @@ class ReflectivePromptSearch:
         options = sorted(weights)
         for attempt in range(1, self.max_tries + 1):
             parent = by_id[rng.choices(options, weights=[weights[c] for c in options])[0]]
-            modules = parent.modules()
+            boot = bootstrap_targets(parent.spec) if isinstance(parent.spec, GraphSpec) else []
+            bootstrap = bool(boot) and ctx.trace is not None and rng.random() < self.bootstrap_rate
+            modules = boot if bootstrap else parent.modules()
             if not modules:
                 tried.append(f"{parent.name}: no instruction to rewrite")
                 continue
@@ -246,35 +263,48 @@ class ReflectivePromptSearch:
             k = len(before.records)
             parent_sum = sum(r.score for r in before.records)
             if parent_sum >= k:
-                tried.append(f"{parent.name} solved its minibatch ({k}/{k}): nothing to reflect on")
+                tried.append(f"{parent.name} solved its minibatch ({k}/{k}): nothing to improve on")
                 continue
-            instruction = self._reflect(ctx, parent.text(module), before, batch, usage)
-            if not instruction:
-                tried.append("the reflection gave no instruction")
-                continue
-            child = with_instruction(parent, module, instruction)
+            where = self._module_name(parent, module)
+            extra: dict[str, Any]
+            if bootstrap:
+                try:
+                    child, extra = bootstrap_demos(
+                        ctx, parent.spec, module, rng, exclude={s.id for s in batch}  # type: ignore[arg-type]
+                    )
+                except NotApplicable as e:
+                    tried.append(f"bootstrap on {parent.name}: {e}")
+                    continue
+                op, what = BOOTSTRAP, "bootstrapped demonstrations"
+            else:
+                instruction = self._reflect(ctx, parent.text(module), before, batch, usage)
+                if not instruction:
+                    tried.append("the reflection gave no instruction")
+                    continue
+                child = with_instruction(parent, module, instruction)
+                op, what, extra = "reflect", "reflective rewrite", {"instruction": instruction}
             if program_key(child) in seen:
-                tried.append("the rewrite duplicated a known candidate")
+                tried.append(f"the {what} duplicated a known candidate")
                 continue
             seen.add(program_key(child))
-            where = self._module_name(parent, module)
-            name = f"reflect[{where}] of {parent.name}"[:60]
-            thought = f"{self.name}: reflective rewrite of {where} of {parent.name} [{parent.id}]."
+            label = "bootstrap" if bootstrap else "reflect"
+            name = f"{label}[{where}] of {parent.name}"[:60]
+            thought = f"{self.name}: {what} of {where} of {parent.name} [{parent.id}]."
             after = ctx.evaluate(self._spec(child, name, thought), batch)
             child_sum = sum(r.score for r in after.records)
             if child_sum > parent_sum:
                 raw = {
-                    "strategy": self.name, "operators": ["reflect"], "parents": [parent.id],
+                    "strategy": self.name, "operators": [op], "parents": [parent.id],
                     "module": where, "minibatch": [s.id for s in batch], "parent_minibatch": parent_sum,
-                    "child_minibatch": child_sum, "attempts": attempt, "instruction": instruction,
+                    "child_minibatch": child_sum, "attempts": attempt, **extra,
                 }  # fmt: skip
                 thought += f" Train minibatch: {child_sum:g}/{k} vs the parent's {parent_sum:g}/{k}."
                 return Proposal(
                     spec=self._spec(child, name, thought), parent_ids=[parent.id], usage=usage, raw=raw
                 )
-            tried.append(f"rewrite of {parent.name} scored {child_sum:g}/{k} vs {parent_sum:g}/{k}")
+            tried.append(f"{what} of {parent.name} scored {child_sum:g}/{k} vs {parent_sum:g}/{k}")
         raise NoNewCandidateError(
-            f"prompt: no rewrite beat its parent on a train minibatch in {self.max_tries} tries ("
+            f"prompt: no mutation beat its parent on a train minibatch in {self.max_tries} tries ("
             + "; ".join(tried[-3:])
             + ")"
         )

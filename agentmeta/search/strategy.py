@@ -46,6 +46,10 @@ class ProposalContext:
     objective: str = "score"
     """`score` (parents by validation score) or `pareto` (parents from the score x tokens-per-sample
     Pareto front): see `SearchConfig.objective`."""
+    trace: Callable[[AgentSpec, Sample], dict[str, Any]] | None = None
+    """`trace(spec, sample)`: a graph candidate's node outputs on one train sample, from the same
+    seeded calls as `evaluate` (replayed from the call cache when it is on); None where the campaign
+    offers none."""
     evaluate: TrainEvaluator | None = None
     """Runs a spec on train samples (`TrainEvaluator`); None where the campaign offers none. A
     reflective strategy reads the scorer's feedback on these runs; validation and test samples

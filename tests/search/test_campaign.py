@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentmeta import get_model
+from agentmeta.agents import seed_agents
 from agentmeta.archive import Archive
 from agentmeta.search import Campaign, SearchConfig
 from tests.search.conftest import graph_meta_reply, task_reply
@@ -35,7 +36,7 @@ def test_graph_campaign_archives_seeds_and_candidates_with_parents_and_cis(tmp_p
     cands = archive.candidates(campaign=camp.record.id)
     seeds = [c for c in cands if c.generation == 0]
     new = [c for c in cands if c.generation > 0]
-    assert len(seeds) == 3 and len(new) == 4
+    assert len(seeds) == len(seed_agents("graph")) == 4 and len(new) == 4
     for c in new:
         assert c.parent_ids and all(p in {x.id for x in cands} for p in c.parent_ids)
         assert c.status == "ok" and c.fitness is not None
@@ -109,7 +110,7 @@ def test_seeds_get_the_full_stage_even_when_they_score_zero(tmp_path, suite_file
     )
     camp.run()
     seeds = archive.candidates(campaign=camp.record.id)
-    assert len(seeds) == 3
+    assert len(seeds) == len(seed_agents("graph"))
     for c in seeds:
         stages = {e.stage: e for e in archive.evaluations(c.id)}
         assert set(stages) == {"subset", "full"}
@@ -259,7 +260,7 @@ def test_sigkill_mid_campaign_then_resume_loses_and_repeats_nothing(tmp_path, su
     assert len(keys) == len(set(keys))
     iters = sorted(c.metadata["iteration"] for c in cands if "iteration" in c.metadata)
     assert iters == list(range(6))
-    assert len([c for c in cands if c.generation == 0]) == 3
+    assert len([c for c in cands if c.generation == 0]) == len(seed_agents("graph"))
     # evaluations stored before the kill are untouched
     after = {(e.candidate_id, e.stage): e.created_at for e in archive.evaluations()}
     for k, t in before.items():

@@ -141,12 +141,42 @@ def test_a_rewrite_that_does_not_beat_its_parent_is_not_evaluated(tmp_path):
     archive, camp, cands, task = run(tmp_path, suite, reflector("Add the numbers."), iterations=1)
     seed, nothing = cands
     assert nothing.status == "invalid" and nothing.name == "no-proposal-0"
-    assert "no rewrite beat its parent on a train minibatch in 3 tries" in nothing.error
+    assert "no mutation beat its parent on a train minibatch in 3 tries" in nothing.error
     assert archive.get_evaluation(nothing.id, suite, "validation", "subset") is None
     # every prompt the task model saw for the rewrites came from train samples
     validation = {f"What is {i} + {i + 3}?" for i in range(8, 24)}
     rewritten = [r for r in task.provider.requests if "Add the numbers." in r.messages[-1].content]
     assert rewritten and not any(q in r.messages[-1].content for r in rewritten for q in validation)
+
+
+def half_or_demos(req) -> str:
+    """Right on even first operands, and on everything once the prompt carries demonstrations."""
+    text = " ".join(m.content for m in req.messages)
+    a, b = map(int, re.findall(r"What is (\d+) \+ (\d+)", text)[-1])
+    shown = any(m.role == "assistant" for m in req.messages)
+    return f"Worked it out.\nAnswer: {a + b if shown or a % 2 == 0 else a + b + 1}"
+
+
+def test_bootstrapped_demonstrations_are_the_nodes_own_solved_outputs(tmp_path):
+    suite = write_suite(tmp_path)
+    archive = Archive(tmp_path / "b.db")
+    config = SearchConfig(suite=suite, kind="graph", strategy="prompt", iterations=1, subset=2, full=4,
+                          seeds=["cot"], confirm=False)  # fmt: skip
+    strategy = ReflectivePromptSearch(bootstrap_rate=1.0, merge_rate=0.0)
+    camp = Campaign(config, archive, model=get_model("mock", outputs=half_or_demos),
+                    meta_model=get_model("mock", outputs=reflector("unused")), strategy=strategy)  # fmt: skip
+    camp.run()
+    seed, child = archive.candidates(campaign=camp.record.id)
+    assert child.status == "ok" and child.parent_ids == [seed.id], child.error
+    assert child.name.startswith("bootstrap[node think]")
+    node = parse_spec(child.source).nodes[0]
+    assert node.demos and all(d.verbatim for d in node.demos)
+    train = {f"What is {i} + {i + 3}?": i for i in range(8)}
+    for d in node.demos:  # solved train samples (even first operand), the node's own output, verbatim
+        assert train[d.input] % 2 == 0 and d.answer == f"Worked it out.\nAnswer: {2 * train[d.input] + 3}"
+    raw_minibatch = set(child.metadata.get("proposal", {}).get("minibatch", [])) if child.metadata else set()
+    assert not raw_minibatch & {d.input for d in node.demos}
+    assert child.fitness == 1.0 and seed.fitness < 1.0
 
 
 def test_prompt_kind_and_resume(tmp_path):
@@ -242,3 +272,32 @@ def test_reflection_on_the_embedded_model(embedded, tmp_path):
         assert clean_instruction(raw["instruction"]) == raw["instruction"]
         assert raw["instruction"] in parse_spec(proposal.spec.source).nodes[0].prompt
     assert embedded.usage.calls > before  # the real model ran the minibatch and wrote the reflection
+
+
+def test_bootstrap_takes_solved_train_samples_outside_the_excluded_ones():
+    import random
+
+    from agentmeta.eval import Sample
+    from agentmeta.search.bootstrap import bootstrap_demos, bootstrap_targets
+    from agentmeta.search.operators import NotApplicable
+
+    train = [Sample(id=f"t{i}", input=f"What is {i} + 1?", target=str(i + 1)) for i in range(10)]
+
+    def evaluate(spec, samples):  # solves the odd ones
+        recs = [SimpleNamespace(id=s.id, score=float(int(s.id[1:]) % 2), outcome="scored") for s in samples]
+        return SimpleNamespace(records=recs)
+
+    ctx = SimpleNamespace(train_samples=train, evaluate=evaluate,
+                          trace=lambda spec, s: {"write": f"Expression: {s.id[1:]} + 1"})  # fmt: skip
+    pot = parse_spec(next(s for s in seed_agents("graph") if s.name.startswith("Program")).source)
+    assert bootstrap_targets(pot) == [0]  # the expression node, not the calculator
+    child, info = bootstrap_demos(ctx, pot, 0, random.Random(0), exclude={"t1", "t3"}, pool=10)
+    demos = child.nodes[0].demos
+    assert demos and all(d.verbatim and d.reply() == d.answer for d in demos)
+    assert {d.input for d in demos} <= {f"What is {i} + 1?" for i in (5, 7, 9)}
+    assert info["solved"] == len(demos) <= 3
+    ctx.evaluate = lambda spec, samples: SimpleNamespace(
+        records=[SimpleNamespace(id=s.id, score=0.0, outcome="scored") for s in samples]
+    )
+    with pytest.raises(NotApplicable, match="solved none"):
+        bootstrap_demos(ctx, pot, 0, random.Random(0))

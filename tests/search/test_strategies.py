@@ -15,6 +15,7 @@ from agentmeta.archive import Archive, Candidate
 from agentmeta.errors import ConfigError
 from agentmeta.eval import Sample
 from agentmeta.search import Campaign, SearchConfig
+from agentmeta.search.bootstrap import BOOTSTRAP
 from agentmeta.search.evolve import (
     LLM_REWRITE,
     EvolveSearch,
@@ -318,13 +319,13 @@ def run_campaign(tmp_path, suite_file, strategy, db="a.db", **kw):
 def test_short_campaign_archives_children_with_parents_and_operators(tmp_path, suite_file, strategy):
     archive, camp, cands = run_campaign(tmp_path, suite_file, strategy)
     new = [c for c in cands if c.generation > 0]
-    assert len(new) == 4 and len(cands) == 7
+    assert len(new) == 4 and len(cands) == 4 + len(seed_agents("graph"))
     ids = {c.id for c in cands}
     for c in new:
         assert c.status == "ok" and c.fitness is not None
         assert c.parent_ids and set(c.parent_ids) <= ids
         assert c.thought.startswith(f"{strategy}: ")
-        assert any(op in c.thought for op in [*OPERATORS, LLM_REWRITE]), c.thought
+        assert any(op in c.thought for op in [*OPERATORS, LLM_REWRITE, BOOTSTRAP]), c.thought
         parse_spec(c.source)
     assert len({canonical(parse_spec(c.source)) for c in cands}) == len(cands)  # no duplicate evaluated
     # the same seed proposes the same children

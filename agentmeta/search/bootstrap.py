@@ -1,0 +1,71 @@
+"""Bootstrapped demonstrations, in the manner of DSPy's BootstrapFewShot: a node is shown its own
+outputs on train samples that the whole agent solved.
+
+`bootstrap_demos(ctx, spec, index, rng)` runs the graph on up to `pool` train samples
+(`ProposalContext.evaluate`), keeps the ones it scored 1 on, reads node `index`'s output on each
+(`ProposalContext.trace`, which replays the same seeded calls: no new model call when the call cache
+is on) and returns the graph with up to `k` of them as that node's demonstrations, sent verbatim
+(`Demo.verbatim`): program-of-thought's expression node learns to write `Expression: 3 + 4`, a
+chain-of-thought node sees worked solutions that reached the right answer. Only train samples are
+used, and a caller that tests the child on a minibatch passes its ids in `exclude` so that no
+demonstration is one of the samples it is judged on.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection
+from typing import Any
+
+from agentmeta.agents.base import AgentSpec
+from agentmeta.agents.graph import GraphSpec
+from agentmeta.search.operators import CALLING, NotApplicable, _indices, _set, prompt_fields
+
+BOOTSTRAP = "bootstrap_demos"
+"""The operator name of a child whose demonstrations were bootstrapped."""
+
+
+def bootstrap_targets(spec: GraphSpec) -> list[int]:
+    """Nodes a demonstration can be bootstrapped for: llm/sample nodes whose prompt uses only the
+    task (`{input}`), so that the demonstration's user turn is complete."""
+    return [i for i in _indices(spec, CALLING) if set(prompt_fields(spec.nodes[i].prompt)) <= {"input"}]
+
+
+def _graph_spec(spec: GraphSpec) -> AgentSpec:
+    return AgentSpec(kind="graph", name=spec.name, thought=spec.thought,
+                     source=spec.model_dump_json(indent=2, exclude_defaults=True))  # fmt: skip
+
+
+def bootstrap_demos(
+    ctx: Any, spec: GraphSpec, index: int, rng: random.Random, *, exclude: Collection[str] = (),
+    k: int = 3, pool: int = 8,
+) -> tuple[GraphSpec, dict[str, Any]]:  # fmt: skip
+    """`spec` with node `index` showing up to `k` of its own outputs on solved train samples (see
+    the module). `NotApplicable` when the campaign offers no train runs, the node cannot take
+    demonstrations, or the graph solved none of the samples tried."""
+    if ctx.evaluate is None or ctx.trace is None:
+        raise NotApplicable("the campaign runs no candidate on train samples")
+    if index not in bootstrap_targets(spec):
+        raise NotApplicable("the node cannot show bootstrapped demonstrations")
+    samples = [s for s in ctx.train_samples if s.id not in set(exclude)]
+    if not samples:
+        raise NotApplicable("no train samples to bootstrap from")
+    picks = rng.sample(samples, min(pool, len(samples)))
+    result = ctx.evaluate(_graph_spec(spec), picks)
+    scores = {r.id: r.score for r in result.records if r.outcome == "scored"}
+    solved = [s for s in picks if scores.get(s.id, 0.0) >= 1.0][:k]
+    if not solved:
+        raise NotApplicable(f"the graph solved none of {len(picks)} train samples: nothing to bootstrap")
+    node = spec.nodes[index]
+    demos = []
+    for s in solved:
+        out = ctx.trace(_graph_spec(spec), s).get(node.id)
+        text = (out[0] if isinstance(out, list) and out else str(out or "")).strip()
+        if text:
+            demos.append({"input": str(s.input)[:4000], "answer": text[:2000], "verbatim": True})
+    if not demos:
+        raise NotApplicable("the solved samples left no output of the node")
+    if [d.model_dump(mode="json") for d in node.demos] == demos:
+        raise NotApplicable("the node already shows these demonstrations")
+    info = {"node": node.id, "demos_from": [s.id for s in solved], "tried": len(picks), "solved": len(solved)}
+    return _set(spec, index, demos=demos), info
