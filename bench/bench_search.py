@@ -15,7 +15,7 @@ same test samples: test score with exact CI, tokens per sample, paired differenc
 P(better), a confirmed gain or a confirmed saving — at most a third of the seed's tokens, score not
 significantly lower). Prints a table, writes bench/results/search.json and bench/results/search.png.
 
-    python bench/bench_search.py [--suites A,B] [--seeds 0,1] [--strategies evolve,random,...] [--budget 10000]
+    python bench/bench_search.py [--suites A,B] [--seeds 0,1] [--strategies evolve,random,...] [--budget 8000]
 """
 
 from __future__ import annotations
@@ -140,16 +140,20 @@ def main() -> None:
     ap.add_argument("--suites", default=f"{MAIN_SUITE},drop-lite")
     ap.add_argument("--seeds", default="0,1", help="campaign seeds (sampling, selection)")
     ap.add_argument("--strategies", default=STRATEGIES)
-    ap.add_argument("--seed-agents", default="cot", help="seed agents every campaign starts from")
-    ap.add_argument("--budget", type=int, default=10000, help="tokens spent per campaign beyond the seeds")
-    ap.add_argument("--max-iterations", type=int, default=40)
+    ap.add_argument("--seed-agents", default="cot,program_of_thought", help="seed agents every campaign starts from")
+    ap.add_argument("--budget", type=int, default=8000, help="tokens spent per campaign beyond the seeds")
+    ap.add_argument("--max-iterations", type=int, default=8)
     ap.add_argument("--subset", type=int, default=8)
     ap.add_argument("--full", type=int, default=32)
     ap.add_argument("--confirm-limit", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "search.json"))
     ap.add_argument("--append", action="store_true", help="add these runs to the results already in --out")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="only join these results files into --out")
     args = ap.parse_args()
+    if args.merge:
+        merge(args.merge, Path(args.out))
+        return
 
     import torch
 
@@ -165,7 +169,7 @@ def main() -> None:
     earlier: list[dict[str, Any]] = []
     if args.append and Path(args.out).is_file():
         old = json.loads(Path(args.out).read_text())
-        earlier = old.get("runs") or [{"settings": old.get("settings"), "wall_s": old.get("wall_s")}]
+        earlier = old.get("runs", [])
         results = old["results"]
     start = time.perf_counter()
     for suite_i, suite in enumerate(args.suites.split(",")):
@@ -180,6 +184,18 @@ def main() -> None:
                 print("  " + fmt_row(results[-1]), flush=True)
                 partial = {"partial": True, "results": results}
                 Path(args.out).write_text(json.dumps(partial, indent=1) + "\n")
+    runs = earlier + [
+        {
+            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "append", "merge")},
+            "wall_s": round(time.perf_counter() - start, 1),
+            "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
+        }
+    ]
+    finish(results, runs, Path(args.out))
+
+
+def finish(results: list[dict[str, Any]], runs: list[dict[str, Any]], out_path: Path) -> None:
+    """Write the results JSON and the plot, print the table and the summary."""
     searched = [r for r in results if r["strategy"] != "seeds"]
     summary = {
         "gain": [f"{r['strategy']} {r['suite']} s{r['seed']}" for r in searched if r.get("confirmed")],
@@ -187,25 +203,29 @@ def main() -> None:
     }
     out = {
         "model": "smollm2 (SmolLM2-135M-Instruct, embedded, CPU)",
-        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
-        "runs": earlier
-        + [
-            {
-                "settings": {k: v for k, v in vars(args).items() if k not in ("out", "append")},
-                "wall_s": round(time.perf_counter() - start, 1),
-            }
-        ],
+        "runs": runs,
         "summary": summary,
         "results": results,
     }
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    plot(searched, Path(args.out).with_suffix(".png"))
+    out_path.write_text(json.dumps(out, indent=1) + "\n")
+    plot(searched, out_path.with_suffix(".png"))
     print()
     print(f"{'suite':22} sd {'strategy':10} {'tokens':>7} new/full {'best by validation':28} val  test/seed tok/s:b/s {'paired diff vs seed':34} verdict")
     for r in searched:
         print(fmt_row(r))
     print(f"\nconfirmed gains: {summary['gain'] or 'none'}; confirmed savings: {summary['saving'] or 'none'}")
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')} in {out['runs'][-1]['wall_s']:.0f} s")
+    print(f"wrote {out_path} and {out_path.with_suffix('.png')}")
+
+
+def merge(paths: list[str], out_path: Path) -> None:
+    """Join the results of several runs (e.g. one per suite) into one results file and plot."""
+    results: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    for p in paths:
+        data = json.loads(Path(p).read_text())
+        results += data["results"]
+        runs += [{**r, "machine": r.get("machine", data.get("machine"))} for r in data.get("runs", [])]
+    finish(results, runs, out_path)
 
 
 if __name__ == "__main__":
