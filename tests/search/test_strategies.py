@@ -366,19 +366,21 @@ def test_evolve_and_random_refuse_other_kinds(suite_file):
 
 
 @pytest.mark.embedded
-def test_evolve_children_run_on_the_embedded_model(embedded, tmp_path):
-    """Two evolve proposals (from the seed files: nothing is scored yet) on the real model, each
-    built and run on one validation sample; the meta-model rewrite, when drawn, is the real model."""
+@pytest.mark.parametrize("name", ["evolve", "random"])
+def test_operator_children_run_on_the_embedded_model(embedded, tmp_path, name):
+    """Two evolve (or random) proposals (from the seed files: nothing is scored yet) on the real
+    model, each built and run on one validation sample; the meta-model rewrite, when drawn, is the
+    real model."""
     from agentmeta.eval import evaluate, load_suite
     from agentmeta.search.strategies import get_strategy
     from agentmeta.search.strategy import ProposalContext
 
     suite = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
     archive = Archive(tmp_path / "e.db")
-    config = SearchConfig(suite=suite, kind="graph", strategy="evolve", iterations=0, subset=1, full=1,
+    config = SearchConfig(suite=suite, kind="graph", strategy=name, iterations=0, subset=1, full=1,
                           reflexion_rounds=0, confirm=False)  # fmt: skip
     camp = Campaign(config, archive, model=embedded, meta_model=embedded)
-    strategy = get_strategy("evolve", config)
+    strategy = get_strategy(name, config)
     one = load_suite(suite, limit=1)
     for i in range(2):
         ctx = ProposalContext(
@@ -387,6 +389,6 @@ def test_evolve_children_run_on_the_embedded_model(embedded, tmp_path):
             train_samples=list(camp.train_suite.samples),
         )  # fmt: skip
         proposal = strategy.propose(ctx)
-        assert proposal.spec.thought.startswith("evolve: ") and proposal.raw.get("operators")
+        assert proposal.spec.thought.startswith(f"{name}: ") and proposal.raw.get("operators")
         result = evaluate(proposal.spec.build(), one, model=embedded, max_tokens=48)
         assert result.n == 1 and result.n_infra == 0 and result.records[0].answer is not None
