@@ -105,6 +105,18 @@ def program_key(spec: GraphSpec | PromptSpec) -> str:
     return "prompt:" + json.dumps(spec.model_dump(mode="json"), sort_keys=True)
 
 
+def parse_program(candidate: Any) -> GraphSpec | PromptSpec | None:
+    """A graph or prompt candidate's parsed spec, or None if it has no source or does not parse."""
+    if not candidate.source:
+        return None
+    try:
+        if candidate.kind == "graph":
+            return parse_spec(candidate.source)
+        return parse_prompt_spec(candidate.source)
+    except InvalidAgentError:
+        return None
+
+
 def instruction_of(template: str) -> str:
     """What a template asks besides the task: its lines without `{...}` slots, slot headers or the
     answer-format line (the part a reflection rewrites)."""
@@ -201,15 +213,11 @@ class ReflectivePromptSearch:
         """The campaign's valid candidates of the campaign's kind that parse, with a fitness."""
         out = []
         for c in ctx.candidates:
-            if c.status != "ok" or c.kind != ctx.kind or c.fitness is None or not c.source:
+            if c.status != "ok" or c.kind != ctx.kind or c.fitness is None:
                 continue
-            try:
-                spec: GraphSpec | PromptSpec = (
-                    parse_spec(c.source) if c.kind == "graph" else parse_prompt_spec(c.source)
-                )
-            except InvalidAgentError:
-                continue
-            out.append(Program(c.id, c.name, c.kind, spec, float(c.fitness), tuple(c.parent_ids)))
+            spec = parse_program(c)
+            if spec is not None:
+                out.append(Program(c.id, c.name, c.kind, spec, float(c.fitness), tuple(c.parent_ids)))
         return out
 
     def front(self, ctx: ProposalContext, programs: list[Program]) -> dict[str, int]:
@@ -240,7 +248,7 @@ class ReflectivePromptSearch:
             raise NoNewCandidateError("prompt: no valid candidate with a score to reflect on yet")
         weights = self.front(ctx, programs)
         by_id = {p.id: p for p in programs}
-        seen = {p.key() for p in programs} | self._seen_keys(ctx)
+        seen = self._seen_keys(ctx)  # every candidate of the kind, valid or not
         usage = Usage()
         tried: list[str] = []
         if len(weights) > 1 and rng.random() < self.merge_rate:
@@ -310,17 +318,9 @@ class ReflectivePromptSearch:
         )
 
     def _seen_keys(self, ctx: ProposalContext) -> set[str]:
-        out = set()
-        for c in ctx.candidates:
-            if c.kind != ctx.kind or not c.source:
-                continue
-            try:
-                out.add(
-                    program_key(parse_spec(c.source) if c.kind == "graph" else parse_prompt_spec(c.source))
-                )
-            except InvalidAgentError:
-                continue
-        return out
+        """Keys of every candidate of the campaign's kind that parses (valid or not)."""
+        specs = (parse_program(c) for c in ctx.candidates if c.kind == ctx.kind)
+        return {program_key(spec) for spec in specs if spec is not None}
 
     @staticmethod
     def _module_name(program: Program, module: int) -> str:

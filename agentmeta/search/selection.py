@@ -18,10 +18,10 @@ def _stage(ctx: Any, ids: Sequence[str]) -> str:
     return "full" if any(getattr(by_id.get(i), "fitness_stage", None) == "full" for i in ids) else "subset"
 
 
-def full_stage_scores(ctx: Any, ids: Sequence[str]) -> dict[str, dict[str, float]]:
-    """Per-sample validation scores {id: {sample id: score}} of the candidates `ids` on the stage
-    they can be compared on (full when any has a full-stage evaluation); candidates without an
-    evaluation of that stage are left out."""
+def comparable_evaluations(ctx: Any, ids: Sequence[str]) -> dict[str, Any]:
+    """The complete validation evaluations {id: evaluation} of the candidates `ids` on the stage
+    they can be compared on (full when any has a full-stage evaluation); candidates without one of
+    that stage are left out."""
     if not ctx.suite:
         return {}
     stage = _stage(ctx, ids)
@@ -29,21 +29,22 @@ def full_stage_scores(ctx: Any, ids: Sequence[str]) -> dict[str, dict[str, float
     for cid in ids:
         ev = ctx.archive.get_evaluation(cid, ctx.suite, "validation", stage)
         if ev is not None and not ev.incomplete:
-            out[cid] = ev.score_by_id()
+            out[cid] = ev
     return out
+
+
+def full_stage_scores(ctx: Any, ids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per-sample validation scores {id: {sample id: score}} of `comparable_evaluations`."""
+    return {cid: ev.score_by_id() for cid, ev in comparable_evaluations(ctx, ids).items()}
 
 
 def cost_points(ctx: Any, ids: Sequence[str]) -> list[tuple[str, float, float]]:
     """(id, validation score, tokens per sample) of the candidates `ids` on their comparable stage."""
-    if not ctx.suite:
-        return []
-    stage = _stage(ctx, ids)
-    out = []
-    for cid in ids:
-        ev = ctx.archive.get_evaluation(cid, ctx.suite, "validation", stage)
-        if ev is not None and not ev.incomplete and ev.mean is not None and ev.tokens_per_sample is not None:
-            out.append((cid, float(ev.mean), float(ev.tokens_per_sample)))
-    return out
+    return [
+        (cid, float(ev.mean), float(ev.tokens_per_sample))
+        for cid, ev in comparable_evaluations(ctx, ids).items()
+        if ev.mean is not None and ev.tokens_per_sample is not None
+    ]
 
 
 def cost_front(ctx: Any, ids: Sequence[str]) -> list[str]:
