@@ -345,13 +345,22 @@ def drop_demos(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> Gra
 # ----------------------------------------------------------------------------- parameters
 
 
+def _change_field(
+    spec: GraphSpec, rng: random.Random, types: Sequence[str], field: str,
+    options: Callable[[Any], Sequence[Any]], what: str,
+) -> GraphSpec:  # fmt: skip
+    """Another value of `field`, from `options(node)`, on a node of one of `types` drawn by `rng`."""
+    targets = _indices(spec, types)
+    if not targets:
+        raise NotApplicable(f"no node with {what}")
+    i = rng.choice(targets)
+    node = spec.nodes[i]
+    return _set(spec, i, **{field: _pick_other(rng, options(node), getattr(node, field))})
+
+
 def change_role(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
     """Give a calling node another role from `ROLES`."""
-    targets = _indices(spec, ("llm", "sample", "reflect"))
-    if not targets:
-        raise NotApplicable("no node with a role")
-    i = rng.choice(targets)
-    return _set(spec, i, role=_pick_other(rng, ROLES, spec.nodes[i].role))
+    return _change_field(spec, rng, ("llm", "sample", "reflect"), "role", lambda node: ROLES, "a role")
 
 
 def _instruction_prompt(old: str, instruction: str) -> str:
@@ -380,31 +389,22 @@ def change_instruction(spec: GraphSpec, rng: random.Random, ctx: OperatorContext
 
 def change_temperature(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
     """Another sampling temperature for an llm, sample or reflect node."""
-    targets = _indices(spec, ("llm", "sample", "reflect"))
-    if not targets:
-        raise NotApplicable("no node with a temperature")
-    i = rng.choice(targets)
-    node = spec.nodes[i]
-    options = SAMPLE_TEMPERATURES if node.type == "sample" else TEMPERATURES
-    return _set(spec, i, temperature=_pick_other(rng, options, node.temperature))
+    return _change_field(
+        spec, rng, ("llm", "sample", "reflect"), "temperature",
+        lambda node: SAMPLE_TEMPERATURES if node.type == "sample" else TEMPERATURES, "a temperature",
+    )  # fmt: skip
 
 
 def change_n(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
     """Another number of samples for a sample node."""
-    targets = _indices(spec, ("sample",))
-    if not targets:
-        raise NotApplicable("no sample node")
-    i = rng.choice(targets)
-    return _set(spec, i, n=_pick_other(rng, SAMPLE_NS, spec.nodes[i].n))
+    return _change_field(spec, rng, ("sample",), "n", lambda node: SAMPLE_NS, "a number of samples")
 
 
 def change_max_tokens(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
     """Another completion budget for an llm, sample or reflect node."""
-    targets = _indices(spec, ("llm", "sample", "reflect"))
-    if not targets:
-        raise NotApplicable("no node with a completion budget")
-    i = rng.choice(targets)
-    return _set(spec, i, max_tokens=_pick_other(rng, MAX_TOKENS, spec.nodes[i].max_tokens))
+    return _change_field(
+        spec, rng, ("llm", "sample", "reflect"), "max_tokens", lambda node: MAX_TOKENS, "a completion budget"
+    )
 
 
 # ----------------------------------------------------------------------------- crossover
