@@ -1,41 +1,15 @@
-"""The same archive code on PostgreSQL. Runs only when AGENTMETA_TEST_PG_URL names a scratch
-database (e.g. postgresql+psycopg://postgres@/scratch?host=/tmp/pgsock); its agentmeta_* tables
-are dropped before and after each test."""
+"""The same archive code on PostgreSQL: a throw-away cluster started for the test run (see
+tests/postgres.py), or the scratch database named by AGENTMETA_TEST_PG_URL (e.g.
+postgresql+psycopg://postgres@/scratch?host=/tmp/pgsock). Each test gets an empty database."""
 
 from __future__ import annotations
 
-import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentmeta.archive import Archive, ArchiveError, Candidate
-
-PG_URL = os.environ.get("AGENTMETA_TEST_PG_URL", "")
-pytestmark = pytest.mark.skipif(
-    not PG_URL, reason="set AGENTMETA_TEST_PG_URL to a scratch PostgreSQL database"
-)
-
-
-def _drop() -> None:
-    from sqlalchemy import create_engine, text
-
-    from agentmeta.archive.schema import metadata
-
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.execute(text("DROP TABLE IF EXISTS other_app_users"))
-    engine.dispose()
-
-
-@pytest.fixture
-def pg() -> Iterator[str]:
-    _drop()
-    yield PG_URL
-    _drop()
 
 
 def test_round_trip_queries_and_export(pg: str, tmp_path: Path) -> None:
