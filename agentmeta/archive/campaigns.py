@@ -53,6 +53,12 @@ class CampaignsMixin:
         run what it started with.
         """
         config = _json_normal(dict(config or {}))
+        try:
+            return self._start_campaign(name, config, id)
+        except t.WriteConflict:  # another process created it meanwhile: resume that one
+            return self._start_campaign(name, config, id)
+
+    def _start_campaign(self, name: str, config: dict[str, Any], id: str | None) -> Campaign:
         with self._write() as conn:
             row = conn.execute(select(t.campaigns).where(t.campaigns.c.name == name)).mappings().first()
             if row is not None:
@@ -102,7 +108,9 @@ class CampaignsMixin:
             )
         camp = self.get_campaign(id_or_name)
         with self._write() as conn:
-            cur = conn.execute(select(t.campaigns.c.state).where(t.campaigns.c.id == camp.id)).scalar_one()
+            cur = conn.execute(
+                select(t.campaigns.c.state).where(t.campaigns.c.id == camp.id).with_for_update()
+            ).scalar_one()
             values: dict[str, Any] = {"updated_at": utcnow()}
             if status is not None:
                 values["status"] = status
@@ -119,6 +127,12 @@ class CampaignsMixin:
 
     def _add_campaign(self, camp: Campaign) -> bool:
         """Insert a campaign record as is (import); False if its id is already present."""
+        try:
+            return self._insert_campaign(camp)
+        except t.WriteConflict:  # another process inserted it meanwhile
+            return self._insert_campaign(camp)
+
+    def _insert_campaign(self, camp: Campaign) -> bool:
         with self._write() as conn:
             c = t.campaigns.c
             row = conn.execute(select(c.id, c.name).where((c.id == camp.id) | (c.name == camp.name))).first()

@@ -31,6 +31,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -42,9 +43,15 @@ log = logging.getLogger(__name__)
 SCHEMA_MARKER = "agentmeta-archive"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+SCHEMA_LOCK_ID = 0x6167_6D65_7461  # "agmeta": the PostgreSQL advisory lock taken to change the schema
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 metadata = MetaData()
+
+
+class WriteConflict(ArchiveError):
+    """A unique key was taken by a concurrent writer (another process, or another `Archive`)."""
+
 
 meta_table = Table(
     "agentmeta_meta",
@@ -272,6 +279,7 @@ def _ensure_schema(engine: Engine, shown: str, *, create: bool) -> None:
         if _check_tables(conn, engine, shown, create=create):
             return
     with engine.connect().execution_options(agentmeta_write=True) as conn, conn.begin():
+        lock_schema(conn)
         if _check_tables(conn, engine, shown, create=create):
             return  # another process created it meanwhile
         names = set(inspect(conn).get_table_names())
@@ -285,6 +293,17 @@ def _ensure_schema(engine: Engine, shown: str, *, create: bool) -> None:
                 ],
             )
             log.info("created agentmeta archive schema v%d in %s", SCHEMA_VERSION, shown)
+
+
+def lock_schema(conn: Connection) -> None:
+    """Serialize schema changes (creation, migration) between processes until the transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock, since concurrent `CREATE TABLE`s of the same
+    name fail instead of waiting. SQLite needs nothing: a write transaction (BEGIN IMMEDIATE)
+    already holds the database's only write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
 
 
 def _check_tables(conn: Connection, engine: Engine, shown: str, *, create: bool) -> bool:

@@ -92,10 +92,6 @@ def _sample_score(record: Any) -> SampleScore:
     )
 
 
-class _Conflict(ArchiveError):
-    """A unique key was taken by a concurrent writer."""
-
-
 class Archive(CampaignsMixin):
     """A persistent archive of candidates.
 
@@ -143,7 +139,7 @@ class Archive(CampaignsMixin):
                 ):
                     yield conn
             except IntegrityError as e:
-                raise _Conflict(
+                raise t.WriteConflict(
                     f"archive {self.location}: conflicting write: {str(e).splitlines()[0]}"
                 ) from e
             except SQLAlchemyError as e:
@@ -235,7 +231,7 @@ class Archive(CampaignsMixin):
                             for ev in record.evaluations
                         ],
                     )
-        except _Conflict as e:
+        except t.WriteConflict as e:
             # Another writer (thread of another Archive object, or another process) won the race.
             with self._read() as conn:
                 existing = self._existing_id(conn, cid, record.key)
@@ -309,7 +305,7 @@ class Archive(CampaignsMixin):
         """Merge `values` into a candidate's metadata."""
         with self._write() as conn:
             row = conn.execute(
-                select(t.candidates.c.metadata).where(t.candidates.c.id == candidate_id)
+                select(t.candidates.c.metadata).where(t.candidates.c.id == candidate_id).with_for_update()
             ).first()
             if row is None:
                 raise ArchiveError(f"no candidate with id {candidate_id!r} in {self.location}")
@@ -410,7 +406,11 @@ class Archive(CampaignsMixin):
         e = t.evaluations.c
         with self._write() as conn:
             c = t.candidates.c
-            row = conn.execute(select(c.usage, c.status, c.metadata).where(c.id == candidate_id)).first()
+            # FOR UPDATE (PostgreSQL): a concurrent writer of this candidate's evaluations waits
+            # here, so neither the usage sum nor the evaluation replaced is lost between two processes.
+            row = conn.execute(
+                select(c.usage, c.status, c.metadata).where(c.id == candidate_id).with_for_update()
+            ).first()
             if row is None:
                 raise ArchiveError(f"no candidate with id {candidate_id!r} in {self.location}")
             total = Usage.model_validate(row[0] or {})
