@@ -1,6 +1,6 @@
 """Layers only point down (ARCHITECTURE.md, "Extension points"):
 
-    cli -> search / train / conductor -> eval -> agents -> models -> core
+    cli -> ui -> search / train / conductor -> eval -> agents -> models -> core
 
 with archive beside search and train (it may use models and eval.stats). Every `agentmeta.*` import
 counts: at module level, inside functions and under `if TYPE_CHECKING:`. A function-local import
@@ -17,7 +17,7 @@ from pathlib import Path
 import agentmeta
 
 PACKAGE = Path(agentmeta.__file__).parent
-SUBPACKAGES = ("agents", "archive", "conductor", "eval", "models", "search", "train", "cli")
+SUBPACKAGES = ("agents", "archive", "conductor", "eval", "models", "search", "train", "ui", "cli")
 FACADE = {"agentmeta", "agentmeta.__main__"}
 """The top-level package (`agentmeta/__init__.py`: the curated public names) and `python -m`."""
 
@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "conductor": {"core", "models", "agents", "eval", "archive"},
     "search": {"core", "models", "agents", "eval", "archive", "conductor", "train"},
     "train": {"core", "models", "agents", "eval", "archive", "conductor", "search"},
-    "cli": {"core", "models", "agents", "eval", "archive", "conductor", "search", "train"},
+    "ui": {"core", "models", "agents", "eval", "archive", "conductor", "search"},
+    "cli": {"core", "models", "agents", "eval", "archive", "conductor", "search", "train", "ui"},
 }
 """What each layer may import. Within the top layer (search, train, conductor) anything goes as
 long as it makes no cycle."""

@@ -30,6 +30,10 @@ def test_wheel_installs_and_runs(tmp_path: Path):
         capture_output=True,
     )
     wheel = next(dist.glob("agentmeta-*.whl"))
+    import zipfile
+
+    names = set(zipfile.ZipFile(wheel).namelist())  # the web UI's templates and script ship too
+    assert {"agentmeta/ui/templates/parts.html", "agentmeta/ui/templates/style.css", "agentmeta/ui/static/live.js"} <= names
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from agentmeta.archive.conductor_runs import ConductorRun
 from agentmeta.archive.diff import CandidateDiff, SampleDiff
 from agentmeta.archive.io import FitnessCI, parse_adas_fitness
 from agentmeta.archive.records import (
@@ -37,6 +38,7 @@ __all__ = [
     "Campaign",
     "Candidate",
     "CandidateDiff",
+    "ConductorRun",
     "Evaluation",
     "FitnessCI",
     "ImportResult",

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -129,6 +130,24 @@ evaluations = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("candidate_id", "suite", "split", "stage", name="uq_agentmeta_evaluation"),
     Index("ix_agentmeta_evaluations_suite", "suite"),
+)
+
+# One row per saved conductor run (`agentmeta conduct --archive`): the question, the answer and
+# the whole transcript, for the UI.
+conductor_runs = Table(
+    "agentmeta_conductor_runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("question", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("finished", Boolean, nullable=False),
+    Column("rounds", Integer, nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("transcript", JSON, nullable=False),
+    Column("usage", JSON, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_agentmeta_conductor_runs_created", "created_at"),
 )
 
 TABLE_NAMES = frozenset(metadata.tables)

@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from agentmeta.archive import schema as t
 from agentmeta.archive.campaigns import CampaignsMixin
+from agentmeta.archive.conductor_runs import ConductorRunsMixin
 from agentmeta.archive.records import (
     FITNESS_INFRA_KEY,
     STATUSES,
@@ -92,7 +93,7 @@ def _sample_score(record: Any) -> SampleScore:
     )
 
 
-class Archive(CampaignsMixin):
+class Archive(CampaignsMixin, ConductorRunsMixin):
     """A persistent archive of candidates.
 
     `Archive("runs/a.db")` or `Archive("postgresql+psycopg://host/db")`. A missing SQLite file

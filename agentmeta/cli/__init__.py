@@ -45,6 +45,7 @@ _SUBCOMMAND_MODULES = (
     "agentmeta.cli.conduct",
     "agentmeta.cli.archive",
     "agentmeta.cli.train",
+    "agentmeta.cli.ui",
 )
 
 

@@ -29,6 +29,12 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
         transcript: Annotated[bool, typer.Option("--transcript", help="Print every round.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the full result as JSON.")] = False,
+        archive: Annotated[
+            str | None,
+            typer.Option(
+                "--archive", help="Save the run (question, answer, transcript) in this archive, for `agentmeta ui`."
+            ),
+        ] = None,
     ) -> None:
         """Answer QUESTION with a conductor that calls experts (meta-prompting)."""
         from agentmeta.cli import load_model_for_cli
@@ -40,8 +46,16 @@ def register(app: typer.Typer) -> None:
         m = load_model_for_cli(model)
         em = m if expert_model in (None, model) else load_model_for_cli(expert_model)
         c = Conductor(model=m, expert_model=em, max_rounds=max_rounds, python_expert=not no_python, seed=seed)
+        store = None
+        if archive is not None:  # opened first: a bad path fails before the model runs
+            from agentmeta.archive import Archive
+
+            store = Archive(archive)
         with err.status("conducting...", spinner="dots"):
             result = c.run(question)
+        if store is not None:
+            run_id = store.add_conductor_run(result, question, models={"conductor": m.spec, "expert": em.spec})
+            err.print(f"[dim]saved as conductor run {run_id} in {escape(store.location)}[/dim]")
         if as_json:
             print(json.dumps(result.model_dump(mode="json"), indent=2))
             return
