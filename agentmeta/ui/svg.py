@@ -22,13 +22,15 @@ def _fmt(v: float) -> str:
     return f"{v:.1f}"
 
 
-def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    """About `n` round tick values covering [lo, hi]."""
+def _ticks(lo: float, hi: float, n: int = 5, *, integer: bool = False) -> list[float]:
+    """About `n` round tick values covering [lo, hi] (whole numbers only if `integer`)."""
     if hi <= lo:
         return [lo]
     raw = (hi - lo) / max(1, n)
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(1.0, math.ceil(step))
     start = math.ceil(lo / step - 1e-9) * step
     out, v = [], start
     while v <= hi + 1e-9:
@@ -64,6 +66,7 @@ class Axes:
     right: int = 16
     top: int = 14
     bottom: int = 42
+    integer_x: bool = False
     parts: list[str] = field(default_factory=list)
 
     def x(self, v: float) -> float:
@@ -81,7 +84,7 @@ class Axes:
             yy = _fmt(self.y(t))
             self.parts.append(f'<line x1="{x0}" y1="{yy}" x2="{x1}" y2="{yy}" class="grid"/>')
             self.parts.append(f'<text x="{x0 - 6}" y="{yy}" class="tick" text-anchor="end" dy="4">{_tick_label(t)}</text>')
-        for t in _ticks(*self.x_range):
+        for t in _ticks(*self.x_range, integer=self.integer_x):
             xx = _fmt(self.x(t))
             self.parts.append(f'<line x1="{xx}" y1="{y0}" x2="{xx}" y2="{y0 + 4}" class="axis"/>')
             self.parts.append(f'<text x="{xx}" y="{y0 + 17}" class="tick" text-anchor="middle">{_tick_label(t)}</text>')
@@ -169,7 +172,7 @@ def best_so_far(
         return empty(plot_id, "no full-stage validation score yet")
     pts = sorted(steps, key=lambda s: (s[0], -s[1]))
     iters = [s[0] for s in pts]
-    ax = Axes((min(iters) - 0.5, max(iters) + 0.5), _range([s[1] for s in pts] + [0.0, 1.0]))
+    ax = Axes((min(iters) - 0.5, max(iters) + 0.5), _range([s[1] for s in pts] + [0.0, 1.0]), integer_x=True)
     ax.frame("iteration (0 = seeds)", "best validation score")
     best: float | None = None
     line: list[str] = []
