@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from agentmeta.archive import Archive, Candidate
+from agentmeta.conductor.core import ConductorResult, Turn
+from agentmeta.models.types import Usage
 from tests.ui.conftest import HOSTILE_NAME, make_archive
 
 selenium = pytest.importorskip("selenium")
@@ -68,6 +70,14 @@ def server(tmp_path_factory):
 
     path, name = make_archive(tmp_path_factory.mktemp("browser"))
     archive = Archive(path, create=False)
+    archive.add_conductor_run(
+        ConductorResult(
+            answer="156", rounds=1, usage=Usage(calls=2, prompt_tokens=20, completion_tokens=5),
+            transcript=[Turn(role="conductor", content='Expert Python:\n"""print(12*13)"""', round=1),
+                        Turn(role="python", name="Python", content="<b>156</b>", round=1)],
+        ),
+        "What is 12*13? <script>alert(5)</script>", models={"conductor": "mock"},
+    )  # fmt: skip
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(archive), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -102,8 +112,10 @@ def test_every_page_loads_without_console_errors_and_draws_its_plots(browser, se
         camp = archive.get_campaign(name)
         cands = archive.candidates(campaign=camp.id)
         conf = camp.state["confirmation"]
+        run = archive.conductor_runs()[0]
     pages = {
         "/": [],
+        f"/conductor/{run.id}": [],
         f"/campaign/{camp.id}": ["best-so-far", "scatter", "lineage"],
         f"/compare?a={conf['best']}&b={conf['best_seed']}": [],
         **{f"/candidate/{c.id}": ["graph-agent"] for c in cands},
@@ -118,6 +130,16 @@ def test_every_page_loads_without_console_errors_and_draws_its_plots(browser, se
             assert svg.find_elements(By.CSS_SELECTOR, "circle, rect"), (url, plot)
         assert _console_errors(browser) == [], url
         _no_alert(browser)
+    # the conductor run: its question is text, its transcript shown turn by turn
+    _open(browser, base + "/")
+    browser.find_element(By.CSS_SELECTOR, "a.conductor-link").click()
+    WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".turn"))
+    assert "<script>alert(5)</script>" in browser.find_element(By.TAG_NAME, "pre").text
+    assert [t.text.splitlines()[0] for t in browser.find_elements(By.CSS_SELECTOR, ".turn")] == [
+        "round 1: conductor", "round 1: python Python"
+    ]
+    assert "<b>156</b>" in browser.find_elements(By.CSS_SELECTOR, ".turn pre")[1].text
+    _no_alert(browser)
 
 
 def test_navigation_from_leaderboard_to_candidate_to_lineage(browser, server):
