@@ -61,10 +61,9 @@ class _Row(NamedTuple):
         return (group, *_rank_key(self.fitness, self.ci_low, self.cand.created_at, self.cand.id))
 
 
-def _tokens(usage: dict | None, n: int | None) -> tuple[float | None, float | None]:
+def _tokens(usage: dict | None, n: int | None, n_infra: int) -> tuple[float | None, float | None]:
     """(prompt + completion, completion) tokens per sample run of an evaluation row."""
-    stored, n_infra, _ = t.split_usage(usage)
-    u = Usage.model_validate(stored)
+    u = Usage.model_validate(usage or {})
     samples = (n or 0) + n_infra
     total = per_sample(u.prompt_tokens + u.completion_tokens, samples)
     return total, per_sample(u.completion_tokens, samples)
@@ -74,18 +73,19 @@ def _fitness_tokens(archive: Archive, cands: dict[str, Candidate]) -> dict[str, 
     """Tokens per sample of the evaluation behind each candidate's fitness (same suite and stage,
     not the test split; the one whose mean and n are the fitness's, else the latest)."""
     e = t.evaluations.c
-    q = select(e.candidate_id, e.suite, e.stage, e.mean, e.n, e.usage, e.created_at).where(e.split != "test")
+    q = select(e.candidate_id, e.suite, e.stage, e.mean, e.n, e.usage, e.n_infra, e.created_at)
+    q = q.where(e.split != "test")
     if len(cands) <= 500:  # a campaign's or a kind's: read only theirs
         q = q.where(e.candidate_id.in_(list(cands)))
     best: dict[str, tuple] = {}
     with archive._read() as conn:
-        for cid, suite, stage, mean, n, usage, created in conn.execute(q).all():
+        for cid, suite, stage, mean, n, usage, n_infra, created in conn.execute(q).all():
             c = cands.get(cid)
             if c is None or (suite, stage) != (c.fitness_suite, c.fitness_stage):
                 continue
             rank = (mean == c.fitness and n == c.n, created)
             if cid not in best or rank > best[cid][0]:
-                best[cid] = (rank, _tokens(usage, n))
+                best[cid] = (rank, _tokens(usage, n, n_infra))
     return {cid: tok for cid, (_, tok) in best.items()}
 
 
@@ -134,14 +134,16 @@ def leaderboard(
         best: dict[str, tuple] = {}
         lost: dict[str, tuple] = {}
         e = t.evaluations.c
-        q = select(e.candidate_id, e.mean, e.ci_low, e.ci_high, e.n, e.stage, e.created_at, e.usage)
+        q = select(
+            e.candidate_id, e.mean, e.ci_low, e.ci_high, e.n, e.stage, e.created_at, e.usage, e.n_infra,
+            e.incomplete,
+        )  # fmt: skip
         q = q.where(e.suite == suite)
         q = q.where(e.split == split) if split is not None else q.where(e.split != "test")
         if stage is not None:
             q = q.where(e.stage == stage)
         with archive._read() as conn:
-            for cid, mean, lo, hi, n, stg, created, usage in conn.execute(q).all():
-                _, n_infra, incomplete = t.split_usage(usage)
+            for cid, mean, lo, hi, n, stg, created, usage, n_infra, incomplete in conn.execute(q).all():
                 if cid not in cands or (mean is None and not incomplete):
                     continue
                 into = lost if incomplete else best
@@ -150,7 +152,7 @@ def leaderboard(
                 # first stage's, then the one with the most samples; ties: the latest.
                 rank = (stg not in PRELIMINARY_STAGES, n, created)
                 if prev is None or rank > prev[0]:
-                    into[cid] = (rank, (mean, lo, hi, n, stg, n_infra, _tokens(usage, n)))
+                    into[cid] = (rank, (mean, lo, hi, n, stg, n_infra, _tokens(usage, n, n_infra)))
         for cid, c in cands.items():
             if cid in best:
                 mean, lo, hi, n, stg, n_infra, tok = best[cid][1]

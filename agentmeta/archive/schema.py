@@ -30,6 +30,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     inspect,
     select,
     text,
@@ -42,7 +43,9 @@ from agentmeta.errors import ArchiveError
 log = logging.getLogger(__name__)
 
 SCHEMA_MARKER = "agentmeta-archive"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2: evaluations have `n_infra` and `incomplete` columns (version 1 kept them inside the
+`usage` JSON). `agentmeta archive migrate` upgrades older archives (agentmeta/archive/migrations.py)."""
 BUSY_TIMEOUT_MS = 30_000
 SCHEMA_LOCK_ID = 0x6167_6D65_7461  # "agmeta": the PostgreSQL advisory lock taken to change the schema
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -126,6 +129,8 @@ evaluations = Table(
     Column("ci_high", Float),
     Column("scores", JSON, nullable=False),
     Column("usage", JSON, nullable=False),
+    Column("n_infra", Integer, nullable=False, server_default="0"),
+    Column("incomplete", Boolean, nullable=False, server_default=false()),
     Column("wall_s", Float, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("candidate_id", "suite", "split", "stage", name="uq_agentmeta_evaluation"),
@@ -153,19 +158,6 @@ conductor_runs = Table(
 TABLE_NAMES = frozenset(metadata.tables)
 
 
-def split_usage(stored: dict[str, Any] | None) -> tuple[dict[str, Any], int, bool]:
-    """An evaluation row's `usage` JSON as (usage, n_infra, incomplete).
-
-    `n_infra` and `incomplete` have no column: they ride in that JSON, so a v1 archive needs no
-    migration (rows written before them read as 0 and False, and older readers, which validate
-    the JSON as `Usage`, ignore them).
-    """
-    usage = dict(stored or {})
-    n_infra = usage.pop("n_infra", None)
-    incomplete = usage.pop("incomplete", None)
-    return usage, int(n_infra or 0), bool(incomplete)
-
-
 def to_url(url_or_path: str | Path) -> str:
     """A SQLAlchemy URL from a URL or a plain file path (a path means SQLite)."""
     text = str(url_or_path)
@@ -188,11 +180,12 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(db)
 
 
-def check_sqlite_file(path: Path, *, create: bool) -> None:
+def check_sqlite_file(path: Path, *, create: bool, older: bool = False) -> None:
     """Refuse, without writing a byte, a file that is not an agentmeta archive.
 
     Accepts: a missing file (if `create`), an empty file, an SQLite file with no tables, or an
-    SQLite file with the agentmeta marker and a schema version this code can read.
+    SQLite file with the agentmeta marker and a schema version this code can read (or, with
+    `older`, one `agentmeta archive migrate` can upgrade).
     """
     if path.is_dir():
         raise ArchiveError(f"archive path {path} is a directory; expected an SQLite file path")
@@ -227,10 +220,14 @@ def check_sqlite_file(path: Path, *, create: bool) -> None:
     user_tables = {n for n in names if not n.startswith("sqlite_")}
     if not user_tables:
         return
-    _check_marker(marker, where=str(path), foreign_tables=sorted(user_tables))
+    _check_marker(marker, where=str(path), foreign_tables=sorted(user_tables), older=older)
 
 
-def _check_marker(marker: dict[str, str] | None, *, where: str, foreign_tables: list[str]) -> None:
+def _check_marker(
+    marker: dict[str, str] | None, *, where: str, foreign_tables: list[str], older: bool = False
+) -> int:
+    """The schema version of an agentmeta archive; raises for a foreign database, a newer schema,
+    or (unless `older`: the migration reads it) an older one."""
     if marker is None or marker.get("schema") != SCHEMA_MARKER:
         shown = ", ".join(foreign_tables[:5])
         raise ArchiveError(
@@ -246,6 +243,12 @@ def _check_marker(marker: dict[str, str] | None, *, where: str, foreign_tables: 
             f"{where} has archive schema version {marker.get('version')!r}; this agentmeta reads "
             f"version {SCHEMA_VERSION}; upgrade agentmeta"
         )
+    if version < SCHEMA_VERSION and not older:
+        raise ArchiveError(
+            f"{where} is an archive of schema version {version}; this agentmeta uses version "
+            f"{SCHEMA_VERSION}; left unchanged; upgrade it with `agentmeta archive migrate --archive {where}`"
+        )
+    return version
 
 
 def _sqlite_events(engine: Engine) -> None:
@@ -267,12 +270,13 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def open_engine(url_or_path: str | Path, *, create: bool = True) -> tuple[Engine, str]:
-    """Check the target, create the engine and the schema; return (engine, display name)."""
+def connect(url_or_path: str | Path, *, create: bool, older: bool = False) -> tuple[Engine, str, Path | None]:
+    """Check the target (an SQLite file without writing to it) and create its engine; return
+    (engine, display name, SQLite file or None)."""
     url = to_url(url_or_path)
     path = _sqlite_file(url)
     if path is not None:
-        check_sqlite_file(path, create=create)
+        check_sqlite_file(path, create=create, older=older)
     try:
         engine = create_engine(url)
     except (ArgumentError, SQLAlchemyError, ImportError) as e:
@@ -280,6 +284,12 @@ def open_engine(url_or_path: str | Path, *, create: bool = True) -> tuple[Engine
     shown = str(path) if path is not None else engine.url.render_as_string(hide_password=True)
     if engine.dialect.name == "sqlite":
         _sqlite_events(engine)
+    return engine, shown, path
+
+
+def open_engine(url_or_path: str | Path, *, create: bool = True) -> tuple[Engine, str]:
+    """Check the target, create the engine and the schema; return (engine, display name)."""
+    engine, shown, _ = connect(url_or_path, create=create)
     try:
         _ensure_schema(engine, shown, create=create)
     except SQLAlchemyError as e:
@@ -295,11 +305,11 @@ def _ensure_schema(engine: Engine, shown: str, *, create: bool) -> None:
     # Check with a plain read first: opening an existing archive must not wait for (or take)
     # the write lock that another process may be holding.
     with engine.connect() as conn, conn.begin():
-        if _check_tables(conn, engine, shown, create=create):
+        if _check_tables(conn, shown, create=create):
             return
     with engine.connect().execution_options(agentmeta_write=True) as conn, conn.begin():
         lock_schema(conn)
-        if _check_tables(conn, engine, shown, create=create):
+        if _check_tables(conn, shown, create=create):
             return  # another process created it meanwhile
         names = set(inspect(conn).get_table_names())
         metadata.create_all(conn)
@@ -325,17 +335,27 @@ def lock_schema(conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": SCHEMA_LOCK_ID})
 
 
-def _check_tables(conn: Connection, engine: Engine, shown: str, *, create: bool) -> bool:
-    """True if the full schema is there; raises if the database is foreign, newer or absent."""
+def _check_tables(conn: Connection, shown: str, *, create: bool) -> bool:
+    """True if the full schema is there; raises if the database is foreign, older, newer or absent."""
+    stored_version(conn, shown, create=create)
+    return set(inspect(conn).get_table_names()) & TABLE_NAMES == TABLE_NAMES
+
+
+def stored_version(conn: Connection, shown: str, *, create: bool = False, older: bool = False) -> int | None:
+    """The archive's schema version, or None for a database with no archive yet (if `create`).
+
+    Raises for a database of another application, a newer schema, no archive (unless `create`),
+    or an older schema (unless `older`).
+    """
     names = set(inspect(conn).get_table_names())
     ours = names & TABLE_NAMES
     if meta_table.name in names:
         marker = dict(conn.execute(select(meta_table.c.key, meta_table.c.value)).tuples().all())
-        _check_marker(marker, where=shown, foreign_tables=sorted(ours))
-    elif ours:
-        _check_marker(None, where=shown, foreign_tables=sorted(ours))
-    elif engine.dialect.name == "sqlite" and names:
-        _check_marker(None, where=shown, foreign_tables=sorted(names))
-    elif not create:
+        return _check_marker(marker, where=shown, foreign_tables=sorted(ours), older=older)
+    if ours:
+        return _check_marker(None, where=shown, foreign_tables=sorted(ours))
+    if conn.dialect.name == "sqlite" and names:
+        return _check_marker(None, where=shown, foreign_tables=sorted(names))
+    if not create:
         raise ArchiveError(f"no archive in {shown}; run a search or `agentmeta archive import` first")
-    return ours == TABLE_NAMES
+    return None

@@ -160,7 +160,6 @@ class Archive(CampaignsMixin, ConductorRunsMixin):
     def _evaluation(row: RowMapping) -> Evaluation:
         data = {k: v for k, v in row.items() if k != "id"}
         data["created_at"] = as_utc(data["created_at"])
-        data["usage"], data["n_infra"], data["incomplete"] = t.split_usage(data["usage"])
         return Evaluation.model_validate(data)
 
     @staticmethod
@@ -173,10 +172,7 @@ class Archive(CampaignsMixin, ConductorRunsMixin):
     @staticmethod
     def _evaluation_row(e: Evaluation) -> dict[str, Any]:
         derived = {"tokens_per_sample", "completion_tokens_per_sample"}  # from `usage`, not stored twice
-        data = e.model_dump(mode="json", exclude={"created_at", "n_infra", "incomplete", *derived})
-        # No column of their own: they ride in the usage JSON, so v1 archives need no migration
-        # (and older readers, which validate that JSON as `Usage`, ignore them).
-        data["usage"] = {**data["usage"], "n_infra": e.n_infra, "incomplete": e.incomplete}
+        data = e.model_dump(mode="json", exclude={"created_at", *derived})
         data["created_at"] = e.created_at
         return data
 
@@ -418,7 +414,7 @@ class Archive(CampaignsMixin, ConductorRunsMixin):
             where = _eval_key(candidate_id, suite, split, stage)
             old = conn.execute(select(e.usage).where(where)).first()
             if old is not None:
-                total = _usage_sum(total, Usage.model_validate(t.split_usage(old[0])[0]), -1)
+                total = _usage_sum(total, Usage.model_validate(old[0] or {}), -1)
                 conn.execute(delete(t.evaluations).where(where))
             conn.execute(insert(t.evaluations), [self._evaluation_row(ev)])
             values: dict[str, Any] = {

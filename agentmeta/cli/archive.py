@@ -1,4 +1,5 @@
-"""`agentmeta archive ...`: leaderboard, one candidate, lineage, diff of two, export and import.
+"""`agentmeta archive ...`: leaderboard, one candidate, lineage, diff of two, export and import,
+schema migration.
 
 The main app calls `register(app)`. The archive package is imported only when a command runs.
 """
@@ -389,6 +390,35 @@ def import_command(
     typer.echo(
         f"imported {res.added} new candidates ({res.existing} already present) from {file} [{res.format}] into {where}"
     )
+
+
+@archive_app.command("migrate")
+def migrate_command(
+    archive: ArchiveOpt = None,
+    backup: Annotated[
+        bool,
+        typer.Option("--backup/--no-backup", help="Copy an SQLite file to FILE.v<old version>.bak first."),
+    ] = True,
+) -> None:
+    """Upgrade an archive written by an older agentmeta to the current schema version.
+
+    One transaction: on any error the archive is left as it was. Nothing to do on an up-to-date
+    archive; a database of another application or a newer schema is refused. Stop the campaigns
+    writing to the archive first.
+    """
+    from agentmeta.archive import default_archive_path
+    from agentmeta.archive.migrations import migrate
+
+    try:
+        res = migrate(archive or default_archive_path(), backup=backup)
+    except AgentMetaError as e:
+        raise _fail(str(e)) from None
+    if not res.migrated:
+        typer.echo(f"{res.location} is already at schema version {res.to_version}; nothing to do")
+        return
+    typer.echo(f"migrated {res.location} from schema version {res.from_version} to {res.to_version}")
+    if res.backup is not None:
+        typer.echo(f"backup of the version {res.from_version} archive: {res.backup}")
 
 
 def register(app: typer.Typer) -> None:

@@ -5,8 +5,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import typer
 
 from agentmeta.archive import Archive, Candidate
+from agentmeta.cli.archive import register
 from tests.postgres import Cluster, cluster
 
 PG_URL_ENV = "AGENTMETA_TEST_PG_URL"
@@ -65,6 +67,27 @@ def pg(pg_cluster: Cluster | None) -> Iterator[str]:
     _drop_tables(url)
     yield url
     _drop_tables(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A not yet created archive, once on each backend: an SQLite path, an empty PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "target.db")
+    return request.getfixturevalue("pg")
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    """A typer app with the `archive` command group."""
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Test app."""
+
+    register(app)
+    return app
 
 
 def _drop_tables(url: str) -> None:

@@ -83,13 +83,13 @@ def test_record_result_keeps_answers_outcomes_attempts_not_targets(tmp_path: Pat
     assert SECRET not in text
     conn = sqlite3.connect(path)
     try:
-        rows = conn.execute("SELECT scores, usage FROM agentmeta_evaluations").fetchall()
+        rows = conn.execute("SELECT scores, usage, n_infra, incomplete FROM agentmeta_evaluations").fetchall()
     finally:
         conn.close()
     scores, usage = json.loads(rows[0][0]), json.loads(rows[0][1])
     assert SECRET not in rows[0][0]
     assert set(scores[0]) == {"sample_id", "score", "error", "outcome", "answer", "attempts"}
-    assert (usage["n_infra"], usage["incomplete"], usage["calls"]) == (1, False, 4)
+    assert (rows[0][2], rows[0][3], usage["calls"]) == (1, 0, 4) and "n_infra" not in usage
 
 
 def test_old_format_entries_still_load(tmp_path: Path, make) -> None:

@@ -8,7 +8,6 @@ import typer
 from typer.testing import CliRunner
 
 from agentmeta.archive import Archive, Candidate
-from agentmeta.cli.archive import register
 
 ADAS = [
     {
@@ -24,18 +23,6 @@ ADAS = [
         "fitness": "95% Bootstrap Confidence Interval: (40.0%, 60.0%), Median: 50.0%",
     },
 ]
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test app."""
-
-    register(app)
-    return app
 
 
 @pytest.fixture

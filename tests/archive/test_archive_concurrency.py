@@ -28,14 +28,6 @@ ITERATIONS = 3
 suite_file = search_fixtures.suite_file  # the campaign tests' suite of additions
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A not yet created archive: an SQLite path, or an empty PostgreSQL database."""
-    if request.param == "sqlite":
-        return str(tmp_path / "shared.db")
-    return request.getfixturevalue("pg")
-
-
 def _spawn(target_fn: Any, args_per_worker: list[tuple[Any, ...]], tmp_path: Path) -> list[Any]:
     """Run `target_fn(barrier, *args)` in one fresh process per args tuple; their JSON results.
 
