@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -61,8 +62,14 @@ class AgentSpec(BaseModel):
         return v
 
     def build(self) -> Agent:
-        """Compile into a runnable agent (raises `InvalidAgentError` if it is not valid)."""
-        return get_kind(self.kind).build(self)
+        """Compile into a runnable agent (raises `InvalidAgentError` if it is not valid).
+
+        The agent keeps this spec as `agent_spec`, so another process (a Ray actor) can build the
+        same agent from data instead of a pickled object."""
+        agent = get_kind(self.kind).build(self)
+        with contextlib.suppress(AttributeError, TypeError):  # a plugin's agent may refuse attributes
+            agent.agent_spec = self  # type: ignore[attr-defined]
+        return agent
 
     def export(self, directory: str | Path, metadata: dict[str, Any] | None = None) -> Path:
         """Write a readable folder: agent.json (metadata) plus the source file its kind names

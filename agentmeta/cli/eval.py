@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentmeta.cli.options import UnsafeSandbox, apply_unsafe_sandbox
+from agentmeta.cli.options import (
+    RayActors,
+    RayAddress,
+    RayFlag,
+    RayGpus,
+    UnsafeSandbox,
+    apply_unsafe_sandbox,
+    ray_executor,
+)
 from agentmeta.errors import AgentMetaError
 
 if TYPE_CHECKING:
@@ -77,8 +85,15 @@ def eval_command(
         typer.Option(help="Archive holding the candidate AGENT names; its evaluation is recorded there."),
     ] = None,
     unsafe_sandbox: UnsafeSandbox = False,
+    ray: RayFlag = False,
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
+    ray_gpus: RayGpus = 0.0,
 ) -> None:
-    """Evaluate an agent on one or more suites: score, exact 95% CI, errors, tokens, wall time."""
+    """Evaluate an agent on one or more suites: score, exact 95% CI, errors, tokens, wall time.
+
+    With --ray the samples run on Ray actors, each building the model from its spec on its node;
+    the scores equal a local run's with the same seed."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
@@ -89,7 +104,7 @@ def eval_command(
     err_console = Console(stderr=True)
     results: list[EvalResult] = []
     runnable: object = agent
-    arch = candidate_id = None
+    arch = candidate_id = executor = None
     try:
         if archive is not None:
             from agentmeta.agents.base import AgentSpec
@@ -104,7 +119,13 @@ def eval_command(
             built.name = f"{cand.name} ({cand.id})"
             runnable = built
         suites = [load_suite(spec, split=split, limit=limit, seed=seed) for spec in suite]
-        resolved = _load_model(model)
+        executor = ray_executor(ray, ray_address, ray_actors, ray_gpus)
+        if executor is not None:  # the actors load the model; here only its spec and usage are needed
+            from agentmeta.eval.ray_executor import remote_model
+
+            resolved = remote_model(model)
+        else:
+            resolved = _load_model(model)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -129,6 +150,7 @@ def eval_command(
                         seed=seed,
                         max_tokens=max_tokens,
                         progress=advance,
+                        executor=executor,
                     )
                 )
         if arch is not None and candidate_id is not None:
@@ -136,6 +158,9 @@ def eval_command(
                 arch.record_result(candidate_id, r, primary=False)
     except AgentMetaError as e:
         raise _fail(str(e)) from None
+    finally:
+        if executor is not None:
+            executor.close()
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         payload = (

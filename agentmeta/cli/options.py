@@ -20,3 +20,36 @@ def apply_unsafe_sandbox(flag: bool) -> None:
     """`--unsafe-sandbox`: opt in for this process (sandboxes read AGENTMETA_UNSAFE_SANDBOX)."""
     if flag:
         os.environ["AGENTMETA_UNSAFE_SANDBOX"] = "1"
+
+
+RayFlag = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Evaluate samples on Ray actors (each with its own model and sandboxes): the cluster at "
+        "--ray-address or AGENTMETA_RAY_ADDRESS, else a local Ray instance on 127.0.0.1 (extra `ray`).",
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="Ray cluster to evaluate on (host:port, ray://host:10001, auto); implies --ray.",
+    ),
+]
+RayActors = Annotated[
+    int | None, typer.Option("--ray-actors", min=1, help="Ray actors (default: one per node of the cluster).")
+]
+RayGpus = Annotated[
+    float, typer.Option("--ray-gpus", min=0.0, help="GPUs each Ray actor holds (1 for a vllm/ model).")
+]
+
+
+def ray_executor(flag: bool, address: str | None, actors: int | None, gpus: float):  # noqa: ANN201
+    """The `RayExecutor` the `--ray` options ask for, or None (samples run in this process)."""
+    if not flag and not address:
+        return None
+    from agentmeta.eval.ray_executor import RayExecutor
+
+    return RayExecutor(address, actors=actors, num_gpus=gpus)

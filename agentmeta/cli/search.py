@@ -12,7 +12,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from agentmeta.cli import make_console
-from agentmeta.cli.options import UnsafeSandbox, apply_unsafe_sandbox
+from agentmeta.cli.options import (
+    RayActors,
+    RayAddress,
+    RayFlag,
+    RayGpus,
+    UnsafeSandbox,
+    apply_unsafe_sandbox,
+    ray_executor,
+)
 
 console = make_console()
 err = make_console(stderr=True)
@@ -143,9 +151,16 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="Test samples of the confirmation (all if the split is smaller).", min=1)
         ] = 64,
         unsafe_sandbox: UnsafeSandbox = False,
+        ray: RayFlag = False,
+        ray_address: RayAddress = None,
+        ray_actors: RayActors = None,
+        ray_gpus: RayGpus = 0.0,
     ) -> None:
         """Run (or resume) a search campaign, print the leaderboard, then confirm the best
-        candidate against the best seed on held-out test samples (printed last)."""
+        candidate against the best seed on held-out test samples (printed last).
+
+        With --ray the candidates' samples run on Ray actors across the cluster; proposals and every
+        archive write stay in this process. A killed run resumes with the same command."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
         from agentmeta.search import Campaign, SearchConfig
@@ -233,8 +248,13 @@ def register(app: typer.Typer) -> None:
                     f"n={ev['n']}{errs}   best so far: {_fmt(best, None, None)}"
                 )
 
-        camp = Campaign(config, arch, model=task_model, meta_model=meta, progress=progress)
-        result = camp.run()
+        executor = ray_executor(ray, ray_address, ray_actors, ray_gpus)
+        try:
+            camp = Campaign(config, arch, model=task_model, meta_model=meta, progress=progress, executor=executor)
+            result = camp.run()
+        finally:
+            if executor is not None:
+                executor.close()
         board = arch.leaderboard(campaign=camp.record.id, limit=15)
         console.print(leaderboard_table(board, f"leaderboard: {result.campaign}"))
         if any(e.subset_only for e in board):

@@ -27,14 +27,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentmeta.agents.base import Agent
 from agentmeta.agents.builtin import get_agent
 from agentmeta.errors import ConfigError, DataError, InfrastructureError, SandboxUnavailableError
 from agentmeta.eval.types import EvalResult, Outcome, Sample, SampleRecord, Score, Suite
 from agentmeta.models import GenerateRequest, GenerateResponse, Model, Usage, get_model
+
+if TYPE_CHECKING:
+    from agentmeta.eval.executor import Executor
 
 log = logging.getLogger(__name__)
 
@@ -303,6 +305,7 @@ def evaluate(
     progress: ProgressFn | None = None,
     infra_retries: int = INFRA_RETRIES,
     max_infra_share: float = MAX_INFRA_SHARE,
+    executor: Executor | None = None,
 ) -> EvalResult:
     """Evaluate `agent` on `suite` and return per-sample records plus the mean and its 95% CI.
 
@@ -313,7 +316,8 @@ def evaluate(
     default. `max_tokens` caps every call's completion length. `progress(done, total, record)` is
     called after each sample. A sample lost to an infrastructure error is retried `infra_retries`
     times, then left out of the mean and counted (`n_infra`); past `max_infra_share` of the samples
-    the result is marked `incomplete`.
+    the result is marked `incomplete`. `executor`: where the samples run (default: a thread pool of
+    `concurrency` workers here; `RayExecutor`: actors across a Ray cluster, `concurrency` each).
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1; got {concurrency}")
@@ -346,25 +350,24 @@ def evaluate(
         resolved.spec,
         concurrency,
     )
-    records: list[SampleRecord | None] = [None] * len(samples)
+    from agentmeta.eval.executor import EvalJob, LocalExecutor, agent_recipe
+
+    job = EvalJob(
+        agent=agent_obj,
+        agent_name=agent_name,
+        recipe=agent_recipe(agent),
+        suite=suite,
+        model=resolved,
+        seed=seed,
+        max_tokens=max_tokens,
+        infra_retries=infra_retries,
+        concurrency=concurrency,
+    )
     start = time.perf_counter()
-    with ThreadPoolExecutor(
-        max_workers=min(concurrency, len(samples)), thread_name_prefix="agentmeta-eval"
-    ) as pool:
-        futures = {
-            pool.submit(
-                run_sample, agent_obj, s, suite, resolved, seed, max_tokens, infra_retries=infra_retries
-            ): i
-            for i, s in enumerate(samples)
-        }
-        for done, fut in enumerate(as_completed(futures), 1):
-            i = futures[fut]
-            records[i] = fut.result()
-            if progress is not None:
-                progress(done, len(samples), records[i])  # type: ignore[arg-type]
+    records = (executor or LocalExecutor()).run(job, progress)
     wall = time.perf_counter() - start
     result = summarize(
-        [r for r in records if r is not None],
+        records,
         suite=suite,
         agent=agent_name,
         model=resolved.spec,

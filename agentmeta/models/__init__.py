@@ -5,7 +5,7 @@ Spec forms:
 - ``hf/<local dir or hub id>``: any transformers causal LM
 - ``openai/<model>``: any OpenAI-compatible server (``base_url=`` or ``AGENTMETA_BASE_URL``)
 - ``vllm/<model>[:<lora dir>]``: the in-process vLLM engine (GPU, extra ``vllm``)
-- ``mock``: scripted outputs, for tests
+- ``mock``: scripted outputs, for tests; ``mock/<module>:<function>``: a script named by import path
 """
 
 from __future__ import annotations
@@ -86,11 +86,11 @@ def _vllm(rest: str, **options: Any) -> Provider:
     return VLLMProvider(rest, **options)
 
 
-@provider("mock", "mock", "scripted outputs, for tests")
+@provider("mock", "mock[/<module>:<function>]", "scripted outputs, for tests")
 def _mock(rest: str, **options: Any) -> Provider:
-    from agentmeta.models.mock import MockProvider
+    from agentmeta.models.mock import mock_provider
 
-    return MockProvider(**options)
+    return mock_provider(rest, **options)
 
 
 def list_providers() -> list[dict[str, str]]:

@@ -246,6 +246,15 @@ class Model:
                 self.usage.add(hit)
         return hit
 
+    def add_usage(self, usage: Usage) -> None:
+        """Count calls made for this model elsewhere (by the same spec on Ray actors), so budgets
+        and totals read from `usage` include them."""
+        with self._usage_lock:
+            self.usage.calls += usage.calls
+            self.usage.prompt_tokens += usage.prompt_tokens
+            self.usage.completion_tokens += usage.completion_tokens
+            self.usage.cached_calls += usage.cached_calls
+
     @property
     def backend_calls(self) -> int:
         return self.provider.backend_calls

@@ -1,4 +1,9 @@
-"""A scripted model for fast unit tests. Never the default."""
+"""A scripted model for fast unit tests. Never the default.
+
+`mock` is scripted in the process that builds it (`outputs=`). `mock/<module>:<function>` names its
+script, a function of the request imported by dotted path, so another process (a Ray actor on
+another node) builds the same deterministic model from the spec string alone.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 
-from agentmeta.errors import ModelCallError
+from agentmeta.errors import ModelCallError, ModelSpecError
 from agentmeta.models.base import Provider
 from agentmeta.models.types import GenerateRequest, GenerateResponse
 
@@ -42,13 +47,15 @@ class MockProvider(Provider):
         self._index = 0
         self._lock = threading.Lock()
         self._uid = uuid.uuid4().hex
+        self._named = False
         self.requests: list[GenerateRequest] = []
         """Every request seen, in order."""
 
     def identity(self) -> str:
         # each scripted mock answers differently: never share cache entries between instances (not
-        # even with a collected one whose id() this instance reuses)
-        return f"mock:{self._uid}"
+        # even with a collected one whose id() this instance reuses); a named script is one function
+        # of the request, the same in every process
+        return self.spec if self._named else f"mock:{self._uid}"
 
     def _next(self, request: GenerateRequest) -> str:
         if self._outputs is None:
@@ -97,3 +104,27 @@ class MockProvider(Provider):
                 )
             )
         return out
+
+
+def mock_provider(rest: str, **options: object) -> MockProvider:
+    """`mock` (scripted by `outputs=`) or `mock/<module>:<function>`: answers by that function of the
+    request, imported by dotted path; the spec alone rebuilds it in another process."""
+    if not rest:
+        return MockProvider(**options)  # type: ignore[arg-type]
+    import importlib
+
+    module, sep, attr = rest.partition(":")
+    if not sep or not module or not attr:
+        raise ModelSpecError(f"mock/{rest}: expected mock/<module>:<function>, e.g. mock/my_tests.scripts:reply")
+    if "outputs" in options:
+        raise ModelSpecError(f"mock/{rest} names its script; outputs= is for the plain `mock` spec")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ModelSpecError(f"mock/{rest}: cannot import {attr!r} from {module!r} ({e})") from e
+    if not callable(fn):
+        raise ModelSpecError(f"mock/{rest}: {module}.{attr} is not a function of the request")
+    provider = MockProvider(fn, **options)  # type: ignore[arg-type]
+    provider.spec = f"mock/{rest}"
+    provider._named = True
+    return provider

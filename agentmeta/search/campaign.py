@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field, field_validator
 from agentmeta.agents.base import AgentSpec, get_kind
 from agentmeta.agents.loader import seed_agents
 from agentmeta.errors import ConfigError, DataError, InfrastructureError, InvalidAgentError
+from agentmeta.eval.executor import Executor
 from agentmeta.eval.types import EvalResult, Suite
 from agentmeta.models import Model, get_model
 from agentmeta.search.strategies import get_strategy
@@ -218,11 +219,15 @@ class Campaign:
         strategy: Strategy | None = None,
         progress: ProgressFn | None = None,
         suite: Suite | None = None,
+        executor: Executor | None = None,
     ) -> None:
         """`suite`: a `Suite` object to search on instead of loading `config.suite` (its samples are
         the validation samples; `config.suite` names it). The proposer then sees no train example,
-        and there is no test split to confirm on."""
+        and there is no test split to confirm on. `executor`: where candidates' samples run (default:
+        this process; a `RayExecutor`: actors across a cluster). Proposals, selection and every
+        archive write stay here, in this process."""
         self.config = config
+        self.executor = executor
         self.archive = archive
         self.model = model or get_model(config.model)
         self.meta_model = meta_model or (
@@ -332,6 +337,7 @@ class Campaign:
                 model=self.model,
                 concurrency=self.config.concurrency,
                 seed=self.config.seed,
+                executor=self.executor,
             )
         if not reused:
             res = ran
@@ -520,6 +526,7 @@ class Campaign:
             model=self.model,
             concurrency=self.config.concurrency,
             seed=self.config.seed,
+            executor=self.executor,
         )
         self._check_complete(res, "(proposal)", "validation dry run")
         errors = [r.error for r in res.records if r.outcome == "agent_error"]
@@ -582,6 +589,7 @@ class Campaign:
             model=self.model,
             concurrency=self.config.concurrency,
             seed=self.config.seed,
+            executor=self.executor,
         )
         self._check_complete(res, "(proposal)", "train minibatch")
         return res
@@ -717,13 +725,14 @@ def search(
     model: Model | str | None = None,
     meta_model: Model | str | None = None,
     strategy: str | Strategy = "meta-agent",
+    executor: Executor | None = None,
     **settings: Any,
 ) -> CampaignResult:
     """Run (or resume) a search campaign and return its result.
 
     `suite`: a spec (`gsm8k`, `rg/countdown`, `data.jsonl`, `my-suite.yaml`) or a `Suite` object
-    (its validation samples). `strategy`: a registered name or a `Strategy` object. Other settings:
-    see `SearchConfig`.
+    (its validation samples). `strategy`: a registered name or a `Strategy` object. `executor`:
+    where the samples run (see `Campaign`). Other settings: see `SearchConfig`.
     """
     from agentmeta.archive import Archive
 
@@ -746,5 +755,6 @@ def search(
         else Archive(archive or "agentmeta-archive.db")
     )
     return Campaign(
-        config, arch, model=m, meta_model=mm, progress=progress, strategy=strategy_obj, suite=suite_obj
+        config, arch, model=m, meta_model=mm, progress=progress, strategy=strategy_obj, suite=suite_obj,
+        executor=executor,
     ).run()

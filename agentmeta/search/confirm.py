@@ -226,6 +226,7 @@ def confirm(
     seed: int | None = None,
     concurrency: int = 8,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    executor: Any = None,
 ) -> Confirmation:
     """Confirm a campaign's best candidate against its best seed on held-out test samples.
 
@@ -236,7 +237,8 @@ def confirm(
     or seed) or with another model is replaced. Returns a `Confirmation` (with `skipped` set, and
     no row, when the suite has no test split or no candidate reached the full stage). Raises
     `InfrastructureError`, recording nothing for that candidate, when the model server or sandbox
-    lost too many test samples; run it again to resume.
+    lost too many test samples; run it again to resume. `executor`: where the samples run
+    (default: a running `Campaign`'s executor, else this process; see `evaluate`).
     """
     from agentmeta.agents.base import AgentSpec
     from agentmeta.eval import evaluate, load_suite
@@ -318,7 +320,10 @@ def confirm(
             reused.append(c.id)
         else:
             agent = AgentSpec(kind=c.kind, name=c.name, thought=c.thought, source=c.source).build()
-            res = evaluate(agent, test, model=task_model, concurrency=concurrency, seed=seed)
+            res = evaluate(
+                agent, test, model=task_model, concurrency=concurrency, seed=seed,
+                executor=executor if executor is not None else getattr(campaign, "executor", None),
+            )  # fmt: skip
             if res.incomplete:
                 raise InfrastructureError(
                     f"infrastructure failures while confirming candidate {c.id} on the test split: "
