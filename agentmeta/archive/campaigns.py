@@ -109,7 +109,7 @@ class CampaignsMixin:
         camp = self.get_campaign(id_or_name)
         with self._write() as conn:
             cur = conn.execute(
-                select(t.campaigns.c.state).where(t.campaigns.c.id == camp.id).with_for_update()
+                select(t.campaigns.c.state).where(t.campaigns.c.id == camp.id).with_for_update(key_share=True)
             ).scalar_one()
             values: dict[str, Any] = {"updated_at": utcnow()}
             if status is not None:

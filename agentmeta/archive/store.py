@@ -302,7 +302,9 @@ class Archive(CampaignsMixin, ConductorRunsMixin):
         """Merge `values` into a candidate's metadata."""
         with self._write() as conn:
             row = conn.execute(
-                select(t.candidates.c.metadata).where(t.candidates.c.id == candidate_id).with_for_update()
+                select(t.candidates.c.metadata)
+                .where(t.candidates.c.id == candidate_id)
+                .with_for_update(key_share=True)
             ).first()
             if row is None:
                 raise ArchiveError(f"no candidate with id {candidate_id!r} in {self.location}")
@@ -403,10 +405,13 @@ class Archive(CampaignsMixin, ConductorRunsMixin):
         e = t.evaluations.c
         with self._write() as conn:
             c = t.candidates.c
-            # FOR UPDATE (PostgreSQL): a concurrent writer of this candidate's evaluations waits
-            # here, so neither the usage sum nor the evaluation replaced is lost between two processes.
+            # FOR NO KEY UPDATE (PostgreSQL): a concurrent writer of this candidate's evaluations
+            # waits here, so neither the usage sum nor the evaluation replaced is lost between two
+            # processes; children may still be added meanwhile (their parent check takes a key share).
             row = conn.execute(
-                select(c.usage, c.status, c.metadata).where(c.id == candidate_id).with_for_update()
+                select(c.usage, c.status, c.metadata)
+                .where(c.id == candidate_id)
+                .with_for_update(key_share=True)
             ).first()
             if row is None:
                 raise ArchiveError(f"no candidate with id {candidate_id!r} in {self.location}")
