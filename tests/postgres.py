@@ -3,7 +3,7 @@ a unix socket in that folder only (no TCP port), trust authentication, stopped a
 end. The binaries are looked up on PATH, then in /usr/lib/postgresql/*/bin (Debian's package).
 
 PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user (the
-Debian package creates it) and its commands run through `runuser`.
+Debian package creates it) and its commands run as that user.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 SERVER_USER = "postgres"
 """The cluster's owner when the tests run as root."""
@@ -43,10 +44,7 @@ class Cluster:
 
     def __init__(self, bin_dir: Path) -> None:
         self.bin_dir = bin_dir
-        self.root = Path(tempfile.mkdtemp(prefix="agentmeta-pg-"))
-        self.data = self.root / "data"
-        self.log = self.root / "server.log"
-        self._as: list[str] = []
+        self._as: dict[str, Any] = {}  # subprocess arguments that run a command as the owner
         if os.geteuid() == 0:
             import pwd
 
@@ -57,18 +55,24 @@ class Cluster:
                     f"running as root but there is no {SERVER_USER!r} user to own the test cluster "
                     "(PostgreSQL refuses to run as root); install the postgresql package"
                 ) from e
-            os.chown(self.root, owner.pw_uid, owner.pw_gid)
-            self._as = ["runuser", "-u", SERVER_USER, "--"]
+            self._as = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
             self.user = SERVER_USER
         else:
             import getpass
 
             self.user = getpass.getuser()
+        self.root = Path(tempfile.mkdtemp(prefix="agentmeta-pg-"))
+        if self._as:
+            os.chown(self.root, self._as["user"], self._as["group"])
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
         self._names = itertools.count()
 
     def _run(self, *args: str) -> None:
-        cmd = [*self._as, *args]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+        cmd = list(args)
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=120, check=False, cwd=self.root, **self._as
+        )
         if done.returncode != 0:
             log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}\n{log}")
@@ -79,7 +83,7 @@ class Cluster:
             "--encoding=UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
         # A socket in our own folder and no TCP listener: nothing to collide with other servers.
-        options = f"-c listen_addresses='' -c unix_socket_directories={self.root} -c fsync=off -c max_connections=200"
+        options = f"-c listen_addresses='' -c unix_socket_directories={self.root} -c fsync=off"
         self._run(
             str(self.bin_dir / "pg_ctl"),
             "-D",
