@@ -42,7 +42,7 @@ def cluster():
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     node = {"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
     c = Cluster(initialize_head=True, head_node_args=node)
-    c.add_node(**node)
+    c.worker = c.add_node(**node)
     c.wait_for_nodes()
     ray.init(address=c.address, include_dashboard=False)
     yield c
@@ -115,6 +115,29 @@ def test_evaluation_on_two_nodes_equals_local_even_when_an_actor_dies(cluster, t
         assert (remote.mean, remote.ci_low, remote.ci_high) == (local.mean, local.ci_low, local.ci_high)
         # the actors' calls are counted on the driver's model (the dead actor's finished ones too)
         assert model.usage.calls >= sum(r.calls for r in local.records)
+
+
+def test_a_node_that_dies_mid_evaluation_has_its_samples_rerun_on_the_other(cluster, tmp_path, suite_file):
+    local = evaluate("cot", suite_file, model=get_model(TASK_MODEL, cache=False), concurrency=2, seed=5)
+    with _executor(tmp_path, delay=0.3) as executor:
+        assert len({a["node_id"] for a in executor.start()}) == 2
+
+        def remove_worker_node(done: int, total: int, record) -> None:
+            if done == 2:  # both nodes have samples in flight: take one node away
+                cluster.remove_node(cluster.worker)
+
+        try:
+            remote = evaluate(
+                "cot", suite_file, model=get_model(TASK_MODEL, cache=False), concurrency=2, seed=5,
+                executor=executor, progress=remove_worker_node,
+            )  # fmt: skip
+        finally:
+            cluster.worker = cluster.add_node(
+                num_cpus=1, include_dashboard=False, node_ip_address="127.0.0.1"
+            )
+            cluster.wait_for_nodes()
+        assert executor.deaths == 1 and executor.resubmitted >= 1
+    assert _records(remote) == _records(local)
 
 
 def _archive_view(archive: Archive, campaign: str) -> list[tuple]:

@@ -4,8 +4,9 @@ Each actor holds its own model, built from the model's *spec* on the actor's nod
 model, a vLLM engine, or an OpenAI-compatible client of a `vllm serve` endpoint), and builds the
 agent from its spec or name (so a code agent's sandboxes live on that node); it runs up to
 `concurrency` samples at once in its threads (so the embedded backend batches them) and returns
-their `SampleRecord`s. The driver hands out one sample per Ray task, keeps at most `concurrency` in
-flight per actor, and is the only one that writes the archive.
+their `SampleRecord`s. The driver hands out one sample per Ray task to the least loaded actor, keeps
+up to `QUEUED` x `concurrency` in flight per actor (the extra ones wait on the actor, so its threads
+never idle for a round trip), and is the only one that writes the archive.
 
 Faults: when an actor or its node dies (`RayActorError`), every sample it had in flight goes back
 to the queue and runs again on a live actor, and a replacement actor is started (up to
@@ -43,7 +44,11 @@ is resolved back to the machine's interface address. Usage stats off: nothing is
 FORWARDED_ENV_PREFIXES = ("AGENTMETA_", "OPENAI_", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 """Driver environment variables the actors get too (server URL and key, cache settings, offline)."""
 ACTOR_THREADS = 256
-"""Threads of an actor: the most samples one actor can run at once."""
+"""Threads of an actor: the most samples one actor can hold (running or waiting)."""
+QUEUED = 2
+"""Samples in flight per actor, in units of the job's concurrency: the actor runs `concurrency` at
+once and the rest wait there, so a finished sample's thread starts the next one without waiting for
+a round trip to the driver."""
 LOST_ERRORS = (
     "RayActorError",
     "ActorUnavailableError",
@@ -122,6 +127,8 @@ class _Context:
     seed: int
     max_tokens: int | None
     infra_retries: int
+    concurrency: int
+    """Samples of the job this actor runs at once (more may wait in its queue)."""
 
 
 class EvalActor:
@@ -131,7 +138,7 @@ class EvalActor:
         os.environ.update(env)
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str], Any] = {}
-        self._jobs: OrderedDict[str, tuple[Any, _Context, Any]] = OrderedDict()
+        self._jobs: OrderedDict[str, tuple[Any, _Context, Any, threading.Semaphore]] = OrderedDict()
 
     def info(self) -> dict[str, Any]:
         """Where this actor runs: node id, node address, process id."""
@@ -140,7 +147,7 @@ class EvalActor:
         ctx = ray.get_runtime_context()
         return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
 
-    def _job(self, key: str, boxed: list[Any]) -> tuple[Any, _Context, Any]:
+    def _job(self, key: str, boxed: list[Any]) -> tuple[Any, _Context, Any, threading.Semaphore]:
         import ray
 
         from agentmeta.agents.builtin import get_agent
@@ -160,7 +167,7 @@ class EvalActor:
                 if hasattr(recipe, "build") and hasattr(recipe, "kind")
                 else get_agent(recipe)[0]
             )
-            self._jobs[key] = (agent, ctx, self._models[mkey])
+            self._jobs[key] = (agent, ctx, self._models[mkey], threading.Semaphore(ctx.concurrency))
             while len(self._jobs) > 8:
                 self._jobs.popitem(last=False)
             return self._jobs[key]
@@ -169,10 +176,11 @@ class EvalActor:
         """Run one sample; returns its record and this actor's running usage of the job's model."""
         from agentmeta.eval.runner import run_sample
 
-        agent, ctx, model = self._job(key, boxed)
-        record = run_sample(
-            agent, sample, ctx.suite, model, ctx.seed, ctx.max_tokens, infra_retries=ctx.infra_retries
-        )
+        agent, ctx, model, running = self._job(key, boxed)
+        with running:  # the driver queues a few more than this, so no thread idles between samples
+            record = run_sample(
+                agent, sample, ctx.suite, model, ctx.seed, ctx.max_tokens, infra_retries=ctx.infra_retries
+            )
         return record, model.usage.model_dump()
 
 
@@ -303,7 +311,7 @@ class RayExecutor(Executor):
         suite = job.suite.model_copy(update={"samples": []})
         return _Context(
             recipe=recipe, suite=suite, model_spec=spec, model_options=self.model_options, seed=job.seed,
-            max_tokens=job.max_tokens, infra_retries=job.infra_retries,
+            max_tokens=job.max_tokens, infra_retries=job.infra_retries, concurrency=job.concurrency,
         )  # fmt: skip
 
     def _count_usage(self, job: EvalJob, slot: _Slot, usage: dict[str, int]) -> None:
@@ -342,17 +350,19 @@ class RayExecutor(Executor):
         self.start()
         key = uuid.uuid4().hex
         boxed = [ray.put(self._context(job))]  # in a list: actors fetch it only when not cached
-        per_actor = min(job.concurrency, ACTOR_THREADS)
+        per_actor = min(QUEUED * job.concurrency, ACTOR_THREADS)
         pending: deque[int] = deque(range(len(samples)))
         inflight: dict[Any, tuple[_Slot, int]] = {}
         records: list[SampleRecord | None] = [None] * len(samples)
         done = 0
         while pending or inflight:
-            for slot in sorted(self._slots, key=lambda s: s.load):
-                while pending and slot.load < per_actor:
-                    i = pending.popleft()
-                    inflight[slot.handle.run.remote(key, boxed, samples[i])] = (slot, i)
-                    slot.load += 1
+            while pending and self._slots:  # the least loaded actor next, so all share the samples
+                slot = min(self._slots, key=lambda s: s.load)
+                if slot.load >= per_actor:
+                    break
+                i = pending.popleft()
+                inflight[slot.handle.run.remote(key, boxed, samples[i])] = (slot, i)
+                slot.load += 1
             if not inflight and not self._starting:
                 raise InfrastructureError(
                     f"every Ray actor died ({self.deaths} lost, {self.max_restarts} restarts allowed); "
