@@ -215,3 +215,21 @@ def test_search_cli_resumes_after_its_driver_is_killed(cluster, tmp_path, suite_
     assert _archive_view(a, ca.id) == _archive_view(b, cb.id)
     assert 0 < killed_at < len(a.evaluations())  # killed mid-way; nothing stored twice:
     assert len({(e.candidate_id, e.stage) for e in a.evaluations()}) == len(a.evaluations())
+
+
+def test_eval_cli_with_ray_scores_as_a_local_run(cluster, tmp_path, suite_file):
+    from typer.testing import CliRunner
+
+    from agentmeta.cli import app
+
+    args = ["eval", "cot", "--suite", suite_file, "--model", TASK_MODEL, "--seed", "2", "--json"]
+    runner = CliRunner()
+    local = runner.invoke(app, args)
+    assert local.exit_code == 0, local.output
+    remote = runner.invoke(app, [*args, "--ray-address", cluster.address, "--ray-actors", "2"])
+    assert remote.exit_code == 0, remote.output
+    (got,), (want,) = json.loads(remote.stdout), json.loads(local.stdout)
+    assert got.pop("wall_s") > 0 and want.pop("wall_s") > 0
+    assert got == want and got["n"] == len(PROBLEMS)
+    scripted = runner.invoke(app, [*args[:-3], "--model", "mock", "--ray-address", cluster.address])
+    assert scripted.exit_code == 2 and "mock/<module>:<function>" in scripted.output
