@@ -27,7 +27,7 @@ from agentmeta.eval import evaluate  # noqa: E402
 from agentmeta.eval.ray_executor import RayExecutor  # noqa: E402
 from agentmeta.search import Campaign, SearchConfig  # noqa: E402
 from tests.ray_script import DELAY, DIE_ON  # noqa: E402
-from tests.search.conftest import PROBLEMS, graph_meta_reply  # noqa: E402
+from tests.search.conftest import PROBLEMS, graph_meta_reply, write_suite  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK_MODEL = "mock/tests.ray_script:arith"
@@ -52,11 +52,7 @@ def cluster():
 
 @pytest.fixture
 def suite_file(tmp_path: Path) -> str:
-    path = tmp_path / "adds.jsonl"
-    with path.open("w") as f:
-        for q, a in PROBLEMS:
-            f.write(json.dumps({"input": q, "target": a, "split": "validation"}) + "\n")
-    return f"{path}?scorer=numeric"
+    return write_suite(tmp_path)
 
 
 def _executor(tmp_path: Path, die_on: str | None = None, delay: float = 0.02) -> RayExecutor:

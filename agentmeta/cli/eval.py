@@ -10,15 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from agentmeta.cli.options import (
-    RayActors,
-    RayAddress,
-    RayFlag,
-    RayGpus,
-    UnsafeSandbox,
-    apply_unsafe_sandbox,
-    ray_executor,
-)
+from agentmeta.cli import options
+from agentmeta.cli.options import UnsafeSandbox, apply_unsafe_sandbox
 from agentmeta.errors import AgentMetaError
 
 if TYPE_CHECKING:
@@ -85,10 +78,10 @@ def eval_command(
         typer.Option(help="Archive holding the candidate AGENT names; its evaluation is recorded there."),
     ] = None,
     unsafe_sandbox: UnsafeSandbox = False,
-    ray: RayFlag = False,
-    ray_address: RayAddress = None,
-    ray_actors: RayActors = None,
-    ray_gpus: RayGpus = 0.0,
+    ray: options.RayFlag = False,
+    ray_address: options.RayAddress = None,
+    ray_actors: options.RayActors = None,
+    ray_gpus: options.RayGpus = 0.0,
 ) -> None:
     """Evaluate an agent on one or more suites: score, exact 95% CI, errors, tokens, wall time.
 
@@ -119,7 +112,7 @@ def eval_command(
             built.name = f"{cand.name} ({cand.id})"
             runnable = built
         suites = [load_suite(spec, split=split, limit=limit, seed=seed) for spec in suite]
-        executor = ray_executor(ray, ray_address, ray_actors, ray_gpus)
+        executor = options.ray_executor(ray, ray_address, ray_actors, ray_gpus)
         if executor is not None:  # the actors load the model; here only its spec and usage are needed
             from agentmeta.eval.ray_executor import remote_model
 

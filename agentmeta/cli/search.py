@@ -11,16 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agentmeta.cli import make_console
-from agentmeta.cli.options import (
-    RayActors,
-    RayAddress,
-    RayFlag,
-    RayGpus,
-    UnsafeSandbox,
-    apply_unsafe_sandbox,
-    ray_executor,
-)
+from agentmeta.cli import make_console, options
+from agentmeta.cli.options import UnsafeSandbox, apply_unsafe_sandbox
 
 console = make_console()
 err = make_console(stderr=True)
@@ -151,10 +143,10 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="Test samples of the confirmation (all if the split is smaller).", min=1)
         ] = 64,
         unsafe_sandbox: UnsafeSandbox = False,
-        ray: RayFlag = False,
-        ray_address: RayAddress = None,
-        ray_actors: RayActors = None,
-        ray_gpus: RayGpus = 0.0,
+        ray: options.RayFlag = False,
+        ray_address: options.RayAddress = None,
+        ray_actors: options.RayActors = None,
+        ray_gpus: options.RayGpus = 0.0,
     ) -> None:
         """Run (or resume) a search campaign, print the leaderboard, then confirm the best
         candidate against the best seed on held-out test samples (printed last).
@@ -248,7 +240,7 @@ def register(app: typer.Typer) -> None:
                     f"n={ev['n']}{errs}   best so far: {_fmt(best, None, None)}"
                 )
 
-        executor = ray_executor(ray, ray_address, ray_actors, ray_gpus)
+        executor = options.ray_executor(ray, ray_address, ray_actors, ray_gpus)
         try:
             camp = Campaign(config, arch, model=task_model, meta_model=meta, progress=progress, executor=executor)
             result = camp.run()

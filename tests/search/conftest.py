@@ -26,13 +26,18 @@ PROBLEMS = [
 ]
 
 
-@pytest.fixture
-def suite_file(tmp_path: Path) -> str:
-    path = tmp_path / "adds.jsonl"
+def write_suite(folder: Path) -> str:
+    """The PROBLEMS as a validation-only JSONL suite in `folder`; returns its spec."""
+    path = folder / "adds.jsonl"
     with path.open("w") as f:
         for q, a in PROBLEMS:
             f.write(json.dumps({"input": q, "target": a, "split": "validation"}) + "\n")
     return f"{path}?scorer=numeric"
+
+
+@pytest.fixture
+def suite_file(tmp_path: Path) -> str:
+    return write_suite(tmp_path)
 
 
 def task_reply(req) -> str:
