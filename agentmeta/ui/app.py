@@ -45,7 +45,7 @@ def create_app(archive: Archive | str) -> Any:
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = render(
-            template, links=links, report=False, archive_location=arch.location,
+            template, links=links, report=False, archive_location=views.shown_location(arch),
             live_token=views.change_token(arch), **context,
         )  # fmt: skip
         return HTMLResponse(html, status_code=status)

@@ -39,6 +39,16 @@ class Links:
         return f"/compare?a={quote(a)}&b={quote(b)}{extra}"
 
 
+def shown_location(archive: Archive) -> str:
+    """The archive's location as shown: relative to the working directory when it lies under it."""
+    from pathlib import Path
+
+    try:
+        return str(Path(archive.location).relative_to(Path.cwd()))
+    except ValueError:
+        return archive.location
+
+
 # -- targets --------------------------------------------------------------------------------
 
 
