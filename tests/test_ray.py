@@ -39,7 +39,9 @@ def cluster():
     """Two Ray nodes of one CPU each, on 127.0.0.1, no dashboard; this process is the driver."""
     from ray.cluster_utils import Cluster
 
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    saved = os.environ.get("PYTHONPATH")
+    # the nodes' workers import the tests' model script (tests.ray_script) from this checkout
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), saved]))
     node = {"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"}
     c = Cluster(initialize_head=True, head_node_args=node)
     c.worker = c.add_node(**node)
@@ -48,6 +50,10 @@ def cluster():
     yield c
     ray.shutdown()
     c.shutdown()
+    if saved is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = saved
 
 
 @pytest.fixture
@@ -124,7 +130,7 @@ def test_a_node_that_dies_mid_evaluation_has_its_samples_rerun_on_the_other(clus
 
         try:
             remote = evaluate(
-                "cot", suite_file, model=get_model(TASK_MODEL, cache=False), concurrency=2, seed=5,
+                "cot", suite_file, model=TASK_MODEL, concurrency=2, seed=5,  # a spec: loaded on the actors only
                 executor=executor, progress=remove_worker_node,
             )  # fmt: skip
         finally:

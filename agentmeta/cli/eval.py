@@ -113,12 +113,8 @@ def eval_command(
             runnable = built
         suites = [load_suite(spec, split=split, limit=limit, seed=seed) for spec in suite]
         executor = options.ray_executor(ray, ray_address, ray_actors, ray_gpus)
-        if executor is not None:  # the actors load the model; here only its spec and usage are needed
-            from agentmeta.eval.ray_executor import remote_model
-
-            resolved = remote_model(model)
-        else:
-            resolved = _load_model(model)
+        # with Ray the actors load the model; here only its spec and usage are needed
+        resolved = executor.model_for(model) if executor is not None else _load_model(model)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -57,6 +57,12 @@ class Executor:
         after each sample."""
         raise NotImplementedError
 
+    def model_for(self, spec: str | None) -> Model:
+        """The driver's `Model` for a spec: loaded here for a local run (see `get_model`)."""
+        from agentmeta.models import get_model
+
+        return get_model(spec)
+
     def close(self) -> None:
         """Release the executor's resources."""
 

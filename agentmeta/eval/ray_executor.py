@@ -245,6 +245,10 @@ class RayExecutor(Executor):
         """Samples run again because their actor died."""
         self._actor_cls = self.ray.remote(EvalActor)
 
+    def model_for(self, spec: str | None) -> Model:
+        """Only a stand-in (`remote_model`): the actors load the model, the driver needs no weights."""
+        return remote_model(spec)
+
     # -- the pool --------------------------------------------------------------------------------
     def _spawn(self) -> _Slot:
         handle = self._actor_cls.options(

@@ -340,7 +340,12 @@ def evaluate(
                 f"suite {suite.name}: sample id {s.id!r} appears twice; sample ids must be unique"
             )
         seen.add(s.id)
-    resolved = model if isinstance(model, Model) else get_model(model)
+    if isinstance(model, Model):
+        resolved = model
+    elif executor is not None and (model is None or isinstance(model, str)):
+        resolved = executor.model_for(model)  # a Ray run loads the model on its actors only
+    else:
+        resolved = get_model(model)
     log.info(
         "evaluating %s on %s (%s, %d samples) with %s, concurrency %d",
         agent_name,
