@@ -119,6 +119,20 @@ def test_evaluation_on_two_nodes_equals_local_even_when_an_actor_dies(cluster, t
         assert model.usage.calls >= sum(r.calls for r in local.records)
 
 
+def answer_directly(task_input: str, model) -> str:
+    """An agent given as a plain function: Ray ships it to the actors by reference."""
+    return model.generate(task_input, max_tokens=16).text
+
+
+@pytest.mark.parametrize("agent", ["code/chain_of_thought", answer_directly], ids=["code-agent", "function"])
+def test_code_agents_run_in_sandboxes_on_the_actors_nodes(cluster, tmp_path, suite_file, agent):
+    local = evaluate(agent, suite_file, model=get_model(TASK_MODEL, cache=False), concurrency=4, seed=1)
+    with _executor(tmp_path) as executor:
+        remote = evaluate(agent, suite_file, model=TASK_MODEL, concurrency=4, seed=1, executor=executor)
+    assert _records(remote) == _records(local)
+    assert remote.n_errors == 0 and remote.mean == 1.0
+
+
 def test_a_node_that_dies_mid_evaluation_has_its_samples_rerun_on_the_other(cluster, tmp_path, suite_file):
     local = evaluate("cot", suite_file, model=get_model(TASK_MODEL, cache=False), concurrency=2, seed=5)
     with _executor(tmp_path, delay=0.3) as executor:

@@ -239,6 +239,7 @@ class RayExecutor(Executor):
         """Replacement actors not ready yet, by the reference of their first answer."""
         self._started = 0
         self._restarts = 0
+        self._lock = threading.Lock()
         self.deaths = 0
         """Actors lost so far (their samples were run again elsewhere)."""
         self.resubmitted = 0
@@ -303,7 +304,7 @@ class RayExecutor(Executor):
                 "from the spec; use mock/<module>:<function> or a real model spec"
             )
         if job.recipe is None:
-            import cloudpickle
+            from ray import cloudpickle
 
             try:
                 cloudpickle.dumps(job.agent)
@@ -349,6 +350,10 @@ class RayExecutor(Executor):
         self._slots.append(slot)
 
     def run(self, job: EvalJob, progress: ProgressFn | None = None) -> list[SampleRecord]:
+        with self._lock:  # one job at a time: the pool's loads and usage reports are per job
+            return self._run(job, progress)
+
+    def _run(self, job: EvalJob, progress: ProgressFn | None) -> list[SampleRecord]:
         ray = self.ray
         samples = job.suite.samples
         self.start()
