@@ -178,7 +178,7 @@ def main() -> None:
     try:
         rv = app(standalone_mode=False)
     except AgentMetaError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -189,7 +189,7 @@ def main() -> None:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ())) or e.title
         err_console.print(
-            f"[red]error:[/red] invalid {where}: {first.get('msg', str(e))}", highlight=False, soft_wrap=True
+            f"[red]error:[/red] {escape(f'invalid {where}: ' + str(first.get('msg', e)))}", highlight=False, soft_wrap=True
         )
         sys.exit(2)
     except Exception as e:
