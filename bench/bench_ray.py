@@ -8,7 +8,8 @@ cannot go faster, they share the cores), and a model with a fixed latency per ca
 (what an OpenAI-compatible server looks like from here), where 2 actors show what a second node
 adds. Runs are interleaved (here, 1 actor, 2 actors, then again) so drift hits every mode alike;
 actors are started and their models loaded before the timed runs, as the model here is.
-Prints a table and writes bench/results/ray.json.
+Prints a table and writes bench/results/ray.json, with the 1-minute load average after each run
+(the machine's other jobs slow a CPU-bound run: compare the best runs too).
 
     python bench/bench_ray.py [--n 32] [--repeats 3] [--max-tokens 64] [--served-n 256]
 """
@@ -59,6 +60,7 @@ def bench_model(args, name: str, spec: str, suite, threads: int) -> dict:  # noq
     for ex in executors.values():  # load every model (on every actor) outside the timed runs
         evaluate(args.agent, warm, model=model, concurrency=1, max_tokens=args.max_tokens, executor=ex)
     walls: dict[str, list[float]] = {m: [] for m in executors}
+    loads: dict[str, list[float]] = {m: [] for m in executors}
     results = {}
     for rep in range(args.repeats):
         for mode, ex in executors.items():
@@ -68,6 +70,7 @@ def bench_model(args, name: str, spec: str, suite, threads: int) -> dict:  # noq
                 max_tokens=args.max_tokens, executor=ex,
             )  # fmt: skip
             walls[mode].append(time.perf_counter() - start)
+            loads[mode].append(os.getloadavg()[0])  # another job on the machine shows here
             results[(mode, rep)] = res
             print(f"  {name} {mode} run {rep + 1}: {walls[mode][-1]:.2f} s", file=sys.stderr, flush=True)
     for ex in executors.values():
@@ -86,6 +89,8 @@ def bench_model(args, name: str, spec: str, suite, threads: int) -> dict:  # noq
                 "actors": 0 if mode == "local" else int(mode.split("-")[1]),
                 "wall_s": w,
                 "median_wall_s": med,
+                "best_wall_s": min(w),
+                "load_1min_after_each": loads[mode],
                 "spread_s": [min(w), max(w)],
                 "samples_per_s": n / med,
                 "mean_score": statistics.mean(results[(mode, r)].mean for r in range(args.repeats)),
@@ -101,6 +106,7 @@ def bench_model(args, name: str, spec: str, suite, threads: int) -> dict:  # noq
         "concurrency_per_actor": args.concurrency,
         "modes": modes,
         "ray_overhead_1_actor": overhead,
+        "ray_overhead_1_actor_best_runs": modes[1]["best_wall_s"] / modes[0]["best_wall_s"] - 1,
         "speedup_2_actors": local / modes[2]["median_wall_s"],
         "meets_target": overhead <= TARGET_OVERHEAD,
     }
@@ -161,7 +167,8 @@ def main() -> None:
                 f"{f'{lo:.2f}-{hi:.2f}':>15}{r['samples_per_s']:>11.2f}{'yes' if r['same_records_as_local'] else 'no':>6}"
             )
         print(
-            f"  Ray overhead at 1 actor: {m['ray_overhead_1_actor']:+.1%} (target <= {TARGET_OVERHEAD:.0%}); "
+            f"  Ray overhead at 1 actor: {m['ray_overhead_1_actor']:+.1%} (target <= {TARGET_OVERHEAD:.0%}; "
+            f"best runs {m['ray_overhead_1_actor_best_runs']:+.1%}); "
             f"2 actors: {m['speedup_2_actors']:.2f}x of local"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
