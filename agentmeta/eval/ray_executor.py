@@ -269,9 +269,14 @@ class RayExecutor(Executor):
 
     def start(self) -> list[dict[str, Any]]:
         """Start the pool if it is not running; returns where each actor runs."""
-        if not self._slots:
+        if not self._slots and not self._starting:
             slots = [self._spawn() for _ in range(self._pool_size())]
-            infos = self._get([s.handle.info.remote() for s in slots], "starting the Ray actors")
+            try:
+                infos = self._get([s.handle.info.remote() for s in slots], "starting the Ray actors")
+            except InfrastructureError:
+                for slot in slots:
+                    self.ray.kill(slot.handle)
+                raise
             for slot, info in zip(slots, infos, strict=True):
                 slot.info = info
             self._slots = slots
