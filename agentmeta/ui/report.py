@@ -29,11 +29,7 @@ def render_report(archive: Archive, campaign: str, *, detailed: int = DEFAULT_DE
     targets = views.Targets()
     cands = []
     for c in sorted(camp.candidates, key=lambda c: (ranked.index(c.id) if c.id in ranked else len(ranked), c.created_at)):
-        v = views.candidate_view(archive, c.id, targets)
-        if c.id not in detail:
-            v.samples, v.targets_note = [], None
-            v.evaluation = None
-        cands.append(v)
+        cands.append(views.candidate_view(archive, c.id, targets, with_samples=c.id in detail, compare=False))
     compares = []
     best = conf.get("best") or (ranked[0] if ranked else None)
     seed = conf.get("best_seed") or next((i for i in ranked if i in camp.seeds), None)

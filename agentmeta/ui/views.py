@@ -264,17 +264,27 @@ def _primary(cand: Candidate) -> Evaluation | None:
 
 
 def candidate_view(
-    archive: Archive, id_or_prefix: str, targets: Targets, *, evaluation: int | None = None
+    archive: Archive,
+    id_or_prefix: str,
+    targets: Targets,
+    *,
+    evaluation: int | None = None,
+    with_samples: bool = True,
+    compare: bool = True,
 ) -> CandidateView:
-    """The candidate page: its record, lineage, drawing and per-sample answers (failures first)."""
+    """The candidate page: its record, lineage, drawing and per-sample answers (failures first).
+    `with_samples=False` leaves out the per-sample answers (no suite loaded for targets);
+    `compare=False` leaves out the list of candidates to compare with (no campaign read)."""
     cand = archive.get(archive.resolve_id(id_or_prefix))
     lin = archive.lineage(cand.id)
     parents = [a for a in lin.ancestors if lin.depth.get(a.id) == 1]
-    ev = (
-        cand.evaluations[evaluation]
-        if evaluation is not None and 0 <= evaluation < len(cand.evaluations)
-        else _primary(cand)
-    )
+    ev = None
+    if with_samples:
+        ev = (
+            cand.evaluations[evaluation]
+            if evaluation is not None and 0 <= evaluation < len(cand.evaluations)
+            else _primary(cand)
+        )
     samples: list[SampleRow] = []
     note = None
     if ev is not None:
@@ -287,7 +297,7 @@ def candidate_view(
         ]
         samples.sort(key=lambda r: (r.outcome == "scored" and r.score >= 1.0, r.score))  # failures first
     others = []
-    if cand.campaign:
+    if compare and cand.campaign:
         others = [c for c in archive.candidates(campaign=cand.campaign, with_evaluations=True) if c.id != cand.id and c.evaluations]
     return CandidateView(cand, parents, lin.children, graph_drawing(cand), ev, samples, note, others)
 
