@@ -104,9 +104,7 @@ class _Engine:
         except Exception as e:
             self._stop_loop()
             raise ModelLoadError(f"vllm/{model}: the engine did not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-        from transformers import AutoTokenizer
-
-        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer = self.engine.get_tokenizer()  # the engine's own: the model's tokenizer is loaded once
 
     @property
     def lora_rank(self) -> int:
