@@ -23,14 +23,14 @@ import json
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_models import run_callers, spread  # the same caller release and summary as the model bench
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -51,33 +51,12 @@ def prompts(k: int) -> list[str]:
     return out
 
 
-def run_callers(model: Any, texts: list[str], new_tokens: int) -> tuple[float, int]:
-    """All callers released at once; wall time to the last answer and completion tokens."""
-    released: list[float] = []
-    barrier = threading.Barrier(len(texts), action=lambda: released.append(time.perf_counter()))
-    tokens = [0] * len(texts)
-    errors: list[BaseException] = []
+def run_texts(model: Any, texts: list[str], new_tokens: int) -> tuple[float, int]:
+    """All callers released at once (`bench_models.run_callers`); wall time and completion tokens."""
+    from agentmeta.models import GenerateRequest
 
-    def call(i: int) -> None:
-        barrier.wait()
-        try:
-            tokens[i] = sum(model.generate(texts[i], max_tokens=new_tokens).completion_tokens)
-        except BaseException as e:  # noqa: BLE001 - reported after the join
-            errors.append(e)
-
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - released[0], sum(tokens)
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else values * 3
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "q1": q1, "q3": q3}
+    wall, responses = run_callers(model, [GenerateRequest.build(t, max_tokens=new_tokens) for t in texts])
+    return wall, sum(sum(r.completion_tokens) for r in responses)
 
 
 def free_port() -> int:
@@ -142,7 +121,7 @@ def main() -> None:
     models["s"] = get_model("openai/smollm2-dense", base_url=url, cache=False, max_concurrency=max(levels))
     try:
         for m in models.values():  # first calls pay for lazy initialisation
-            run_callers(m, prompts(4), 4)
+            run_texts(m, prompts(4), 4)
         results: dict[str, Any] = {}
         order = list(PATHS)
         for callers in levels:
@@ -150,7 +129,7 @@ def main() -> None:
             runs: dict[str, list[dict[str, float]]] = {k: [] for k in PATHS}
             for rep in range(args.repeats):
                 for key in order[rep % 3 :] + order[: rep % 3]:
-                    wall, tokens = run_callers(models[key], texts, args.new_tokens)
+                    wall, tokens = run_texts(models[key], texts, args.new_tokens)
                     runs[key].append({"wall_s": wall, "tokens": tokens, "tokens_per_s": tokens / wall})
                     print(f"{callers:>3} callers, repeat {rep + 1}: {key} {tokens} tokens in {wall:.1f} s", file=sys.stderr)
             results[str(callers)] = {
