@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -17,12 +16,7 @@ import pytest
 
 from agentmeta import get_model
 from agentmeta.errors import ModelCallError, ModelRequestError
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.servers import free_port, stop
 
 
 class _Flaky(BaseHTTPRequestHandler):
@@ -69,7 +63,7 @@ def test_retries_on_5xx_then_succeeds():
 
 
 def test_server_down_gives_clear_error_naming_url():
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     m = get_model("openai/nothing", base_url=url, retries=2, backoff_s=0.01, cache=False)
     with pytest.raises(ModelCallError) as e:
         m.generate("hi")
@@ -138,7 +132,7 @@ def test_transformers_serve_through_openai_provider(dense_model_dir: Path, tmp_p
     exe = Path(sys.executable).with_name("transformers")
     if not exe.exists():
         pytest.fail("transformers CLI missing: install the `serve` extra")
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path / "hub"))
     (tmp_path / "hub").mkdir()
     log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - closed in finally
@@ -169,10 +163,5 @@ def test_transformers_serve_through_openai_provider(dense_model_dir: Path, tmp_p
         two = m.generate("Name a fruit.", max_tokens=8, n=2)  # the server ignores n: asked again
         assert len(two.texts) == 2
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log, timeout_s=20)
     assert proc.poll() is not None

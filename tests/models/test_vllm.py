@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 
 from agentmeta import get_model
 from agentmeta.errors import ModelRequestError
+from tests.servers import free_port, stop
 
 pytestmark = pytest.mark.vllm
 
@@ -158,16 +158,11 @@ def test_close_shuts_the_shared_engine_down_with_its_last_user(dense, adapters):
         m.provider.generate_batch([])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_vllm_serve_through_the_openai_provider_with_a_lora_module(dense, adapters, models, tmp_path):
     base_engine, m1, _ = models
     a1, _ = adapters
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [*SERVE, "--model", dense, "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
@@ -198,12 +193,7 @@ def test_vllm_serve_through_the_openai_provider_with_a_lora_module(dense, adapte
         # the adapter behind the server says what the in-process engine's adapter says
         assert via_server == [m1.generate(q, max_tokens=20).text for q in PROBES]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log, timeout_s=60)
 
 
 def test_cli_eval_and_a_short_search_run_on_vllm(dense, tmp_path):

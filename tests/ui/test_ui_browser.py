@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from agentmeta.archive import Archive, Candidate
 from agentmeta.conductor.core import ConductorResult, Turn
 from agentmeta.models.types import Usage
+from tests.servers import free_port
 from tests.ui.conftest import HOSTILE_NAME, make_archive
 
 selenium = pytest.importorskip("selenium")
@@ -55,11 +55,6 @@ def browser():
     driver.quit()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -78,7 +73,7 @@ def server(tmp_path_factory):
         ),
         "What is 12*13? <script>alert(5)</script>", models={"conductor": "mock"},
     )  # fmt: skip
-    port = _free_port()
+    port = free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(archive), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
