@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +252,26 @@ def _check_marker(
     return version
 
 
+def _set_wal(cur: Any) -> None:
+    """Switch the file to WAL (persistent: a no-op once done). Changing the journal mode needs an
+    exclusive lock and SQLite can report "database is locked" for it at once, without waiting on
+    the busy timeout, while another process is creating or switching the same new file: retry
+    until the busy timeout has passed."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            mode = cur.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+
 def _sqlite_events(engine: Engine) -> None:
     """WAL + busy timeout on every connection; BEGIN IMMEDIATE for writes, so concurrent writers
     from several processes wait for each other instead of failing on a lock upgrade."""
@@ -260,7 +281,7 @@ def _sqlite_events(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # let the "begin" hook below emit BEGIN
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cur)
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 

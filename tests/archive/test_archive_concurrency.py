@@ -194,3 +194,33 @@ def test_two_campaigns_in_two_processes_share_one_archive(
         imported = [c for c in a.candidates() if c.key in ("imp/root", "imp/kid")]
         assert len(imported) == 2 and len(a.evaluations(imported[-1].id)) == 1
         assert len(a) == WORKERS * (4 + ITERATIONS) + 2
+
+
+# -- the journal-mode switch on a new SQLite file ---------------------------------------------
+
+
+def _open_fresh(barrier: Any, paths: list[str]) -> int:
+    """Open each new file as an archive at the same moment as the other workers."""
+    from agentmeta.archive import schema
+
+    for path in paths:
+        barrier.wait(timeout=60)
+        engine, _ = schema.open_engine(path)
+        engine.dispose()
+    return len(paths)
+
+
+def test_many_processes_switching_a_new_file_to_wal_wait_instead_of_failing(tmp_path: Path) -> None:
+    # SQLite can answer "database is locked" to `PRAGMA journal_mode = WAL` at once, without the
+    # busy timeout, while another connection switches the same new file; with 8 processes this
+    # failed about one round in five before the switch was retried.
+    workers, rounds = 8, 30
+    paths = [str(tmp_path / f"fresh-{r}.db") for r in range(rounds)]
+    assert _spawn(_open_fresh, [(paths,)] * workers, tmp_path) == [rounds] * workers
+    import sqlite3
+
+    for path in paths:
+        with sqlite3.connect(path) as c:
+            assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with Archive(paths[-1], create=False) as a:
+        assert len(a) == 0
