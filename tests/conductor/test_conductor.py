@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from agentmeta import get_model
 from agentmeta.conductor import Conductor, parse_experts, parse_final
+from agentmeta.conductor.core import CODE_STOP, CONDUCTOR_STOP, close_turn
 from agentmeta.errors import ConfigError
 from agentmeta.models.types import GenerateRequest
 
@@ -151,3 +154,212 @@ def test_conductor_on_embedded_model(embedded):
     assert 1 <= r.rounds <= 3
     assert r.transcript[0].role == "conductor"
     assert r.usage.calls >= r.rounds
+
+
+# -- stop strings: a turn ends at the closing quotes ---------------------------------------------
+INVENTED = f"\n\nExpert Mathematician's output:\n{Q3}\n999\n{Q3}\n\n>> FINAL ANSWER:\n{Q3}\n999\n{Q3}"
+
+
+@pytest.mark.parametrize("sep", ["\n\n", "\n"])
+def test_a_turn_is_cut_at_the_closing_quotes_of_its_call(sep):
+    # the conductor invents the expert's reply and a final answer after its call; without the stop
+    # strings that final answer (written after a call) would be returned as the answer
+    call = f"Expert Mathematician:\n{Q3}\nWhat is 12*13?\n{Q3}"
+    model, seen = scripted([call + INVENTED.replace("\n\n", sep, 1), f">> FINAL ANSWER:\n{Q3}\n156\n{Q3}"])
+    r = Conductor(model).run("What is 12*13?")
+    assert r.answer == "156" and r.rounds == 2 and r.finished
+    first = r.transcript[0].content
+    assert first == call  # cut before the invented reply, closing quotes put back, no stray header
+    conductor_calls = [q for q in seen if q.messages[0].content.startswith("You are Meta-Expert")]
+    assert all(q.stop == list(CONDUCTOR_STOP) for q in conductor_calls)
+    assert conductor_calls[1].messages[-2].content == call  # the history shows the closed call
+    assert "999" not in conductor_calls[1].messages[-1].content  # only the real expert output
+
+
+def test_a_final_answer_is_cut_at_its_closing_quotes():
+    model, _ = scripted([f">> FINAL ANSWER:\n{Q3}\n156\n{Q3}\n\nExpert Verifier:\n{Q3}\ncheck\n{Q3}"])
+    r = Conductor(model).run("What is 12*13?")
+    assert r.answer == "156" and r.rounds == 1
+    assert r.transcript[0].content == f">> FINAL ANSWER:\n{Q3}\n156\n{Q3}"
+    assert [t.role for t in r.transcript] == ["conductor"]  # the verifier after the answer never ran
+
+
+def test_close_turn_puts_back_only_a_missing_closing_quote():
+    assert close_turn(f"Expert A:\n{Q3}\nx\n") == f"Expert A:\n{Q3}\nx\n{Q3}"
+    assert close_turn(f"Expert A:\n{Q3}\nx\n{Q3}\nExpert A") == f"Expert A:\n{Q3}\nx\n{Q3}"
+    assert close_turn(f"Expert A:\n{Q3}x{Q3}") == f"Expert A:\n{Q3}x{Q3}"
+    assert close_turn("just prose, Expert A") == "just prose, Expert A"
+
+
+def test_mock_cuts_at_the_first_stop_string_like_a_backend():
+    m = get_model("mock", outputs=["a|b#c|d"])
+    resp = m.generate("x", stop=["|", "#"])
+    assert resp.text == "a" and resp.finish_reasons == ["stop"]
+
+
+def test_python_expert_code_call_stops_after_its_code_block():
+    # a code writer that goes on with a second, failing block after the first one
+    def expert(req):
+        return "```python\nprint(12*13)\n```\n\nOr also:\n```python\nprint(1/0)\n```"
+
+    model, seen = scripted(
+        [f"Expert Python:\n{Q3}\nCompute 12*13.\n{Q3}", f">> FINAL ANSWER: {Q3}156{Q3}"], expert
+    )
+    r = Conductor(model).run("What is 12*13?")
+    py = [t for t in r.transcript if t.role == "python"][0]
+    assert "156" in py.content and "Error" not in py.content and "1/0" not in py.content
+    code_calls = [q for q in seen if q.messages[0].content.startswith("You are Expert Python")]
+    assert code_calls[0].stop == list(CODE_STOP)
+
+
+# -- budgets -----------------------------------------------------------------------------------
+def slow_rambler(delay_s: float = 0.05, expert=None):
+    """A conductor that never calls an expert nor answers, each call taking `delay_s`."""
+    words = " ".join(["thinking"] * 40)
+
+    def answer(req):
+        if req.messages[0].content.startswith("You are Meta-Expert"):
+            return f"I am still {words}"
+        return expert(req) if expert else "expert says 156"
+
+    return get_model("mock", outputs=answer, delay_s=delay_s)
+
+
+def test_time_budget_stops_a_conductor_that_never_answers():
+    c = Conductor(slow_rambler(), max_rounds=100, max_seconds=0.3)
+    r = c.run("task")
+    assert not r.finished and 1 <= r.rounds < 100
+    assert "time budget of 0.3 s ran out" in r.note and "conductor message" in r.note
+    assert r.answer.startswith("I am still")  # its last message, not the reminder
+    assert r.elapsed_s < 0.3 + 0.5  # no call was started that the time left could not hold
+
+
+def test_time_budget_returns_the_last_expert_output():
+    model, _ = scripted([f"Expert Guesser:\n{Q3}guess{Q3}"] * 100, lambda r: "maybe 156")
+    model.provider.delay_s = 0.02
+    r = Conductor(model, max_rounds=100, max_seconds=0.3).run("task")
+    assert not r.finished and r.answer == "maybe 156"
+    assert "time budget" in r.note and "last expert output" in r.note
+
+
+def test_calls_are_shrunk_to_the_time_left_then_not_started():
+    from agentmeta.conductor.core import _OutOfBudget, _Run
+    from agentmeta.models.types import GenerateResponse
+
+    run = _Run(max_seconds=10.0, max_total_tokens=None, on_turn=None)
+    assert run.tokens_for(192) == 192  # no speed measured yet
+    run.record(GenerateResponse(texts=["x"], completion_tokens=[10], latency_s=1.0))  # 10 tokens/s
+    assert 85 <= run.tokens_for(192) <= 100  # ~10 s left at 10 tokens/s
+    run.start -= 9.5  # 0.5 s left: 5 tokens fit, fewer than a useful call
+    with pytest.raises(_OutOfBudget):
+        run.tokens_for(192)
+    assert run.out_of == "time"
+
+
+def test_token_budget_stops_the_run():
+    c = Conductor(slow_rambler(0.0), max_rounds=50, max_seconds=None, max_total_tokens=400)
+    r = c.run("task")
+    assert not r.finished and "token budget of 400 tokens ran out" in r.note
+    assert r.usage.total_tokens >= 400 and r.rounds < 50
+    # the check is before each call: the run stopped at the first call after crossing the budget
+    assert r.usage.calls == r.rounds - 1
+
+
+def test_defaults_fit_a_small_cpu_and_budgets_are_validated():
+    c = Conductor(get_model("mock"))
+    assert (c.max_rounds, c.max_tokens, c.expert_max_tokens, c.max_seconds) == (6, 192, 160, 90.0)
+    with pytest.raises(ConfigError, match="max_seconds"):
+        Conductor(get_model("mock"), max_seconds=0)
+    with pytest.raises(ConfigError, match="max_total_tokens"):
+        Conductor(get_model("mock"), max_total_tokens=0)
+
+
+# -- live progress -------------------------------------------------------------------------------
+def test_on_turn_sees_each_turn_before_the_next_call():
+    events: list[str] = []
+
+    def answer(req):
+        events.append("call")
+        if req.messages[0].content.startswith("You are Meta-Expert"):
+            n = sum(e == "conductor" for e in events)
+            return f"Expert A:\n{Q3}go{Q3}" if n == 0 else f">> FINAL ANSWER: {Q3}done{Q3}"
+        return "ok"
+
+    r = Conductor(get_model("mock", outputs=answer)).run("task", on_turn=lambda t, s: events.append(t.role))
+    assert r.answer == "done"
+    assert events == ["call", "conductor", "call", "expert", "call", "conductor"]
+
+
+STDERR_AT_CALL: list[str] = []
+"""What `agentmeta conduct` had written on stderr when each conductor call of `cli_script` began."""
+
+
+def cli_script(req) -> str:
+    """The CLI test's model (`mock/tests.conductor.test_conductor:cli_script`): a Python call, an
+    expert whose answer looks like rich markup, then the answer."""
+    import sys
+
+    system = req.messages[0].content
+    if not system.startswith("You are Meta-Expert"):
+        return "[bold red]looks[/bold red] fine, 156 [/dim]"
+    sys.stderr.flush()
+    STDERR_AT_CALL.append(sys.stderr.buffer.getvalue().decode())  # type: ignore[attr-defined]
+    n = sum(m.role == "assistant" for m in req.messages)
+    return [
+        f"Expert Python:\n{Q3}\n```python\nprint(12*13)\n```\n{Q3}\n\nExpert Python's output:\n{Q3}\n1",
+        f"Expert Verifier:\n{Q3}\nIs 12*13 = 156 right? [/red]\n{Q3}",
+        f">> FINAL ANSWER:\n{Q3}\n156 [link]\n{Q3}",
+    ][n]
+
+
+def test_cli_prints_each_round_on_stderr_as_it_comes():
+    from typer.testing import CliRunner
+
+    from agentmeta.cli import app
+
+    STDERR_AT_CALL.clear()
+    res = CliRunner().invoke(
+        app, ["conduct", "What is 12*13?", "--model", "mock/tests.conductor.test_conductor:cli_script"]
+    )
+    assert res.exit_code == 0, res.output
+    assert res.stdout == "156 [link]\n"  # stdout is the answer alone
+    lines = res.stderr.splitlines()
+    rounds = [line for line in lines if line.startswith("round ")]
+    assert len(rounds) == 3
+    assert rounds[0].startswith("round 1") and 'Expert Python: "```python print(12*13) ```"' in rounds[0]
+    assert rounds[1].startswith("round 2") and "Expert Verifier" in rounds[1] and "[/red]" in rounds[1]
+    assert rounds[2].startswith("round 3") and 'final answer: "156 [link]"' in rounds[2]
+    answers = [line for line in lines if " answered: " in line]
+    assert len(answers) == 2 and 'Expert Python answered: "156"' in answers[0]
+    assert '"[bold red]looks[/bold red] fine, 156 [/dim]"' in answers[1]  # model text shown as written
+    assert re.search(r"round 1\s+\d+\.\d s", rounds[0])
+    # live: each round's lines were on stderr before the next conductor call began
+    assert len(STDERR_AT_CALL) == 3
+    assert "round 1" not in STDERR_AT_CALL[0]
+    assert "round 1" in STDERR_AT_CALL[1] and "Expert Python answered" in STDERR_AT_CALL[1]
+    assert "round 2" in STDERR_AT_CALL[2] and "round 3" not in STDERR_AT_CALL[2]
+
+
+def test_cli_budget_options_reach_the_conductor(monkeypatch):
+    from typer.testing import CliRunner
+
+    from agentmeta.cli import app
+    from agentmeta.conductor import core
+
+    made: list[core.Conductor] = []
+    real_run = core.Conductor.run
+
+    def spy(self, question, on_turn=None):
+        made.append(self)
+        return real_run(self, question, on_turn)
+
+    monkeypatch.setattr(core.Conductor, "run", spy)
+    args = ["conduct", "q", "--model", "mock/tests.conductor.test_conductor:cli_script"]
+    opts = ["--max-rounds", "3", "--max-tokens", "50", "--expert-max-tokens", "40"]
+    res = CliRunner().invoke(app, [*args, *opts, "--max-seconds", "0", "--max-total-tokens", "5000"])
+    assert res.exit_code == 0, res.output
+    c = made[-1]
+    assert (c.max_rounds, c.max_tokens, c.expert_max_tokens) == (3, 50, 40)
+    assert c.max_seconds is None and c.max_total_tokens == 5000
+    res = CliRunner().invoke(app, args)
+    assert (made[-1].max_seconds, made[-1].max_total_tokens, made[-1].max_rounds) == (90.0, None, 6)
