@@ -326,7 +326,8 @@ class Conductor:
                 why = f"the time budget of {self.max_seconds:g} s ran out in round {rnd}"
             else:
                 why = f"the token budget of {self.max_total_tokens} tokens ran out in round {rnd}"
-            return self._unfinished(run, rnd, why)
+            done = sum(t.role == "conductor" for t in run.transcript)  # round `rnd` may not have begun
+            return self._unfinished(run, done, why)
         return self._unfinished(run, self.max_rounds, f"no final answer after {self.max_rounds} rounds")
 
     def _result(self, run: _Run, answer: str, rounds: int) -> ConductorResult:
