@@ -31,6 +31,9 @@ class Provider:
 
     spec: str = ""
     batching: bool = False
+    continuous: bool = False
+    """The backend schedules concurrent requests itself (continuous batching): `Model` hands each
+    request to its `submit` instead of gathering batches."""
     max_batch: int = 16
 
     def __init__(self) -> None:
@@ -42,6 +45,10 @@ class Provider:
         return self.spec
 
     def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
+        raise NotImplementedError
+
+    def submit(self, request: GenerateRequest) -> Future[GenerateResponse]:
+        """Queue one request (providers with `continuous = True`)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -170,7 +177,7 @@ class Model:
         self.usage = Usage()
         self._usage_lock = threading.Lock()
         use_batcher = provider.batching if batching is None else batching
-        self._batcher = Batcher(provider) if use_batcher else None
+        self._batcher = Batcher(provider) if use_batcher and not provider.continuous else None
         self._serial = threading.Lock()  # without a batcher, one backend call at a time
         self._pool: ThreadPoolExecutor | None = None
 
@@ -201,9 +208,10 @@ class Model:
         cached = self._cache_get(request)
         if cached is not None:
             return cached
-        if self._batcher is not None:
+        if self._batcher is not None or self.provider.continuous:
             start = time.perf_counter()
-            resp = await asyncio.wrap_future(self._batcher.submit(request))
+            submit = self._batcher.submit if self._batcher is not None else self.provider.submit
+            resp = await asyncio.wrap_future(submit(request))
             return self._finish(request, resp, start)
         return await asyncio.to_thread(self._generate, request)
 
@@ -221,6 +229,8 @@ class Model:
         start = time.perf_counter()
         if self._batcher is not None:
             resp = self._batcher.submit(request).result()
+        elif self.provider.continuous:
+            resp = self.provider.submit(request).result()
         else:
             with self._serial if self.provider.batching else contextlib.nullcontext():
                 resps = self.provider.generate_batch([request])

@@ -7,6 +7,7 @@ JSON schemas (constrained decoding with xgrammar), which is what the batcher han
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -15,16 +16,18 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 from agentmeta import config
-from agentmeta.errors import AgentMetaError, ModelCallError, ModelLoadError, ModelRequestError, require
+from agentmeta.errors import ModelLoadError, ModelRequestError, require
 from agentmeta.models.base import Provider
+from agentmeta.models.engine import Engine, Job, Row, tune_for_cpu
 from agentmeta.models.fingerprint import check_unchanged, digest, load_fingerprint
-from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
+from agentmeta.models.types import GenerateRequest, GenerateResponse
 
 log = logging.getLogger(__name__)
 
@@ -94,28 +97,21 @@ def ensure_dense_copy() -> Path:
     return target
 
 
+@contextlib.contextmanager
+def peft_quiet() -> Iterator[None]:
+    """Silence the deprecation peft triggers on every wrap of a model (it still calls
+    transformers' `is_gradient_checkpointing`, deprecated for `is_activation_checkpointing`):
+    not ours to fix and not the user's, so it must not reach their terminal."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def embedded_provider(**options: Any) -> HFProvider:
     """The default model: SmolLM2-135M-Instruct, from its dense cached copy."""
     provider = HFProvider(str(ensure_dense_copy()), **options)
     provider.spec = "smollm2"
     return provider
-
-
-@dataclass
-class _Row:
-    """One completion being decoded."""
-
-    request_index: int
-    prompt_ids: list[int]
-    temperature: float
-    top_p: float
-    max_tokens: int
-    stop: list[str]
-    generator: Any
-    matcher: Any = None
-    tokens: list[int] = field(default_factory=list)
-    text: str | None = None
-    finish: FinishReason | None = None
 
 
 class HFProvider(Provider):
@@ -126,7 +122,8 @@ class HFProvider(Provider):
     this class and `DECODE_VERSION`).
     """
 
-    batching = True
+    continuous = True
+    """Callers' requests go to `submit` (continuous batching) rather than through a `Batcher`."""
     DECODE_VERSION = 1
     """Bump when a change to the decode loop changes outputs, so old cache entries are not served."""
 
@@ -173,11 +170,14 @@ class HFProvider(Provider):
             raise ModelLoadError(f"could not load model {model_id!r}: {str(e).splitlines()[0]}") from e
         if adapter:
             peft = require("peft", "pip install peft", "peft (for LoRA adapters)")
-            self.model = peft.PeftModel.from_pretrained(self.model, adapter)
+            with peft_quiet():
+                self.model = peft.PeftModel.from_pretrained(self.model, adapter)
             self.spec += f"+{adapter}"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.model.eval()
+        if self.device == "cpu":
+            tune_for_cpu(self.model)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = int(self.tokenizer.pad_token_id)
@@ -191,9 +191,11 @@ class HFProvider(Provider):
         self.context_len = int(ctx) if isinstance(ctx, int) else None
         self._grammar_compiler: Any = None
         self._grammar_cache: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        self.backend_steps = 0
+        """Decode steps run (one forward pass of the whole batch each)."""
+        self.engine = Engine(self, max_batch=max_batch)
         files = check_unchanged(files_before, source, adapter)
-        self.engine = {
+        self.settings = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "decode_version": self.DECODE_VERSION,
             "model_class": type(self.model).__name__,
@@ -201,7 +203,7 @@ class HFProvider(Provider):
             "device": str(self.device),
         }
         """Engine settings that change outputs, part of the cache identity."""
-        self._identity = "hf:" + digest({"files": files, "engine": self.engine})
+        self._identity = "hf:" + digest({"files": files, "engine": self.settings})
 
     def identity(self) -> str:
         """The model's and adapter's file fingerprints and the engine settings, hashed at load time.
@@ -240,125 +242,68 @@ class HFProvider(Provider):
         return self._grammar_cache[key]
 
     # -- generation -----------------------------------------------------------------------
+    def prepare(self, request: GenerateRequest, future: Future[GenerateResponse]) -> Job:
+        """The request's rows, ready for the decode thread. `ModelRequestError` when the chat
+        template rejects the messages, the prompt does not fit the context or the JSON schema
+        cannot be compiled: the caller hears it at once and nobody else's request is touched."""
+        torch = _torch()
+        ids = self.encode_chat(request)
+        if self.context_len and len(ids) >= self.context_len:
+            raise ModelRequestError(
+                f"{self.spec}: the prompt has {len(ids)} tokens; the model's context is {self.context_len}"
+            )
+        grammar = self._compiled_grammar(request.json_schema) if request.json_schema is not None else None
+        job = Job(future=future, prompt_tokens=len(ids))
+        for j in range(request.n):
+            gen = torch.Generator()
+            if request.seed is not None:
+                gen.manual_seed((request.seed * 1_000_003 + j) % (2**63))
+            else:
+                gen.seed()
+            matcher = None
+            if grammar is not None:
+                import xgrammar as xgr
+
+                matcher = xgr.GrammarMatcher(grammar)
+            job.rows.append(
+                Row(
+                    job, ids, request.temperature, request.top_p, request.max_tokens,
+                    [s for s in request.stop if s], gen, matcher,
+                )
+            )  # fmt: skip
+        job.left = len(job.rows)
+        return job
+
+    def submit(self, request: GenerateRequest) -> Future[GenerateResponse]:
+        """Queue `request` for the decode thread; the future resolves with its response."""
+        future: Future[GenerateResponse] = Future()
+        self.engine.submit(self.prepare(request, future))
+        return future
+
     def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[GenerateResponse]:
-        """Decode `requests` together. A request that cannot be prepared (chat template, JSON
-        schema) raises `ModelRequestError` for the batch before any decoding; a failure while
-        decoding raises `ModelCallError`. (`Batcher` splits a failed batch to find the request.)"""
-        torch = _torch()
-        rows: list[_Row] = []
-        prompt_lens: list[int] = []
-        for i, req in enumerate(requests):
-            ids = self.encode_chat(req)
-            if self.context_len and len(ids) >= self.context_len:
-                raise ModelRequestError(
-                    f"{self.spec}: the prompt has {len(ids)} tokens; the model's context is {self.context_len}"
-                )
-            prompt_lens.append(len(ids))
-            grammar = self._compiled_grammar(req.json_schema) if req.json_schema is not None else None
-            for j in range(req.n):
-                gen = torch.Generator()
-                if req.seed is not None:
-                    gen.manual_seed((req.seed * 1_000_003 + j) % (2**63))
-                else:
-                    gen.seed()
-                matcher = None
-                if grammar is not None:
-                    import xgrammar as xgr
+        """Decode `requests` (they join whatever else is being decoded). A request that cannot be
+        prepared raises `ModelRequestError` before any is queued; a decoding failure raises
+        `ModelCallError`."""
+        jobs = [self.prepare(r, Future()) for r in requests]
+        for job in jobs:
+            self.engine.submit(job)
+        return [job.future.result() for job in jobs]
 
-                    matcher = xgr.GrammarMatcher(grammar)
-                rows.append(
-                    _Row(i, ids, req.temperature, req.top_p, req.max_tokens, list(req.stop), gen, matcher)
-                )
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(rows), self.max_batch):
-                self.backend_calls += 1
-                try:
-                    self._decode(rows[start : start + self.max_batch])
-                except AgentMetaError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - the backend failed, not the request
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                    raise ModelCallError(f"{self.spec}: decoding failed: {type(e).__name__}: {first}") from e
-        out: list[GenerateResponse] = []
-        for i in range(len(requests)):
-            mine = [r for r in rows if r.request_index == i]
-            out.append(
-                GenerateResponse(
-                    texts=[r.text or "" for r in mine],
-                    prompt_tokens=prompt_lens[i],
-                    completion_tokens=[len(r.tokens) for r in mine],
-                    finish_reasons=[r.finish or "length" for r in mine],
-                )
-            )
-        return out
+    def close(self) -> None:
+        self.engine.close()
 
-    def _decode(self, rows: list[_Row]) -> None:
+    def choose(self, rows: list[Row], logits: Any) -> list[int]:
+        """Each row's next token: the grammar's mask applied, then greedy or sampled with the
+        row's own temperature, top-p and generator."""
         torch = _torch()
-        b = len(rows)
-        width = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((b, width), dtype=torch.long)
-        for k, r in enumerate(rows):  # left padding: every prompt ends at the last column
-            n = len(r.prompt_ids)
-            input_ids[k, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
-            attention[k, width - n :] = 1
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True
-        )
-        past = out.past_key_values
-        logits = out.logits[:, -1, :].float()
-        pos = positions[:, -1:]
-        bitmask = None
-        if any(r.matcher is not None for r in rows):
+        if any(r.matcher is not None and r.finish is None for r in rows):
             import xgrammar as xgr
 
-            bitmask = xgr.allocate_token_bitmask(b, self.vocab_size)
-        max_steps = max(r.max_tokens for r in rows)
-        for _ in range(max_steps):
-            next_ids = self._choose(rows, logits, bitmask)
-            active = False
-            for k, r in enumerate(rows):
-                if r.finish is not None:
-                    next_ids[k] = self.pad_id
-                    continue
-                tok = int(next_ids[k])
-                self._advance(r, tok)
-                if r.finish is None:
-                    active = True
-            if not active:
-                break
-            step_ids = torch.tensor(next_ids, dtype=torch.long, device=self.device).unsqueeze(1)
-            attention = torch.cat(
-                [attention, torch.ones((b, 1), dtype=attention.dtype, device=self.device)], dim=1
-            )
-            pos = pos + 1
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=attention,
-                position_ids=pos,
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :].float()
-        for r in rows:
-            if r.text is None:
-                r.text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
-            if r.finish is None:
-                r.finish = "length"
-
-    def _choose(self, rows: list[_Row], logits: Any, bitmask: Any) -> list[int]:
-        torch = _torch()
-        if bitmask is not None:
-            import xgrammar as xgr
-
+            bitmask = xgr.allocate_token_bitmask(len(rows), self.vocab_size)
             idx = [k for k, r in enumerate(rows) if r.matcher is not None and r.finish is None]
-            if idx:
-                for k in idx:
-                    rows[k].matcher.fill_next_token_bitmask(bitmask, k)
-                xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=idx)
+            for k in idx:
+                rows[k].matcher.fill_next_token_bitmask(bitmask, k)
+            xgr.apply_token_bitmask_inplace(logits, bitmask.to(logits.device), indices=idx)
         choice = logits.argmax(dim=-1).tolist()
         for k, r in enumerate(rows):
             if r.finish is not None or r.temperature <= 0:
@@ -373,7 +318,9 @@ class HFProvider(Provider):
             choice[k] = int(torch.multinomial(probs.cpu(), 1, generator=r.generator).item())
         return choice
 
-    def _advance(self, r: _Row, tok: int) -> None:
+    def advance(self, r: Row, tok: int) -> None:
+        """Append `tok` to the row and decide whether it has finished (end of sequence, a stop
+        string, the grammar's end, or its token limit)."""
         if r.matcher is not None and not r.matcher.is_terminated():
             r.matcher.accept_token(tok)
         if tok in self.eos_ids:
@@ -381,14 +328,58 @@ class HFProvider(Provider):
             return
         r.tokens.append(tok)
         if r.stop:
-            text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
-            hits = [text.index(s) for s in r.stop if s and s in text]
-            if hits:
-                r.text = text[: min(hits)]
-                r.finish = "stop"
-                return
+            # a stop string can only have appeared in the text of the last few tokens
+            longest = max(len(s) for s in r.stop)
+            tail = self.tokenizer.decode(r.tokens[-(longest + 2) :], skip_special_tokens=True)
+            if any(s in tail for s in r.stop):
+                text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
+                hits = [text.index(s) for s in r.stop if s in text]
+                if hits:
+                    r.text = text[: min(hits)]
+                    r.finish = "stop"
+                    return
         if r.matcher is not None and r.matcher.is_terminated():
             r.finish = "stop"
             return
         if len(r.tokens) >= r.max_tokens:
             r.finish = "length"
+
+    def static_decode(self, rows: list[Row], cache_kw: str) -> None:
+        """Decode `rows` as one padded batch until all finish: for models whose cache the
+        continuous engine cannot hold (sliding-window or linear-attention layers)."""
+        torch = _torch()
+        from transformers.cache_utils import DynamicCache
+
+        b = len(rows)
+        width = max(len(r.prompt_ids) for r in rows)
+        input_ids = torch.full((b, width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((b, width), dtype=torch.long)
+        for k, r in enumerate(rows):  # left padding: every prompt ends at the last column
+            n = len(r.prompt_ids)
+            input_ids[k, width - n :] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            attention[k, width - n :] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        kw = {cache_kw: cache, "use_cache": True, "logits_to_keep": 1}
+        self.backend_calls += 1
+        logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions, **kw)
+        logits = logits.logits[:, -1, :].float()
+        pos = positions[:, -1:]
+        for _ in range(max(r.max_tokens for r in rows)):
+            next_ids = self.choose(rows, logits)
+            active = False
+            for k, r in enumerate(rows):
+                if r.finish is not None:
+                    next_ids[k] = self.pad_id
+                    continue
+                self.advance(r, int(next_ids[k]))
+                active = active or r.finish is None
+            if not active:
+                break
+            step_ids = torch.tensor(next_ids, dtype=torch.long, device=self.device).unsqueeze(1)
+            attention = torch.cat([attention, attention.new_ones((b, 1))], dim=1)
+            pos = pos + 1
+            out = self.model(input_ids=step_ids, attention_mask=attention, position_ids=pos, **kw)
+            logits = out.logits[:, -1, :].float()
+            self.backend_steps += 1

@@ -476,6 +476,7 @@ def run_loop(
     """
     from agentmeta.eval.runner import evaluate
     from agentmeta.models import get_model
+    from agentmeta.models.hf import peft_quiet
 
     config = algo.config
     check_run(config.output, config.overwrite)
@@ -508,15 +509,16 @@ def run_loop(
             "lr_scheduler_type": "constant",
             "warmup_steps": 0,
         }
-        trainer = trainer_cls(
-            model=model,
-            args=trainer_args(args_cls, tmp / "trainer", defaults, config.trainer),
-            train_dataset=algo.dataset(),
-            processing_class=tok,
-            peft_config=peft_config,
-            callbacks=[timer, *(callbacks or [])],
-            **algo.trainer_extra(),
-        )
+        with peft_quiet():
+            trainer = trainer_cls(
+                model=model,
+                args=trainer_args(args_cls, tmp / "trainer", defaults, config.trainer),
+                train_dataset=algo.dataset(),
+                processing_class=tok,
+                peft_config=peft_config,
+                callbacks=[timer, *(callbacks or [])],
+                **algo.trainer_extra(),
+            )
         quiet(trainer).train()
         info = AdapterInfo(
             loop=config.loop,
