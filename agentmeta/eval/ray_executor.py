@@ -30,7 +30,7 @@ from typing import Any
 from agentmeta.errors import ConfigError, InfrastructureError, require
 from agentmeta.eval.executor import EvalJob, Executor, ProgressFn
 from agentmeta.eval.types import SampleRecord, Suite
-from agentmeta.models import Model, Provider, Usage
+from agentmeta.models import Model, Provider, Usage, threads
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +201,12 @@ class RayExecutor(Executor):
 
     `address`: the cluster (default: `AGENTMETA_RAY_ADDRESS`, else a local Ray instance; ignored
     when this process is connected already). `actors`: pool size (default: one per alive node).
-    `num_cpus` / `num_gpus`: Ray resources each actor holds (a vLLM actor needs a GPU). `env`:
-    environment of the actors, added to the driver's `AGENTMETA_*`, `OPENAI_*` and offline
-    variables. `model_options`: keyword arguments the actors pass to `get_model` with the model's
-    spec (e.g. `base_url` of a `vllm serve` endpoint). `max_restarts`: replacement actors started
-    over the executor's life when actors die. Actors start on first use and live until `close()`.
+    `num_cpus` / `num_gpus`: Ray resources each actor holds (a vLLM actor needs a GPU; torch in
+    an actor runs `num_cpus` threads, see `agentmeta.models.threads`). `env`: environment of the
+    actors, added to the driver's `AGENTMETA_*`, `OPENAI_*` and offline variables.
+    `model_options`: keyword arguments the actors pass to `get_model` with the model's spec (e.g.
+    `base_url` of a `vllm serve` endpoint). `max_restarts`: replacement actors started over the
+    executor's life when actors die. Actors start on first use and live until `close()`.
     """
 
     name = "ray"
@@ -230,7 +231,8 @@ class RayExecutor(Executor):
         self.actors = actors
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
-        self.env = {**_forwarded_env(), **(env or {})}
+        # torch in each actor keeps to the CPUs it holds (actors sharing a node do not oversubscribe it)
+        self.env = {**_forwarded_env(), **threads.worker_env(int(num_cpus)), **(env or {})}
         self.model_options = dict(model_options or {})
         self.max_restarts = max_restarts
         self.start_timeout_s = start_timeout_s

@@ -24,6 +24,7 @@ from typing import Any
 
 from agentmeta import config
 from agentmeta.errors import ModelLoadError, ModelRequestError, require
+from agentmeta.models import threads
 from agentmeta.models.base import Provider
 from agentmeta.models.engine import Engine, Job, Row, tune_for_cpu
 from agentmeta.models.fingerprint import check_unchanged, digest, load_fingerprint
@@ -142,6 +143,7 @@ class HFProvider(Provider):
         self.adapter = adapter
         self.max_batch = max_batch
         torch = _torch()
+        threads.apply(torch)
         transformers = require("transformers", "pip install transformers", "transformers")
         local = Path(model_id).expanduser()
         kwargs: dict[str, Any] = {}
