@@ -250,7 +250,9 @@ def test_calls_are_shrunk_to_the_time_left_then_not_started():
     assert run.tokens_for(192) == 192  # no speed measured yet
     run.record(GenerateResponse(texts=["x"], completion_tokens=[10], latency_s=1.0))  # 10 tokens/s
     assert 85 <= run.tokens_for(192) <= 100  # ~10 s left at 10 tokens/s
-    run.start -= 9.5  # 0.5 s left: 5 tokens fit, fewer than a useful call
+    run.record(GenerateResponse(texts=["x"], completion_tokens=[10], latency_s=2.0))  # the last: 5/s
+    assert 40 <= run.tokens_for(192) <= 50  # a longer prompt made the last call slower: its speed counts
+    run.start -= 9.5  # 0.5 s left: 2 tokens fit, fewer than a useful call
     with pytest.raises(_OutOfBudget):
         run.tokens_for(192)
     assert run.out_of == "time"
