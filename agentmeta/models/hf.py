@@ -135,7 +135,7 @@ class HFProvider(Provider):
         adapter: str | None = None,
         device: str | None = None,
         dtype: str | None = None,
-        max_batch: int = 16,
+        max_batch: int = 32,
     ) -> None:
         super().__init__()
         self.spec = f"hf/{model_id}"
