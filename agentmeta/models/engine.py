@@ -243,7 +243,6 @@ class Engine:
         self._heads: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self._closed = False
         self.prefills = 0
         """Prefill passes run (one per admitted group of prompts)."""
         self.head_hits = 0
@@ -251,8 +250,6 @@ class Engine:
 
     # -- callers ---------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        if self._closed:
-            raise ModelCallError(f"{self.p.spec}: the model was closed")
         with self._start_lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="agentmeta-decode", daemon=True)
@@ -260,10 +257,15 @@ class Engine:
         self._waiting.put(job)
 
     def close(self) -> None:
-        self._closed = True
-        self._waiting.put(None)
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        """Stop the decode thread (requests still queued or decoding fail with ModelCallError);
+        a later request starts it again."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+            if thread is None or not thread.is_alive():
+                return
+            self._waiting.put(None)
+        if thread is not threading.current_thread():
+            thread.join(timeout=10)
 
     # -- the decode thread -----------------------------------------------------------------
     def _run(self) -> None:
@@ -343,11 +345,16 @@ class Engine:
             distinct.setdefault(tuple(r.prompt_ids), len(distinct))
         prompts = list(distinct)
         groups: dict[tuple[int, ...] | None, list[int]] = {}
+        heads: dict[tuple[int, ...], list[tuple[Any, Any]]] = {}  # held here: the LRU may drop one
         for i, prompt in enumerate(prompts):
-            groups.setdefault(self._head_for(prompt, prompts), []).append(i)
+            head = self._head_for(prompt, prompts)
+            if head is not None:
+                heads[head] = self._heads[head]
+            groups.setdefault(head, []).append(i)
         parts: list[tuple[list[int], _Batch]] = []
         for head, members in groups.items():
-            parts.append((members, self._prefill([prompts[i] for i in members], head)))
+            kv = heads[head] if head is not None else None
+            parts.append((members, self._prefill([prompts[i] for i in members], head, kv)))
         batch = parts[0][1]
         order = list(parts[0][0])
         for members, part in parts[1:]:
@@ -403,7 +410,9 @@ class Engine:
         self.prefills += 1
         return [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
 
-    def _prefill(self, prompts: list[tuple[int, ...]], head: tuple[int, ...] | None) -> _Batch:
+    def _prefill(
+        self, prompts: list[tuple[int, ...]], head: tuple[int, ...] | None, kv: list[tuple[Any, Any]] | None
+    ) -> _Batch:
         torch = _torch()
         dev = self.p.device
         b = len(prompts)
@@ -420,8 +429,8 @@ class Engine:
             mask[k, start + width - n :] = 1
             positions[k, width - n :] = torch.arange(start, start + n)
         cache = self._new_cache()
-        if head is not None:
-            for layer, (k, v) in zip(cache.layers, self._heads[head], strict=True):
+        if head is not None and kv is not None:
+            for layer, (k, v) in zip(cache.layers, kv, strict=True):
                 layer.load(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
             self.head_hits += start * b
         mask, ids, positions = mask.to(dev), ids.to(dev), positions.to(dev)

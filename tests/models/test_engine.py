@@ -131,3 +131,35 @@ def test_many_threads_each_get_their_own_answer(embedded):
     for t in threads:
         t.join()
     assert out == alone
+
+
+def test_more_new_prompt_heads_at_once_than_the_head_cache_keeps(embedded, monkeypatch):
+    from agentmeta.models import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "HEAD_CACHE", 1)
+    systems = [
+        f"You are assistant number {i}. " + "Answer briefly and politely, in plain words. " * 3
+        for i in range(3)
+    ]
+    reqs = [
+        GenerateRequest.build(
+            [{"role": "system", "content": s}, {"role": "user", "content": q}], max_tokens=6
+        )
+        for s in systems
+        for q in ("Name a color.", "Name an animal.")
+    ]
+    hits = embedded.provider.engine.head_hits
+    together = [r.text for r in embedded.generate_many(reqs)]
+    assert embedded.provider.engine.head_hits > hits  # each pair shared its own head
+    assert together == [embedded.generate(r).text for r in reqs]
+
+
+def test_a_closed_model_fails_what_it_was_decoding_and_serves_again_afterwards(embedded):
+    provider = embedded.provider
+    steps = provider.backend_steps
+    running = provider.submit(_request(REFERENCE[9], max_tokens=200))
+    _wait(lambda: provider.backend_steps >= steps + 3)
+    provider.close()
+    with pytest.raises(ModelCallError, match="closed"):
+        running.result(timeout=60)
+    assert embedded.generate(_request(REFERENCE[0])).text == REFERENCE[0]["text"]
