@@ -311,6 +311,10 @@ class Conductor:
                 if final is not None and not calls:
                     return self._result(run, final, rnd)
                 if not calls:
+                    previous = [t.content for t in run.transcript if t.role == "conductor"][-2:-1]
+                    if previous == [text]:  # the reminder changed nothing: it would go on repeating
+                        why = f"the conductor repeated its message of round {rnd - 1} word for word"
+                        return self._unfinished(run, rnd, why)
                     reminder = (
                         "Please call an expert (Expert <Name>: followed by the instruction in triple "
                         "quotes) or give the >> FINAL ANSWER: in triple quotes."

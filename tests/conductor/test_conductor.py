@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -78,6 +79,16 @@ def test_malformed_output_gets_a_reminder_then_recovers():
     assert r.answer == "7" and r.rounds == 2
     assert [t.role for t in r.transcript] == ["conductor", "system", "conductor"]
     assert "Expert <Name>" in seen[-1].messages[-1].content
+
+
+def test_a_conductor_repeating_itself_after_the_reminder_is_stopped():
+    model, seen = scripted(["12*13 = 196. The plan is to check it."] * 5)
+    r = Conductor(model, max_rounds=5).run("task")
+    assert not r.finished and r.rounds == 2 and len(seen) == 2
+    assert "repeated its message of round 1 word for word" in r.note
+    assert r.answer == "12*13 = 196. The plan is to check it."
+    model, _ = scripted(["I think it is big.", "Maybe it is 7.", f">> FINAL ANSWER:\n{Q3}7{Q3}"])
+    assert Conductor(model).run("task").answer == "7"  # a new message each round goes on
 
 
 def test_round_limit_returns_best_available_and_says_so():
@@ -214,12 +225,14 @@ def test_python_expert_code_call_stops_after_its_code_block():
 
 # -- budgets -----------------------------------------------------------------------------------
 def slow_rambler(delay_s: float = 0.05, expert=None):
-    """A conductor that never calls an expert nor answers, each call taking `delay_s`."""
+    """A conductor that never calls an expert nor answers (a new message each time, so only a
+    budget stops it), each call taking `delay_s`."""
     words = " ".join(["thinking"] * 40)
+    turns = itertools.count(1)
 
     def answer(req):
         if req.messages[0].content.startswith("You are Meta-Expert"):
-            return f"I am still {words}"
+            return f"I am still {words} ({next(turns)})"
         return expert(req) if expert else "expert says 156"
 
     return get_model("mock", outputs=answer, delay_s=delay_s)
