@@ -381,7 +381,7 @@ class Engine:
             return best
         shared = 0
         for other in others:
-            if other is prompt or other == prompt:
+            if other == prompt:
                 continue
             n = 0
             for a, b in zip(prompt, other, strict=False):
@@ -439,10 +439,11 @@ class Engine:
         pos = torch.tensor([len(p) for p in prompts], dtype=torch.long, device=dev)
         return _Batch(rows=[], layers=list(cache.layers), mask=mask, pos=pos, logits=logits)
 
-    def _new_cache(self) -> Any:
+    def _new_cache(self, layers: list[Any] | None = None) -> Any:
+        """A cache over `layers` (the running batch's), or over empty ones."""
         from transformers.cache_utils import Cache
 
-        return Cache(layers=[slot_layer() for _ in range(self.n_layers)])
+        return Cache(layers=layers if layers is not None else [slot_layer() for _ in range(self.n_layers)])
 
     def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
         out = self.p.model(
@@ -524,8 +525,7 @@ class Engine:
             idx = torch.tensor(keep, device=dev)
             batch = self._select(batch, idx, [batch.rows[k] for k in keep])
             chosen = [chosen[k] for k in keep]
-        cache = self._new_cache()
-        cache.layers = batch.layers
+        cache = self._new_cache(batch.layers)
         mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=1)
         step_ids = torch.tensor(chosen, dtype=torch.long, device=dev).unsqueeze(1)
         batch.logits = self._forward(step_ids, mask, batch.pos.unsqueeze(1), cache)

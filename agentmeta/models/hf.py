@@ -1,8 +1,9 @@
 """transformers backend: the embedded default (SmolLM2-135M from a GGUF) and any `hf/<model>`.
 
-Generation is a small decode loop of our own rather than `model.generate`, so that one padded
-batch can mix requests with different temperatures, top-p, lengths, stop strings, seeds and
-JSON schemas (constrained decoding with xgrammar), which is what the batcher hands us.
+Generation is a decode loop of our own rather than `model.generate` (`agentmeta.models.engine`:
+continuous batching), so that one batch can mix requests with different temperatures, top-p,
+lengths, stop strings, seeds and JSON schemas (constrained decoding with xgrammar); this module
+loads the model and prepares, samples and finishes each request's rows.
 """
 
 from __future__ import annotations
