@@ -2,29 +2,23 @@
 
 One decode thread per loaded model runs every caller's completions in one batch:
 
-- a request joins at the next decode step (its prompt is prefilled and its rows put into the
+- a request joins at the next decode step (its prompt is prefilled and its rows merged into the
   running batch), and a finished row leaves at once, so nobody waits for the longest completion
-  of someone else's batch. A finished row's slot is kept for a new request for a couple of steps
-  (`FREE_SLOT_STEPS`): one that arrives takes it by copying only its own cache; otherwise the
-  batch is compacted;
+  of someone else's batch;
 - the key/value cache lives in preallocated buffers (`SlotLayer`): a decode step writes one
   column instead of copying the whole cache, as transformers' growing cache does;
 - prompt heads shared by several requests (system prompt, instructions, demonstrations) are
   prefilled once and kept in a small LRU (`HEAD_CACHE`); the n samples of one prompt share one
   prefill;
-- only the last prompt position goes through the output layer;
-- on CPU, linear layers run through oneDNN over weights packed once at load, with the q/k/v and
-  gate/up projections packed together so each runs as one GEMM (`tune_for_cpu`).
+- only the last prompt position goes through the output layer.
 
 Each row keeps its own sampling settings, seeded generator, stop strings and JSON-schema matcher,
 so batching never changes what a request asks for. Greedy outputs equal those of the static
-batches this replaced (tests/models/test_engine.py checks them against recorded outputs; the
-packed kernels round differently in the last bits, not enough to change those completions).
+batches this replaced (tests/models/test_engine.py checks them against recorded outputs).
 
 The layout of one batch: rows x columns, every row right-aligned at the last column; a row's
 columns before its first token are masked out (attention mask 0); positions are explicit per row,
-so merging two batches only pads the narrower on the left, and a new row fits a finished row's
-slot when its prompt is no wider than the batch.
+so merging two batches only pads the narrower on the left.
 
 Models whose cache is not one full-attention layer per block (sliding windows, linear attention)
 run in static batches instead (`static_decode`): correct, without the gains above.
@@ -53,10 +47,6 @@ HEAD_CACHE = 8
 """How many prompt heads are kept (least recently used dropped first)."""
 SPARE_COLUMNS = 128
 """Cache columns allocated ahead so decode steps append in place."""
-FREE_SLOT_STEPS = 2
-"""Decode steps a finished row's slot waits for a new request (which then takes it by copying only
-its own cache) before the batch is compacted (a copy of every row's cache, about ten times the
-cost of decoding one idle row for a step here)."""
 
 
 def _torch() -> Any:
@@ -80,8 +70,6 @@ class Row:
     tokens: list[int] = field(default_factory=list)
     text: str | None = None
     finish: FinishReason | None = None
-    finished_at: int = 0
-    """The engine's step count when the row finished."""
 
 
 @dataclass
@@ -182,11 +170,6 @@ class _Batch:
     def width(self) -> int:
         return int(self.mask.shape[1])
 
-    @property
-    def live(self) -> int:
-        """Rows still decoding (finished rows keep their slot until it is reused or compacted)."""
-        return sum(r.finish is None for r in self.rows)
-
 
 SMALL_ROWS = 64
 """Up to this many rows, a linear layer on CPU runs as `W @ x.T`, transposed back."""
@@ -222,133 +205,18 @@ def _small_rows_linear(self: Any, x: Any) -> Any:
     return F.linear(x, self.weight, self.bias)
 
 
-PACK_ROWS = 16
-"""The row count oneDNN lays packed weights out for (they serve any count; this one is the decode batch's)."""
-PACK_BUDGET_BYTES = 4 << 30
-"""Packing copies the linear layers' weights; models with more linear weight than this keep one copy."""
-FUSED_SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
-"""Linear layers of one module that the model calls on the same input, one after the other:
-packed as one weight, they run as one GEMM (10-20% less time than three or two here)."""
-
-
-def _onednn_linear(x: Any, packed: Any, bias: Any) -> Any:
-    return _torch().ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
-
-
-def _inference(self: Any, x: Any) -> bool:
-    return not _torch().is_grad_enabled() and x.dtype == self.weight.dtype and x.device.type == "cpu"
-
-
-def _packed_linear(self: Any, x: Any) -> Any:
-    """`nn.Linear.forward` through oneDNN over the weight packed once at load: faster than MKL's
-    GEMM for the few rows of a decode step here and for a prefill's tens of rows, as fast for
-    hundreds. With gradients on, the plain forward runs."""
-    import torch.nn.functional as F
-
-    if not _inference(self, x):
-        return F.linear(x, self.weight, self.bias)
-    return _onednn_linear(x, self._agentmeta_packed, self.bias)
-
-
-class _FusedLinears:
-    """Sibling linear layers (`FUSED_SIBLINGS`) packed as one: the first member called on an input
-    runs the GEMM for all of them, each member takes its columns of that output once (a member
-    called again, or on another input, runs the GEMM again). The model runs on one thread at a
-    time (the engine's decode thread)."""
-
-    def __init__(self, members: list[Any]) -> None:
-        torch = _torch()
-        self.packed = _pack(torch.cat([m.weight.detach() for m in members]))
-        biases = [m.bias for m in members]
-        self.bias = None if biases[0] is None else torch.cat([b.detach() for b in biases])
-        self.spans: dict[int, tuple[int, int]] = {}
-        start = 0
-        for m in members:
-            self.spans[id(m)] = (start, start + m.weight.shape[0])
-            start += m.weight.shape[0]
-        self.input: Any = None
-        self.output: Any = None
-        self.waiting: set[int] = set()  # members that have not taken their part of `output`
-
-    def forward(self, member: Any, x: Any) -> Any:
-        import torch.nn.functional as F
-
-        if not _inference(member, x):
-            return F.linear(x, member.weight, member.bias)
-        key = id(member)
-        if self.input is not x or key not in self.waiting:
-            self.input, self.output = x, _onednn_linear(x, self.packed, self.bias)
-            self.waiting = set(self.spans)
-        self.waiting.discard(key)
-        out = self.output
-        if not self.waiting:
-            self.input = self.output = None
-        a, b = self.spans[key]
-        return out[..., a:b]
-
-
-def _fused_groups(model: Any, linears: list[Any]) -> list[list[Any]]:
-    plain = {id(m) for m in linears}
-    groups = []
-    for module in model.modules():
-        for names in FUSED_SIBLINGS:
-            members = [getattr(module, n, None) for n in names]
-            if (
-                all(m is not None and id(m) in plain for m in members)
-                and len({m.in_features for m in members}) == 1
-                and len({m.bias is None for m in members}) == 1
-            ):
-                groups.append(members)
-    return groups
-
-
-def _pack(weight: Any) -> Any:
-    return _torch().ops.mkldnn._reorder_linear_weight(weight.detach(), PACK_ROWS)
-
-
-def packing_works() -> bool:
-    """Whether this torch has oneDNN's packed linear and it agrees with `F.linear` on a probe."""
-    torch = _torch()
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return False
-        gen = torch.Generator().manual_seed(0)
-        w = torch.randn(24, 40, generator=gen)
-        x = torch.randn(3, 40, generator=gen)
-        with torch.inference_mode():
-            got = _onednn_linear(x, _pack(w), None)
-        return bool(torch.allclose(got, x @ w.t(), rtol=1e-4, atol=1e-5))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def tune_for_cpu(model: Any) -> str:
+def tune_for_cpu(model: Any) -> int:
     """Give the model's plain linear layers (not subclasses: LoRA wrappers keep theirs and call
-    the base layer) a faster forward for CPU inference: oneDNN over weights packed once (siblings
-    fed the same input packed together), where the weights are float32, oneDNN works and the copy
-    fits `PACK_BUDGET_BYTES`; else MKL's GEMM oriented for few rows. The weights must not change
-    afterwards (the packed copies would not follow). Returns which: "onednn-packed" or "small-rows"."""
+    the base layer) the small-rows forward; the number of layers changed."""
     import types
 
     torch = _torch()
-    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
-    size = sum(m.weight.numel() * m.weight.element_size() for m in linears)
-    fp32 = all(m.weight.dtype == torch.float32 for m in linears)
-    if fp32 and size <= PACK_BUDGET_BYTES and packing_works():
-        fused: set[int] = set()
-        for members in _fused_groups(model, linears):
-            group = _FusedLinears(members)
-            for m in members:
-                m.forward = types.MethodType(group.forward, m)
-                fused.add(id(m))
-        for module in linears:
-            if id(module) not in fused:
-                module._agentmeta_packed = _pack(module.weight)
-                module.forward = types.MethodType(_packed_linear, module)
-        return "onednn-packed"
-    for module in linears:
-        module.forward = types.MethodType(_small_rows_linear, module)
-    return "small-rows"
+    n = 0
+    for module in model.modules():
+        if type(module) is torch.nn.Linear:
+            module.forward = types.MethodType(_small_rows_linear, module)
+            n += 1
+    return n
 
 
 def supports_continuous(model: Any) -> bool:
@@ -384,12 +252,6 @@ class Engine:
         self._heads: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
-        self.steps = 0
-        """Decode steps run."""
-        self.slot_reuses = 0
-        """New rows placed into finished rows' slots (no copy of the batch)."""
-        self.compactions = 0
-        """Batches compacted to drop finished rows (a copy of the batch)."""
         self.prefills = 0
         """Prefill passes run (one per admitted group of prompts)."""
         self.head_hits = 0
@@ -431,14 +293,12 @@ class Engine:
                     rows, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
                     self._guard(rows, self._static, rows)
                     continue
-                room = self.max_batch - (batch.live if batch else 0)
+                room = self.max_batch - (len(batch.rows) if batch else 0)
                 if room > 0 and self._pending:
                     rows, self._pending = self._pending[:room], self._pending[room:]
                     new = self._guard(rows, self._admit, rows)
-                    if new is not None and batch is not None:
-                        new = self._guard(batch.rows + new.rows, self._place, batch, new)
                     if new is not None:
-                        batch = new
+                        batch = new if batch is None else self._merge(batch, new)
                 if batch is None:
                     continue
                 batch = self._guard(batch.rows, self._step, batch)
@@ -659,31 +519,23 @@ class Engine:
 
     # -- decoding --------------------------------------------------------------------------
     def _step(self, batch: _Batch) -> _Batch | None:
-        """Choose every live row's next token; one forward pass for the batch. A finished row keeps
-        its slot (decoding padding, its output unused) until a new request takes the slot
-        (`_place`), or for `FREE_SLOT_STEPS` steps, when the batch is compacted (one copy)."""
+        """Choose every row's next token; finished rows leave; one forward pass for the rest."""
         torch = _torch()
         chosen = self.p.choose(batch.rows, batch.logits)
-        live: list[int] = []
+        keep: list[int] = []
         for k, r in enumerate(batch.rows):
+            self.p.advance(r, chosen[k])
             if r.finish is None:
-                self.p.advance(r, chosen[k])
-                if r.finish is None:
-                    live.append(k)
-                    continue
-                r.finished_at = self.steps
+                keep.append(k)
+            else:
                 self._finish(r)
-            chosen[k] = self.p.pad_id
-        if not live:
+        if not keep:
             return None
         dev = self.p.device
-        if any(r.finish is not None and self.steps - r.finished_at >= FREE_SLOT_STEPS for r in batch.rows):
-            idx = torch.tensor(live, device=dev)
-            batch = self._select(batch, idx, [batch.rows[k] for k in live])
-            chosen = [chosen[k] for k in live]
-            self.compactions += 1
-        else:
-            self._trim(batch, live)
+        if len(keep) < len(batch.rows):
+            idx = torch.tensor(keep, device=dev)
+            batch = self._select(batch, idx, [batch.rows[k] for k in keep])
+            chosen = [chosen[k] for k in keep]
         cache = self._new_cache(batch.layers)
         mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=1)
         step_ids = torch.tensor(chosen, dtype=torch.long, device=dev).unsqueeze(1)
@@ -691,50 +543,7 @@ class Engine:
         batch.mask = mask
         batch.pos = batch.pos + 1
         self.p.backend_steps += 1
-        self.steps += 1
         return batch
-
-    def _trim(self, batch: _Batch, live: list[int]) -> None:
-        """Drop the leading columns no live row uses, without copying (the layers' views move on)."""
-        used = batch.mask[live].any(dim=0).nonzero()
-        first = int(used[0]) if used.numel() else 0
-        if first == 0:
-            return
-        batch.mask = batch.mask[:, first:]
-        for layer in batch.layers:
-            layer.start += first
-            layer._view(layer.width - first)
-
-    def _place(self, batch: _Batch, new: _Batch) -> _Batch:
-        """`new`'s rows in `batch`: into finished rows' slots where they fit the batch's width
-        (copying only the new rows), the rest merged (`_merge`, one copy of everything)."""
-        torch = _torch()
-        free = [k for k, r in enumerate(batch.rows) if r.finish is not None]
-        w, wn = batch.width, new.width
-        if not free or wn > w:
-            if free:
-                live = [k for k, r in enumerate(batch.rows) if r.finish is None]
-                batch = self._select(batch, torch.tensor(live, device=self.p.device), [batch.rows[k] for k in live])
-            return self._merge(batch, new)
-        take = min(len(free), len(new.rows))
-        slots = torch.tensor(free[:take], device=self.p.device)
-        for old, add in zip(batch.layers, new.layers, strict=True):
-            for buf, src in ((old.keys, add.keys), (old.values, add.values)):
-                block = src.new_zeros((take, src.shape[1], w, src.shape[3]))
-                block[:, :, w - wn :] = src[:take]
-                buf.index_copy_(0, slots, block)
-        mask = new.mask.new_zeros((take, w))
-        mask[:, w - wn :] = new.mask[:take]
-        batch.mask = batch.mask.index_copy(0, slots, mask)
-        batch.pos = batch.pos.index_copy(0, slots, new.pos[:take])
-        batch.logits = batch.logits.index_copy(0, slots, new.logits[:take])
-        for j, k in enumerate(free[:take]):
-            batch.rows[k] = new.rows[j]
-        self.slot_reuses += take
-        if take == len(new.rows):
-            return batch
-        rest = torch.arange(take, len(new.rows), device=self.p.device)
-        return self._merge(batch, self._select(new, rest, new.rows[take:]))
 
     def _static(self, rows: list[Row]) -> None:
         """A static batch for models `SlotLayer` cannot hold: decode until every row finishes."""

@@ -179,7 +179,8 @@ class HFProvider(Provider):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
         self.model.eval()
-        self.linear_kernel = tune_for_cpu(self.model) if self.device == "cpu" else "default"
+        if self.device == "cpu":
+            tune_for_cpu(self.model)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.pad_id = int(self.tokenizer.pad_token_id)
@@ -203,7 +204,6 @@ class HFProvider(Provider):
             "model_class": type(self.model).__name__,
             "dtype": str(getattr(self.model, "dtype", dtype)),
             "device": str(self.device),
-            "linear": self.linear_kernel,
         }
         """Engine settings that change outputs, part of the cache identity."""
         self._identity = "hf:" + digest({"files": files, "engine": self.settings})

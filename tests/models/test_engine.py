@@ -163,32 +163,3 @@ def test_a_closed_model_fails_what_it_was_decoding_and_serves_again_afterwards(e
     with pytest.raises(ModelCallError, match="closed"):
         running.result(timeout=60)
     assert embedded.generate(_request(REFERENCE[0])).text == REFERENCE[0]["text"]
-
-
-def test_a_finished_rows_slot_is_taken_by_the_next_request(embedded, monkeypatch):
-    from agentmeta.models import engine as engine_module
-
-    provider = embedded.provider
-    engine = provider.engine
-    monkeypatch.setattr(engine_module, "FREE_SLOT_STEPS", 10_000)  # the slot waits for the next request
-    long_item = REFERENCE[9]
-    steps = provider.backend_steps
-    long_future = provider.submit(_request(long_item, max_tokens=200))
-    _wait(lambda: provider.backend_steps >= steps + 40)  # the batch is now wider than the prompts below
-    reuses, compactions = engine.slot_reuses, engine.compactions
-    for item in (REFERENCE[0], REFERENCE[2], REFERENCE[6]):  # each joins, finishes, leaves its slot
-        assert provider.submit(_request(item)).result(timeout=300).text == item["text"]
-    assert not long_future.done()
-    assert engine.slot_reuses - reuses >= 2 and engine.compactions == compactions
-    assert long_future.result(timeout=600).text.startswith(long_item["text"])
-
-
-def test_finished_rows_are_compacted_away_when_no_request_takes_their_slots(embedded, monkeypatch):
-    from agentmeta.models import engine as engine_module
-
-    engine = embedded.provider.engine
-    monkeypatch.setattr(engine_module, "FREE_SLOT_STEPS", 0)
-    compactions = engine.compactions
-    got = embedded.generate_many([_request(item) for item in REFERENCE[:4]])
-    assert [g.text for g in got] == [item["text"] for item in REFERENCE[:4]]
-    assert engine.compactions - compactions >= 2  # the rows finish at three different steps
