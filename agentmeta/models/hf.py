@@ -101,11 +101,12 @@ def ensure_dense_copy() -> Path:
 
 @contextlib.contextmanager
 def peft_quiet() -> Iterator[None]:
-    """Silence the deprecation peft triggers on every wrap of a model (it still calls
-    transformers' `is_gradient_checkpointing`, deprecated for `is_activation_checkpointing`):
-    not ours to fix and not the user's, so it must not reach their terminal."""
+    """Silence the deprecations peft and TRL trigger in transformers: peft calls
+    `is_gradient_checkpointing` on every wrap of a model, TRL's configs read the
+    `gradient_checkpointing` argument (both deprecated for `*activation_checkpointing`). Not ours
+    to fix and not the user's, so they must not reach their terminal."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
         yield
 
 

@@ -243,8 +243,11 @@ def trainer_args(
         kwargs.update(use_cpu=True, bf16=False, fp16=False)
         if kwargs.pop("use_vllm", False):
             log.warning("use_vllm needs a CUDA GPU; generating with transformers instead")
+    from agentmeta.models.hf import peft_quiet
+
     try:
-        return config_cls(**kwargs)
+        with peft_quiet():
+            return config_cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"invalid {config_cls.__name__} settings: {str(e).splitlines()[0]}") from e
 
@@ -519,7 +522,7 @@ def run_loop(
                 callbacks=[timer, *(callbacks or [])],
                 **algo.trainer_extra(),
             )
-        quiet(trainer).train()
+            quiet(trainer).train()
         info = AdapterInfo(
             loop=config.loop,
             base_model=base,

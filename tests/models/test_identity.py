@@ -62,10 +62,13 @@ def _save(folder: Path, seed: int, **save_kwargs: object) -> Path:
 def _save_adapter(base: Path, folder: Path, seed: int) -> None:
     from peft import LoraConfig, get_peft_model
 
+    from agentmeta.models.hf import peft_quiet
+
     model = transformers.LlamaForCausalLM.from_pretrained(base)
     torch.manual_seed(seed)  # init_lora_weights=False: both LoRA matrices random, so the adapter acts
     lora = LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, lora).save_pretrained(folder)
+    with peft_quiet():
+        get_peft_model(model, lora).save_pretrained(folder)
 
 
 def _same_stat(folder: Path, stats: dict[str, os.stat_result]) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.embedded
+# training runs in the user's terminal: no deprecation warning from transformers, peft or TRL
+pytestmark = [pytest.mark.embedded, pytest.mark.filterwarnings("error::FutureWarning")]
 
 PROBE = "Spell this word backward: orange"
 

@@ -18,6 +18,8 @@ from agentmeta.train.common import load_settings, resolve_base, staged_output
 from agentmeta.train.grpo import ConductorReward, SuiteReward, build_rewards, format_reward, grpo_prompt
 from agentmeta.train.metaicl import KShotAgent, build_episodes, fit_episode, format_prompt
 
+pytestmark = pytest.mark.filterwarnings("error::FutureWarning")  # TRL configs built without one
+
 
 def words(prompt: str, completion: str) -> int:
     return len((prompt + " " + completion).split())
