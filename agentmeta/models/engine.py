@@ -96,13 +96,12 @@ def _slot_layer_class() -> type:
     class SlotLayer(DynamicLayer):
         """A full-attention cache layer over a preallocated buffer: `update` writes the new
         columns in place and hands the model a view, instead of concatenating a new tensor.
-        The layer's columns are `start` to `start + width` of the buffer."""
+        The layer's columns are the first `width` of the buffer."""
 
         def __init__(self) -> None:
             super().__init__()
             self.kbuf: Any = None
             self.vbuf: Any = None
-            self.start = 0
             self.width = 0
 
         def load(self, keys: Any, values: Any, spare: int = SPARE_COLUMNS) -> None:
@@ -112,19 +111,19 @@ def _slot_layer_class() -> type:
             vbuf = values.new_empty((b, h, w + spare, d))
             kbuf[:, :, :w] = keys
             vbuf[:, :, :w] = values
-            self.adopt(kbuf, vbuf, 0, w)
+            self.adopt(kbuf, vbuf, w)
 
-        def adopt(self, kbuf: Any, vbuf: Any, start: int, width: int) -> None:
-            """Take buffers whose columns `start` to `start + width` hold this layer's cache."""
-            self.kbuf, self.vbuf, self.start = kbuf, vbuf, start
+        def adopt(self, kbuf: Any, vbuf: Any, width: int) -> None:
+            """Take buffers whose first `width` columns hold this layer's cache (the rest spare)."""
+            self.kbuf, self.vbuf = kbuf, vbuf
             self._view(width)
             self.device = kbuf.device
             self.is_initialized = True
 
         def _view(self, w: int) -> None:
             self.width = w
-            self.keys = self.kbuf[:, :, self.start : self.start + w]
-            self.values = self.vbuf[:, :, self.start : self.start + w]
+            self.keys = self.kbuf[:, :, :w]
+            self.values = self.vbuf[:, :, :w]
 
         def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
             if self.kbuf is None:
@@ -132,11 +131,10 @@ def _slot_layer_class() -> type:
                 return self.keys, self.values
             n = key_states.shape[-2]
             w = self.width + n
-            if self.start + w > self.kbuf.shape[-2]:
+            if w > self.kbuf.shape[-2]:
                 self.load(self.keys, self.values, spare=max(SPARE_COLUMNS, w // 2) + n)
-            end = self.start + self.width
-            self.kbuf[:, :, end : end + n] = key_states
-            self.vbuf[:, :, end : end + n] = value_states
+            self.kbuf[:, :, self.width : w] = key_states
+            self.vbuf[:, :, self.width : w] = value_states
             self._view(w)
             return self.keys, self.values
 
@@ -482,7 +480,7 @@ class Engine:
             values[:na, :, w - a.width : w] = la.values
             values[na:, :, w - b.width : w] = lb.values
             layer = slot_layer()
-            layer.adopt(keys, values, 0, w)
+            layer.adopt(keys, values, w)
             layers.append(layer)
         mask = a.mask.new_zeros((na + b.mask.shape[0], w))
         mask[:na, w - a.width :] = a.mask
@@ -504,9 +502,9 @@ class Engine:
         mask = mask[:, first:]
         layers = []
         for old in batch.layers:
-            layer = slot_layer()
+            layer = slot_layer()  # the selected rows' columns from `first` on, spare ones included
             layer.adopt(
-                old.kbuf.index_select(0, idx), old.vbuf.index_select(0, idx), old.start + first, old.width - first
+                old.kbuf[:, :, first:].index_select(0, idx), old.vbuf[:, :, first:].index_select(0, idx), old.width - first
             )
             layers.append(layer)
         return _Batch(
