@@ -148,9 +148,15 @@ def test_more_new_prompt_heads_at_once_than_the_head_cache_keeps(embedded, monke
         for s in systems
         for q in ("Name a color.", "Name an animal.")
     ]
-    hits = embedded.provider.engine.head_hits
-    together = [r.text for r in embedded.generate_many(reqs)]
-    assert embedded.provider.engine.head_hits > hits  # each pair shared its own head
+    provider = embedded.provider
+    steps = provider.backend_steps
+    busy = provider.submit(_request(REFERENCE[9], max_tokens=120))
+    _wait(lambda: provider.backend_steps >= steps + 2)
+    hits = provider.engine.head_hits
+    # queued at once while a step runs, so the six are admitted together (not one by one)
+    together = [r.text for r in provider.generate_batch(reqs)]
+    busy.result(timeout=600)
+    assert provider.engine.head_hits > hits  # each pair shared its own head
     assert together == [embedded.generate(r).text for r in reqs]
 
 
