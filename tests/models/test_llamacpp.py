@@ -1,0 +1,169 @@
+"""The `llamacpp` provider on the embedded model's own GGUF (llama.cpp built from source, real model).
+
+Skipped where llama-cpp-python is not installed; CI installs it and sets AGENTMETA_REQUIRE_LLAMACPP=1.
+
+Checks what callers rely on: greedy outputs do not depend on what else is decoding, seeded samples
+repeat, stop strings, token limits and JSON schemas hold, errors are one clear line, and requests
+from many threads share the decode steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+try:
+    import llama_cpp  # noqa: F401
+except ImportError:
+    if os.environ.get("AGENTMETA_REQUIRE_LLAMACPP") == "1":
+        raise
+    pytest.skip("llama-cpp-python is not installed (the llamacpp extra, see the README)", allow_module_level=True)
+
+from agentmeta.errors import ModelCallError, ModelLoadError, ModelRequestError  # noqa: E402
+from agentmeta.models import get_model  # noqa: E402
+from agentmeta.models.llamacpp import LlamaCppProvider, parse_spec  # noqa: E402
+
+pytestmark = pytest.mark.embedded
+
+QUESTIONS = [f"What is {a} * {b}? Think step by step." for a, b in [(3, 11), (17, 23), (6, 45), (12, 13), (9, 71)]]
+
+
+@pytest.fixture(scope="module")
+def lcpp():
+    model = get_model("llamacpp", cache=False, shared=False, max_batch=8)
+    yield model
+    model.close()
+
+
+def test_greedy_outputs_do_not_depend_on_what_else_is_decoding(lcpp):
+    alone = [lcpp.generate(q, max_tokens=48).text for q in QUESTIONS]
+    assert all(alone) and len(set(alone)) == len(alone)
+    others = [f"Write a sentence about the number {i}." for i in range(7)]
+    with ThreadPoolExecutor(12) as pool:  # more callers than sequences: some wait for a free one
+        together = list(pool.map(lambda q: lcpp.generate(q, max_tokens=48).text, others + QUESTIONS))
+    assert together[len(others) :] == alone
+    steps_before = lcpp.provider.backend_steps
+    many = lcpp.generate(QUESTIONS[1], n=3, max_tokens=48)
+    assert many.texts == [alone[1]] * 3
+    assert lcpp.provider.backend_steps - steps_before <= 49  # the three rows decode side by side
+
+
+def test_seeded_samples_repeat_and_seeds_differ(lcpp):
+    kw = {"n": 4, "temperature": 0.9, "top_p": 0.95, "max_tokens": 24}
+    a = lcpp.generate("Name an animal and describe it.", seed=7, **kw)
+    b = lcpp.generate("Name an animal and describe it.", seed=7, **kw)
+    c = lcpp.generate("Name an animal and describe it.", seed=8, **kw)
+    assert a.texts == b.texts
+    assert a.texts != c.texts
+    assert len(set(a.texts)) > 1  # the n samples are not copies of one
+
+
+def test_stop_strings_and_token_limits(lcpp):
+    r = lcpp.generate("Count from 1 to 20, separated by commas.", stop=["7"], max_tokens=80)
+    assert r.finish_reasons == ["stop"]
+    assert "7" not in r.text and "6" in r.text
+    r = lcpp.generate("Write a long story about a dragon.", max_tokens=9)
+    assert r.finish_reasons == ["length"] and r.completion_tokens == [9]
+    assert r.prompt_tokens > 10
+
+
+def test_json_schema_constrains_the_output(lcpp):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    r = lcpp.generate("Describe a person as JSON.", json_schema=schema, max_tokens=80, n=2, temperature=0.7, seed=1)
+    for text in r.texts:
+        value = json.loads(text)
+        assert set(value) == {"name", "age"} and isinstance(value["age"], int)
+
+
+def test_bad_requests_fail_alone_with_one_line(lcpp):
+    with pytest.raises(ModelRequestError, match="prompt has .* tokens"):
+        lcpp.generate("word " * 5000)
+    with pytest.raises(ModelRequestError, match="JSON schema not supported"):
+        lcpp.generate("hi", json_schema={"type": "no-such-type"})
+    assert lcpp.generate(QUESTIONS[0], max_tokens=4).completion_tokens == [4]  # still serving
+
+
+def test_more_completions_than_sequences():
+    model = get_model("llamacpp", cache=False, shared=False, max_batch=2)
+    try:
+        r = model.generate(QUESTIONS[0], n=5, max_tokens=12)
+        assert len(r.texts) == 5 and len(set(r.texts)) == 1
+    finally:
+        model.close()
+    with pytest.raises(ModelCallError, match="closed"):
+        model.generate(QUESTIONS[0], max_tokens=4)
+
+
+def test_llama_cpp_is_built_without_openmp():
+    # the README's build: on llama.cpp's own thread pool, so it does not share (and throttle) the
+    # OpenMP runtime torch uses in the same process
+    import llama_cpp
+
+    assert b"OPENMP = 1" not in llama_cpp.llama_print_system_info()
+
+
+def test_load_errors_and_identity(tmp_path, lcpp):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        LlamaCppProvider(str(tmp_path / "missing.gguf"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"not a gguf")
+    with pytest.raises(ModelLoadError, match="could not load"):
+        LlamaCppProvider(str(bad))
+    ident = lcpp.provider.identity()
+    assert ident.startswith("llamacpp:") and ident != get_model("mock").provider.identity()
+
+
+def test_seeded_calls_are_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGENTMETA_CACHE_DIR", str(tmp_path))
+    model = get_model("llamacpp", shared=False, max_batch=2)
+    try:
+        first = model.generate(QUESTIONS[2], max_tokens=16, seed=3)
+        again = model.generate(QUESTIONS[2], max_tokens=16, seed=3)
+        assert not first.cached and again.cached and again.texts == first.texts
+    finally:
+        model.close()
+
+
+def test_cot_evaluation_runs_on_it(lcpp):
+    from agentmeta.eval import evaluate, load_suite
+
+    suite = load_suite("rg/basic_arithmetic", limit=4)
+    res = evaluate("cot", suite, model=lcpp, concurrency=4, max_tokens=64)
+    assert len(res.records) == 4
+    assert all(rec.completion_tokens > 0 and rec.outcome == "scored" and rec.answer is not None for rec in res.records)
+
+
+def test_spec_forms():
+    assert parse_spec("") == (None, None)
+    assert parse_spec("q8_0") == (None, "q8_0")
+    assert parse_spec("models/x.gguf") == ("models/x.gguf", None)
+    assert parse_spec("models/x.gguf:Q4_K_M") == ("models/x.gguf", "q4_k_m")
+    assert parse_spec("c:/x.gguf") == ("c:/x.gguf", None)
+
+
+def test_a_requantized_copy_is_written_once_and_cached_apart(tmp_path, monkeypatch, lcpp):
+    monkeypatch.setenv("AGENTMETA_MODELS_DIR", str(tmp_path))
+    model = get_model("llamacpp/q8_0", cache=False, shared=False, max_batch=2)
+    try:
+        path = model.provider.path
+        assert path.parent == tmp_path and path.name.endswith(".q8_0.gguf")
+        assert model.spec == "llamacpp/q8_0"
+        assert model.provider.identity() != lcpp.provider.identity()
+        r = model.generate(QUESTIONS[1], max_tokens=24)
+        assert r.completion_tokens[0] > 0 and r.text
+        written = path.stat().st_mtime_ns
+    finally:
+        model.close()
+    again = get_model("llamacpp", quantize="q8_0", cache=False, shared=False, max_batch=1)
+    try:
+        assert again.provider.path == path and path.stat().st_mtime_ns == written  # reused
+        assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
+    finally:
+        again.close()
