@@ -17,6 +17,12 @@ own, 256), `--concurrency` samples at a time (default 16), no call cache:
     server with the messages cot sends (recorded through a mock model), temperature 0, the same
     max_tokens; the reply is scored with the suite's scorer. That is what ADAS's scripts do.
 
+(d) and (e), where llama-cpp-python is installed (`--skip-llamacpp` leaves them out): the same
+    `evaluate` on `llamacpp` (the embedded model's GGUF as shipped: Q4_1 layers, a Q8_0 output
+    layer, in llama.cpp) and on `llamacpp/q8_0` (that GGUF re-quantized to Q8_0 by llama.cpp,
+    whose batched kernels cover Q8_0 but not Q4_1). Their weights differ from the dense copy's,
+    so their outputs, scores and token counts differ too; the table shows them.
+
 The server is started once and warmed up (one request, then C at once: the first request pays
 for the continuous-batching setup) and the embedded model loaded and warmed once (C at once),
 before any timed run. The paths run one at a time, interleaved with the order rotating each
@@ -26,6 +32,7 @@ the repeats), score, completion tokens; and the ratios within each repeat, media
 
     embedded / harness            target >= 2.0
     embedded / agentmeta->server  target >= 1.2
+    (the same two for (d) and (e))
 
 A second table: raw tokens/s of the embedded backend (`Model.generate` of the same model from K
 threads released together, `bench_models.run_callers`) at 1, 8, 16 and 32 concurrent requests of
@@ -67,10 +74,17 @@ PATHS = {
     "a": ("embedded", "(a) agentmeta embedded"),
     "b": ("agentmeta_server", "(b) agentmeta -> transformers serve"),
     "c": ("harness_server", "(c) ADAS-style harness -> serve"),
+    "d": ("embedded_llamacpp", "(d) agentmeta llamacpp (GGUF Q4_1)"),
+    "e": ("embedded_llamacpp_q8_0", "(e) agentmeta llamacpp/q8_0"),
 }
+LLAMACPP = {"d": "llamacpp", "e": "llamacpp/q8_0"}  # path -> model spec
 TARGETS = {  # ratio name: (numerator path, denominator path, target)
     "embedded_vs_harness": ("a", "c", 2.0),
     "embedded_vs_agentmeta_server": ("a", "b", 1.2),
+    "llamacpp_vs_harness": ("d", "c", 2.0),
+    "llamacpp_vs_agentmeta_server": ("d", "b", 1.2),
+    "llamacpp_q8_0_vs_harness": ("e", "c", 2.0),
+    "llamacpp_q8_0_vs_agentmeta_server": ("e", "b", 1.2),
 }
 TOPICS = ["a dragon", "the sea", "a robot", "a city", "a forest", "winter", "a train", "the moon"]
 RAW_SEED = 0
@@ -300,7 +314,10 @@ def main() -> None:
     ap.add_argument(
         "--max-tokens", type=int, default=None, help="completion cap per call (default: cot's own, 256)"
     )
-    ap.add_argument("--skip-server", action="store_true", help="only the embedded path and the raw table")
+    ap.add_argument("--skip-server", action="store_true", help="only the embedded paths and the raw tables")
+    ap.add_argument(
+        "--skip-llamacpp", action="store_true", help="without paths (d) and (e), even if llama-cpp-python is installed"
+    )
     ap.add_argument(
         "--server-kv-blocks",
         type=int,
@@ -339,7 +356,11 @@ def main() -> None:
     sent = record_messages(suite, args.max_tokens)
     max_tokens = sorted({r["max_tokens"] for r in sent.values()})
     dense = str(ensure_dense_copy())
-    keys = ["a"] if args.skip_server else list(PATHS)
+    import importlib.util
+
+    keys = ["a"] if args.skip_server else ["a", "b", "c"]
+    if not args.skip_llamacpp and importlib.util.find_spec("llama_cpp") is not None:
+        keys += ["d", "e"]
 
     t0 = time.perf_counter()
     embedded = get_model("smollm2", cache=False)
@@ -348,6 +369,12 @@ def main() -> None:
 
     run_callers(embedded, [GenerateRequest.build(p, max_tokens=4) for p in warm[:c]])  # full width
     load_s: dict[str, float] = {"embedded": time.perf_counter() - t0}
+    lcpp: dict[str, Any] = {}
+    for key in (k for k in keys if k in LLAMACPP):
+        t0 = time.perf_counter()
+        lcpp[key] = get_model(LLAMACPP[key], cache=False, max_batch=c)
+        run_callers(lcpp[key], [GenerateRequest.build(p, max_tokens=4) for p in warm[:c]])
+        load_s[LLAMACPP[key]] = time.perf_counter() - t0
 
     server: Server | None = None
     server_info: dict[str, Any] = {}
@@ -409,6 +436,8 @@ def main() -> None:
                         server_cpu_during_a.append(after - before)
                 elif key == "b":
                     r = run_eval(served, suite, c, args.max_tokens)
+                elif key in lcpp:
+                    r = run_eval(lcpp[key], suite, c, args.max_tokens)
                 else:
                     r = harness(client, dense, suite, sent, c)
                 r["samples_per_min"] = r["samples"] / r["wall_s"] * 60
@@ -424,7 +453,13 @@ def main() -> None:
             ]
 
         raw = raw_table(embedded, args.raw_concurrency, args.raw_max_tokens, args.repeats)
+        raw_lcpp = {
+            LLAMACPP[k]: raw_table(m, args.raw_concurrency, args.raw_max_tokens, args.repeats)
+            for k, m in lcpp.items()
+        }
     finally:
+        for m in lcpp.values():
+            m.close()
         if client is not None:
             client.close()
         if served is not None:
@@ -484,6 +519,14 @@ def main() -> None:
             "repeats": args.repeats,
             "levels": raw,
         },
+        "raw_llamacpp": {
+            "what": "the same raw table for the llamacpp provider: the GGUF's own weights (llamacpp) and "
+            "its copy re-quantized to Q8_0 by llama.cpp (llamacpp/q8_0)",
+            "llama_cpp": __import__("llama_cpp").__version__,
+            "specs": raw_lcpp,
+        }
+        if raw_lcpp
+        else None,
     }
 
     print(
@@ -504,7 +547,7 @@ def main() -> None:
     for name, r in ratios.items():
         s = r["spread"]
         print(
-            f"{name:<30} median {r['median']:.2f}x [{s['min']:.2f}, {s['max']:.2f}]  target >= {r['target']}x  "
+            f"{name:<34} median {r['median']:.2f}x [{s['min']:.2f}, {s['max']:.2f}]  target >= {r['target']}x  "
             f"meets_target {r['meets_target']}"
         )
     if server_info:
@@ -513,14 +556,15 @@ def main() -> None:
             f"warm-up {server_info['warmup_s']:.1f} s; its CPU use idle {pct(server_info['idle_cpu_share_of_one_core'])} "
             f"of a core, during the embedded runs {', '.join(pct(x) for x in server_info.get('cpu_share_during_embedded_runs', []))}"
         )
-    print(f"\nraw embedded Model.generate, max_tokens from {args.raw_max_tokens}, median of {args.repeats}")
-    print(f"{'callers':>8}{'tokens':>8}{'tok/s':>9}{'min':>9}{'q1':>9}{'q3':>9}{'max':>9}")
-    for k, r in raw.items():
-        s = r["tokens_per_s_spread"]
-        tokens = statistics.median(x["tokens"] for x in r["runs"])
-        print(
-            f"{k:>8}{tokens:>8.0f}{s['median']:>9.1f}{s['min']:>9.1f}{s['q1']:>9.1f}{s['q3']:>9.1f}{s['max']:>9.1f}"
-        )
+    for title, table in [("embedded", raw), *raw_lcpp.items()]:
+        print(f"\nraw {title} Model.generate, max_tokens from {args.raw_max_tokens}, median of {args.repeats}")
+        print(f"{'callers':>8}{'tokens':>8}{'tok/s':>9}{'min':>9}{'q1':>9}{'q3':>9}{'max':>9}")
+        for k, r in table.items():
+            s = r["tokens_per_s_spread"]
+            tokens = statistics.median(x["tokens"] for x in r["runs"])
+            print(
+                f"{k:>8}{tokens:>8.0f}{s['median']:>9.1f}{s['min']:>9.1f}{s['q1']:>9.1f}{s['q3']:>9.1f}{s['max']:>9.1f}"
+            )
     print(
         f"threads {result['threads']}   cpus {result['cpus_usable']}   load {load_start[0]:.2f} -> {load_end[0]:.2f}"
     )
