@@ -36,6 +36,7 @@ from typing import Any
 from agentmeta.errors import AgentMetaError, ModelCallError, ModelLoadError, ModelRequestError, require
 from agentmeta.models import threads
 from agentmeta.models.base import Provider
+from agentmeta.models.engine import Job  # the same request bookkeeping as the transformers engine
 from agentmeta.models.fingerprint import digest, file_fingerprint
 from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
 
@@ -146,7 +147,7 @@ def requantized(lib: Any, src: Path, quant: str) -> Path:
 class _Row:
     """One completion: its sequence of the cache, sampler chain and text so far."""
 
-    job: _Job
+    job: Job
     prompt: list[int]
     max_tokens: int
     stop: list[str]
@@ -159,22 +160,6 @@ class _Row:
     data: bytearray = field(default_factory=bytearray)
     text: str | None = None
     finish: FinishReason | None = None
-
-
-@dataclass
-class _Job:
-    future: Future[GenerateResponse]
-    prompt_tokens: int
-    rows: list[_Row] = field(default_factory=list)
-    left: int = 0
-
-    def response(self) -> GenerateResponse:
-        return GenerateResponse(
-            texts=[r.text or "" for r in self.rows],
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=[len(r.tokens) for r in self.rows],
-            finish_reasons=[r.finish or "length" for r in self.rows],
-        )
 
 
 class LlamaCppProvider(Provider):
@@ -264,7 +249,7 @@ class LlamaCppProvider(Provider):
         """llama_decode calls run (one per step of the whole batch)."""
         self.prefills = 0
         """Prompts prefilled (the n completions of a request count once)."""
-        self._waiting: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._waiting: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
@@ -358,7 +343,7 @@ class LlamaCppProvider(Provider):
         return chain
 
     # -- callers ---------------------------------------------------------------------------
-    def prepare(self, request: GenerateRequest, future: Future[GenerateResponse]) -> _Job:
+    def prepare(self, request: GenerateRequest, future: Future[GenerateResponse]) -> Job:
         """The request's rows. `ModelRequestError` when the chat template rejects the messages,
         the prompt does not fit a sequence or the JSON schema cannot be used: the caller hears it
         at once and nobody else's request is touched."""
@@ -374,7 +359,7 @@ class LlamaCppProvider(Provider):
                 f"{self.batch_tokens} (prefill_tokens= when loading the model)"
             )
         grammar = self._grammar(request.json_schema) if request.json_schema is not None else None
-        job = _Job(future=future, prompt_tokens=len(ids))
+        job = Job(future=future, prompt_tokens=len(ids))
         max_tokens = min(request.max_tokens, self.context - len(ids))
         for j in range(request.n):
             sampler = self._sampler(request, j, grammar)
