@@ -90,6 +90,17 @@ class Job:
         )
 
 
+def cut_at_stop(tail: str, full_text: Callable[[], str], stops: list[str]) -> str | None:
+    """The completion's text up to its first stop string, or None while none has appeared.
+    `tail` is the text of its last few tokens (where a new stop string must be); `full_text()`
+    decodes the whole completion, only once one is there."""
+    if not any(s in tail for s in stops):
+        return None
+    text = full_text()
+    hits = [text.index(s) for s in stops if s in text]
+    return text[: min(hits)] if hits else None
+
+
 def _slot_layer_class() -> type:
     from transformers.cache_utils import DynamicLayer
 

@@ -27,7 +27,7 @@ from agentmeta import config
 from agentmeta.errors import ModelLoadError, ModelRequestError, require
 from agentmeta.models import threads
 from agentmeta.models.base import Provider
-from agentmeta.models.engine import Engine, Job, Row, tune_for_cpu
+from agentmeta.models.engine import Engine, Job, Row, cut_at_stop, tune_for_cpu
 from agentmeta.models.fingerprint import check_unchanged, digest, load_fingerprint
 from agentmeta.models.types import GenerateRequest, GenerateResponse
 
@@ -335,13 +335,11 @@ class HFProvider(Provider):
             # a stop string can only have appeared in the text of the last few tokens
             longest = max(len(s) for s in r.stop)
             tail = self.tokenizer.decode(r.tokens[-(longest + 2) :], skip_special_tokens=True)
-            if any(s in tail for s in r.stop):
-                text = self.tokenizer.decode(r.tokens, skip_special_tokens=True)
-                hits = [text.index(s) for s in r.stop if s in text]
-                if hits:
-                    r.text = text[: min(hits)]
-                    r.finish = "stop"
-                    return
+            cut = cut_at_stop(tail, lambda: self.tokenizer.decode(r.tokens, skip_special_tokens=True), r.stop)
+            if cut is not None:
+                r.text = cut
+                r.finish = "stop"
+                return
         if r.matcher is not None and r.matcher.is_terminated():
             r.finish = "stop"
             return

@@ -36,7 +36,7 @@ from typing import Any
 from agentmeta.errors import AgentMetaError, ModelCallError, ModelLoadError, ModelRequestError, require
 from agentmeta.models import threads
 from agentmeta.models.base import Provider
-from agentmeta.models.engine import Job  # the same request bookkeeping as the transformers engine
+from agentmeta.models.engine import Job, cut_at_stop  # shared with the transformers engine
 from agentmeta.models.fingerprint import digest, file_fingerprint
 from agentmeta.models.types import FinishReason, GenerateRequest, GenerateResponse
 
@@ -191,6 +191,8 @@ class LlamaCppProvider(Provider):
         prefill_tokens: int = 2048,
     ) -> None:
         super().__init__()
+        if max_batch < 1 or context < 16:
+            raise ModelLoadError("llamacpp: max_batch must be >= 1 and context >= 16")
         lib = _llama()
         self.lib = lib
         if path is None:
@@ -207,8 +209,6 @@ class LlamaCppProvider(Provider):
             quantize = quantize.lower()
             gguf = requantized(lib, gguf, quantize)
             self.spec = f"llamacpp/{quantize}" if path is None else f"{self.spec}:{quantize}"
-        if max_batch < 1 or context < 16:
-            raise ModelLoadError("llamacpp: max_batch must be >= 1 and context >= 16")
         self.path = gguf
         self.max_batch = max_batch
         self.n_threads = n_threads or threads.torch_threads()
@@ -239,11 +239,10 @@ class LlamaCppProvider(Provider):
             raise ModelLoadError(f"llama.cpp could not create a context for {gguf.name}")
         self.memory = lib.llama_get_memory(self.ctx)
         self.batch = lib.llama_batch_init(self.batch_tokens, 0, 1)
-        self.template = self._meta("tokenizer.chat_template")
-        if not self.template:
+        template = self._meta("tokenizer.chat_template")
+        if not template:
             raise ModelLoadError(f"{gguf.name} has no chat template (tokenizer.chat_template)")
-        self.bos = self._piece(lib.llama_vocab_bos(self.vocab), special=True)
-        self.eos = self._piece(lib.llama_vocab_eos(self.vocab), special=True)
+        self.template = self._compile_template(template)
         self._grammars: dict[str, str] = {}
         self.backend_steps = 0
         """llama_decode calls run (one per step of the whole batch)."""
@@ -285,23 +284,33 @@ class LlamaCppProvider(Provider):
         n = self.lib.llama_tokenize(self.vocab, data, len(data), buf, cap, False, True)
         return list(buf[:n])
 
-    def encode_chat(self, request: GenerateRequest) -> list[int]:
-        """The prompt's tokens: the messages through the GGUF's own chat template."""
+    def _compile_template(self, source: str) -> Any:
+        """The GGUF's chat template, compiled once (sandboxed, as transformers renders templates)."""
         import jinja2
         from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
 
         def raise_exception(message: str) -> None:
             raise jinja2.TemplateError(message)
 
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         try:
-            text = env.from_string(self.template).render(
-                messages=[m.model_dump() for m in request.messages],
-                add_generation_prompt=True,
-                bos_token=self.bos.decode("utf-8", errors="replace"),
-                eos_token=self.eos.decode("utf-8", errors="replace"),
-                raise_exception=raise_exception,
+            template = env.from_string(source)
+        except jinja2.TemplateError as e:
+            raise ModelLoadError(f"{self.path.name}: its chat template does not compile: {e}") from e
+        template.globals.update(
+            bos_token=self._piece(self.lib.llama_vocab_bos(self.vocab), special=True).decode("utf-8", errors="replace"),
+            eos_token=self._piece(self.lib.llama_vocab_eos(self.vocab), special=True).decode("utf-8", errors="replace"),
+            raise_exception=raise_exception,
+        )
+        return template
+
+    def encode_chat(self, request: GenerateRequest) -> list[int]:
+        """The prompt's tokens: the messages through the GGUF's own chat template."""
+        import jinja2
+
+        try:
+            text = self.template.render(
+                messages=[m.model_dump() for m in request.messages], add_generation_prompt=True
             )
         except jinja2.TemplateError as e:
             raise ModelRequestError(f"{self.spec}: the chat template rejected the messages: {e}") from e
@@ -525,13 +534,11 @@ class LlamaCppProvider(Provider):
         if r.stop:
             longest = max(len(s.encode()) for s in r.stop)
             tail = bytes(r.data[-(longest + 16) :]).decode("utf-8", errors="ignore")
-            if any(s in tail for s in r.stop):
-                text = bytes(r.data).decode("utf-8", errors="replace")
-                hits = [text.index(s) for s in r.stop if s in text]
-                if hits:
-                    r.text = text[: min(hits)]
-                    r.finish = "stop"
-                    return
+            cut = cut_at_stop(tail, lambda: bytes(r.data).decode("utf-8", errors="replace"), r.stop)
+            if cut is not None:
+                r.text = cut
+                r.finish = "stop"
+                return
         if len(r.tokens) >= r.max_tokens:
             r.finish = "length"
 
