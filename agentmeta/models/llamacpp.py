@@ -1,18 +1,27 @@
-"""llama.cpp backend: `llamacpp` (the embedded model's own GGUF, as shipped) or `llamacpp/<file.gguf>`;
-`llamacpp/q8_0` and `llamacpp/<file.gguf>:q8_0` run a copy re-quantized by llama.cpp.
+"""llama.cpp backend: `llamacpp` (the embedded model), `llamacpp/<file.gguf>` (any GGUF as it is);
+`llamacpp/q8_0` and `llamacpp/<file.gguf>:q8_0` run a copy converted by llama.cpp.
+
+`llamacpp` runs the embedded model's weights de-quantized once to float16 (`llamacpp/f16`, a
+270 MB copy written in about a second): the same values the `smollm2` default de-quantizes to
+float32, so greedy outputs mostly equal its (29 of 32 cot answers on rg/basic_arithmetic), and on
+an AVX2 CPU it is faster than the shipped 4-bit file, whose Q4_1 layers llama.cpp multiplies
+one row at a time and with 8-bit activations. `llamacpp/q4_1` runs the shipped file as it is.
 
 The model runs in-process through llama-cpp-python's C API (extra `llamacpp`: it builds llama.cpp
 from source, which needs cmake and a C++ compiler and takes about 6 minutes on 2 cores; build it
 with `CMAKE_ARGS="-DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF"`: on its own thread pool rather than OpenMP,
-so that it does not slow torch down in the same process, and without the multimodal library). It runs
-the GGUF's quantized weights as they are, where the `smollm2` default runs a de-quantized float32
-copy of them through transformers: the two give close but not identical outputs.
+so that it does not slow torch down in the same process, and without the multimodal library).
 
 One decode thread schedules every caller's completions as llama.cpp's server does (continuous
 batching over its multi-sequence KV cache): each completion holds one sequence of the cache; a
 request joins at the next step (its prompt prefilled in that step's batch), a finished completion
 leaves at once and frees its sequence; the n completions of one request share one prefill (the
-prompt's cache is copied to their sequences). Sampling runs in llama.cpp per completion: greedy,
+prompt's cache is copied to their sequences). A freed sequence keeps its cache until it is reused:
+a new request takes the free sequence whose cached tokens share the longest head with its prompt
+(system prompt, instructions, demonstrations, an earlier turn) and prefills only the rest, as
+llama.cpp's server does with its slots. Greedy requests only: llama.cpp's kernels round a short
+step slightly differently from a whole prompt's, which greedy decoding absorbs but a seeded sample
+may not, and a seed must give the same samples whatever the cache holds. Sampling runs in llama.cpp per completion: greedy,
 or temperature / top-p with a seeded generator; JSON schemas become a GBNF grammar that constrains
 sampling; stop strings end a completion where they appear.
 """
@@ -74,10 +83,13 @@ QUANT_TYPES = {
     "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
     "q5_0": "LLAMA_FTYPE_MOSTLY_Q5_0",
     "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q4_1": "LLAMA_FTYPE_MOSTLY_Q4_1",
     "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0",
     "f16": "LLAMA_FTYPE_MOSTLY_F16",
 }
-"""Types a GGUF can be re-quantized to (`llamacpp/q8_0`, `llamacpp/<file.gguf>:q8_0`)."""
+"""Types a GGUF can be converted to (`llamacpp/q8_0`, `llamacpp/<file.gguf>:q8_0`)."""
+EMBEDDED_TYPE = "f16"
+"""What `llamacpp` runs the embedded model as (its shipped file is `q4_1`)."""
 _quant_lock = threading.Lock()
 
 
@@ -111,13 +123,27 @@ def _quiet_fds() -> Iterator[None]:
             os.close(fd)
 
 
+def file_type(path: Path) -> int | None:
+    """The GGUF's `general.file_type` (llama.cpp's LLAMA_FTYPE_* number), None if it has none."""
+    import gguf
+
+    try:
+        field = gguf.GGUFReader(str(path)).fields.get("general.file_type")
+    except Exception:  # noqa: BLE001 - not a GGUF file: llama.cpp says so when it loads it
+        return None
+    return int(field.parts[field.data[0]][0]) if field is not None else None
+
+
 def requantized(lib: Any, src: Path, quant: str) -> Path:
-    """`src` re-quantized to `quant` by llama.cpp, written once next to the other converted
-    models (`agentmeta.config.models_dir()`) and reused while `src` is unchanged."""
+    """`src` converted to `quant` by llama.cpp, written once next to the other converted models
+    (`agentmeta.config.models_dir()`) and reused while `src` is unchanged; `src` itself when it
+    already is of that type."""
     from agentmeta import config
 
     if quant not in QUANT_TYPES:
         raise ModelLoadError(f"unknown quantization {quant!r}; valid: {', '.join(QUANT_TYPES)}")
+    if file_type(src) == getattr(lib, QUANT_TYPES[quant]):
+        return src
     tag = digest({"source": file_fingerprint(src)})[:12]
     target = config.models_dir() / f"{src.stem}.{tag}.{quant}.gguf"
     if target.is_file():
@@ -152,7 +178,11 @@ class _Row:
     max_tokens: int
     stop: list[str]
     sampler: Any
+    reuse: bool = False
+    """Greedy: may start from a cached prompt head."""
     seq: int = -1
+    start: int = 0
+    """The first prompt position to prefill (those before it are in the sequence's cache)."""
     pos: int = 0
     next_token: int | None = None
     out_index: int = -1
@@ -165,8 +195,9 @@ class _Row:
 class LlamaCppProvider(Provider):
     """A GGUF model in llama.cpp, with continuous batching across callers.
 
-    `path` is a GGUF file (default: the embedded model's); `quantize` (one of `QUANT_TYPES`)
-    runs a re-quantized copy of it instead, written once (`requantized`).
+    `path` is a GGUF file, run as it is; `quantize` (one of `QUANT_TYPES`) runs a copy of it
+    converted to that type instead, written once (`requantized`). Without `path`, the embedded
+    model's GGUF converted to `quantize` (default `EMBEDDED_TYPE`, float16).
 
     `max_batch` completions decode at once (each holds a sequence of the KV cache, `context`
     tokens long: prompt plus completion, at most the model's training context); more wait for a
@@ -199,7 +230,8 @@ class LlamaCppProvider(Provider):
             from agentmeta.models.hf import gguf_path
 
             gguf = gguf_path()
-            self.spec = "llamacpp"
+            self.spec = "llamacpp" if quantize is None else f"llamacpp/{quantize.lower()}"
+            quantize = quantize or EMBEDDED_TYPE
         else:
             gguf = Path(path).expanduser()
             self.spec = f"llamacpp/{path}"
@@ -208,7 +240,8 @@ class LlamaCppProvider(Provider):
         if quantize:
             quantize = quantize.lower()
             gguf = requantized(lib, gguf, quantize)
-            self.spec = f"llamacpp/{quantize}" if path is None else f"{self.spec}:{quantize}"
+            if path is not None:
+                self.spec = f"{self.spec}:{quantize}"
         self.path = gguf
         self.max_batch = max_batch
         self.n_threads = n_threads or threads.torch_threads()
@@ -248,6 +281,10 @@ class LlamaCppProvider(Provider):
         """llama_decode calls run (one per step of the whole batch)."""
         self.prefills = 0
         """Prompts prefilled (the n completions of a request count once)."""
+        self.reused_tokens = 0
+        """Prompt tokens not prefilled because a free sequence's cache held them."""
+        self._cached: list[list[int]] = [[] for _ in range(max_batch)]
+        """Per free sequence, the tokens its cache holds (positions 0, 1, ...)."""
         self._waiting: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -372,7 +409,8 @@ class LlamaCppProvider(Provider):
         max_tokens = min(request.max_tokens, self.context - len(ids))
         for j in range(request.n):
             sampler = self._sampler(request, j, grammar)
-            job.rows.append(_Row(job, ids, max_tokens, [s for s in request.stop if s], sampler))
+            stop = [s for s in request.stop if s]
+            job.rows.append(_Row(job, ids, max_tokens, stop, sampler, reuse=request.temperature <= 0))
         job.left = len(job.rows)
         return job
 
@@ -441,6 +479,7 @@ class LlamaCppProvider(Provider):
                 self._fail(active + pending, error, free)
                 self._free()
                 return
+            admitted: list[_Row] = []
             try:
                 admitted = self._admit(pending, active, free)
                 self._step(active, admitted, free)
@@ -449,8 +488,10 @@ class LlamaCppProvider(Provider):
                     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                     e = ModelCallError(f"{self.spec}: decoding failed: {type(e).__name__}: {first}")
                 log.warning("%s", e)
-                failed = {id(r.job) for r in active}
-                self._fail(list(active) + [r for r in pending if id(r.job) in failed], e, free)
+                running = {id(r) for r in active}  # rows admitted this step may not be running yet
+                hit = list(active) + [r for r in admitted if id(r) not in running]
+                failed = {id(r.job) for r in hit}
+                self._fail(hit + [r for r in pending if id(r.job) in failed], e, free)
                 pending[:] = [r for r in pending if id(r.job) not in failed]
                 active.clear()
 
@@ -470,11 +511,33 @@ class LlamaCppProvider(Provider):
                     break
             for r in rows:
                 pending.remove(r)
-                r.seq = free.pop(0)
                 r.pos = len(r.prompt)
                 admitted.append(r)
-            budget -= len(rows[0].prompt)
+            first = rows[0]
+            first.seq, first.start = self._take(first.prompt if first.reuse else [], free)
+            for r in rows[1:]:  # they get a copy of the first row's cache after its prefill
+                r.seq, _ = self._take([], free)
+            budget -= len(first.prompt) - first.start
         return admitted
+
+    def _take(self, prompt: list[int], free: list[int]) -> tuple[int, int]:
+        """A free sequence for `prompt` and how many of its first tokens that sequence's cache
+        already holds: the one sharing the longest head with it, else the longest free. The last
+        prompt token is always computed (its logits give the first completion token)."""
+        best, keep = 0, 0
+        limit = len(prompt) - 1
+        for i, seq in enumerate(free):
+            cached = self._cached[seq]
+            n, m = 0, min(len(cached), limit)
+            while n < m and cached[n] == prompt[n]:
+                n += 1
+            if n > keep:
+                best, keep = i, n
+        seq = free.pop(best)
+        self._cached[seq] = []
+        self.lib.llama_memory_seq_rm(self.memory, seq, keep if keep else -1, -1)
+        self.reused_tokens += keep
+        return seq, keep
 
     def _step(self, active: list[_Row], admitted: list[_Row], free: list[int]) -> None:
         """One llama_decode: the new rows' prompts (one per request) and every running row's
@@ -492,8 +555,8 @@ class LlamaCppProvider(Provider):
             first = firsts.setdefault(id(r.job), r)
             if first is not r:
                 continue
-            for j, t in enumerate(r.prompt):
-                b.token[n], b.pos[n], b.n_seq_id[n], b.seq_id[n][0] = t, j, 1, r.seq
+            for j in range(r.start, len(r.prompt)):
+                b.token[n], b.pos[n], b.n_seq_id[n], b.seq_id[n][0] = r.prompt[j], j, 1, r.seq
                 b.logits[n] = j == len(r.prompt) - 1
                 n += 1
             r.out_index = n - 1
@@ -522,7 +585,7 @@ class LlamaCppProvider(Provider):
                 r.next_token = tok
         for r in done:
             active.remove(r)
-            self._release(r, free)
+            self._release(r, free, keep=True)
             self._finish(r)
 
     def _advance(self, r: _Row, tok: int) -> None:
@@ -542,11 +605,15 @@ class LlamaCppProvider(Provider):
         if len(r.tokens) >= r.max_tokens:
             r.finish = "length"
 
-    def _release(self, r: _Row, free: list[int]) -> None:
+    def _release(self, r: _Row, free: list[int], *, keep: bool = False) -> None:
+        """Free the row's sequence; with `keep`, its cache stays for a later prompt to reuse."""
         if r.seq >= 0:
-            self.lib.llama_memory_seq_rm(self.memory, r.seq, -1, -1)
-            free.append(r.seq)
-            free.sort()
+            if keep:  # what was decoded: the prompt and every sampled token fed back so far
+                self._cached[r.seq] = r.prompt + r.tokens[: r.pos - len(r.prompt)]
+            else:
+                self.lib.llama_memory_seq_rm(self.memory, r.seq, -1, -1)
+                self._cached[r.seq] = []
+            free.append(r.seq)  # oldest first: the least recently used cache is taken first
             r.seq = -1
         if r.sampler is not None:
             self.lib.llama_sampler_free(r.sampler)

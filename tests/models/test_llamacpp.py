@@ -1,8 +1,9 @@
-"""The `llamacpp` provider on the embedded model's own GGUF (llama.cpp built from source, real model).
+"""The `llamacpp` provider on the embedded model (llama.cpp built from source, real model).
 
 Skipped where llama-cpp-python is not installed; CI installs it and sets AGENTMETA_REQUIRE_LLAMACPP=1.
 
-Checks what callers rely on: greedy outputs do not depend on what else is decoding, seeded samples
+Checks what callers rely on: `llamacpp` runs the weights `smollm2` runs (greedy outputs mostly
+equal), greedy outputs do not depend on what else is decoding, seeded samples
 repeat, stop strings, token limits and JSON schemas hold, errors are one clear line, and requests
 from many threads share the decode steps.
 """
@@ -16,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 try:
-    import llama_cpp  # noqa: F401
+    import llama_cpp
 except ImportError:
     if os.environ.get("AGENTMETA_REQUIRE_LLAMACPP") == "1":
         raise
@@ -49,6 +50,27 @@ def test_greedy_outputs_do_not_depend_on_what_else_is_decoding(lcpp):
     many = lcpp.generate(QUESTIONS[1], n=3, max_tokens=48)
     assert many.texts == [alone[1]] * 3
     assert lcpp.provider.backend_steps - steps_before <= 49  # the three rows decode side by side
+
+
+def test_a_prompt_head_in_a_free_sequence_is_not_prefilled_again(lcpp):
+    head = "You are a careful tutor. Explain each step, check the arithmetic twice, and end with the answer. "
+    fresh = get_model("llamacpp", cache=False, shared=False, max_batch=2)
+    try:
+        expected = [fresh.generate(head + q, max_tokens=32).text for q in QUESTIONS[:1]]
+        before = fresh.provider.reused_tokens
+        expected += [fresh.generate(head + q, max_tokens=32).text for q in QUESTIONS[1:3]]
+        # the chat template, the head and the question's first words were in the freed sequence
+        assert fresh.provider.reused_tokens - before >= 2 * len(lcpp.provider.tokenize(head))
+    finally:
+        fresh.close()
+    # the same answers as prompts prefilled whole, in any order and among other callers
+    other = get_model("llamacpp", cache=False, shared=False, max_batch=3)
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda q: other.generate(head + q, max_tokens=32).text, QUESTIONS[2::-1]))
+        assert got[::-1] == expected
+    finally:
+        other.close()
 
 
 def test_seeded_samples_repeat_and_seeds_differ(lcpp):
@@ -104,8 +126,6 @@ def test_more_completions_than_sequences():
 def test_llama_cpp_is_built_without_openmp():
     # the README's build: on llama.cpp's own thread pool, so it does not share (and throttle) the
     # OpenMP runtime torch uses in the same process
-    import llama_cpp
-
     assert b"OPENMP = 1" not in llama_cpp.llama_print_system_info()
 
 
@@ -138,6 +158,34 @@ def test_cot_evaluation_runs_on_it(lcpp):
     res = evaluate("cot", suite, model=lcpp, concurrency=4, max_tokens=64)
     assert len(res.records) == 4
     assert all(rec.completion_tokens > 0 and rec.outcome == "scored" and rec.answer is not None for rec in res.records)
+
+
+def test_it_runs_the_weights_smollm2_runs(lcpp, tmp_path, monkeypatch):
+    from agentmeta.models.hf import gguf_path
+    from agentmeta.models.llamacpp import file_type
+
+    # the default: the shipped GGUF de-quantized once to float16, the values smollm2 holds in float32
+    assert lcpp.spec == "llamacpp" and lcpp.provider.path != gguf_path()
+    assert file_type(lcpp.provider.path) == llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+    prompts = QUESTIONS + ["Write a sentence about the number 4.", "Name three colours.", "What is the capital of France?"]
+    ours = [lcpp.generate(q, max_tokens=48).text for q in prompts]
+    reference = get_model("smollm2", cache=False, shared=False)
+    try:
+        theirs = [reference.generate(q, max_tokens=48).text for q in prompts]
+    finally:
+        reference.close()
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    assert same >= 6, f"only {same} of {len(prompts)} greedy outputs equal smollm2's"
+    # q4_1 is the shipped file's own type: run as it is, nothing written
+    monkeypatch.setenv("AGENTMETA_MODELS_DIR", str(tmp_path))
+    shipped = get_model("llamacpp/q4_1", cache=False, shared=False, max_batch=1)
+    try:
+        assert shipped.provider.path == gguf_path() and shipped.spec == "llamacpp/q4_1"
+        assert shipped.provider.identity() != lcpp.provider.identity()
+        assert shipped.generate(QUESTIONS[0], max_tokens=8).completion_tokens == [8]
+    finally:
+        shipped.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_spec_forms():
