@@ -101,6 +101,12 @@ def kv_blocks(concurrency: int, max_tokens: int) -> int:
     return concurrency * -(-(1024 + max_tokens) // PAGE_TOKENS)
 
 
+def public_path(arg: str) -> str:
+    """A command-line argument as it may be published: this checkout's and the home folder's
+    paths shortened."""
+    return arg.replace(str(ROOT), ".").replace(str(Path.home()), "~")
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -409,7 +415,7 @@ def main() -> None:
             warm_s = time.perf_counter() - t0
             idle = server.idle_cpu_share(IDLE_CHECK_S)
             server_info = {
-                "command": " ".join(server.cmd),
+                "command": " ".join(public_path(x) for x in server.cmd),
                 "kv_blocks": blocks,
                 "kv_tokens": blocks * PAGE_TOKENS,
                 "start_s": server.start_s,
