@@ -1,7 +1,7 @@
 """Evaluation throughput: the `cot` agent through agentmeta's embedded model, through agentmeta
 against `transformers serve`, and through an ADAS-style harness against the same server.
 
-Three paths, one run, the same work: the `cot` agent's single greedy call on the same samples of
+Three paths (five with llama.cpp, below), one run, the same work: the `cot` agent's single greedy call on the same samples of
 `rg/basic_arithmetic` (the suite as `load_suite` gives it), the same model (the embedded
 SmolLM2-135M-Instruct's dense copy, `ensure_dense_copy()`), the same max_tokens (default: cot's
 own, 256), `--concurrency` samples at a time (default 16), no call cache:

@@ -291,7 +291,8 @@ class LlamaCppProvider(Provider):
         self.reused_tokens = 0
         """Prompt tokens not prefilled because a free sequence's cache held them."""
         self._cached: list[list[int]] = [[] for _ in range(max_batch)]
-        """Per free sequence, the tokens its cache holds (positions 0, 1, ...)."""
+        """Per free sequence, the tokens its cache holds (positions 0, 1, ...; empty unless
+        `prompt_cache`: a sequence freed without it is cleared at once)."""
         self._waiting: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -542,8 +543,9 @@ class LlamaCppProvider(Provider):
             if n > keep:
                 best, keep = i, n
         seq = free.pop(best)
+        if len(self._cached[seq]) > keep:  # a free sequence's cache holds exactly its `_cached`
+            self.lib.llama_memory_seq_rm(self.memory, seq, keep, -1)
         self._cached[seq] = []
-        self.lib.llama_memory_seq_rm(self.memory, seq, keep if keep else -1, -1)
         self.reused_tokens += keep
         return seq, keep
 
