@@ -19,6 +19,11 @@ AGENT_MAX_TOKENS = 256
 FIELD_MAX_CHARS = {"thinking": 400, "answer": 120}
 DEFAULT_FIELD_MAX_CHARS = 300
 
+# Agent ids appear in later prompts ("... by Chain-of-Thought Agent 3f09a1:"), so they must replay:
+# a seeded run sets AGENT_ID_SEED (derived from the run seed and the sample) before this preamble,
+# and each new agent takes the next id from it. Unseeded runs draw them from the OS.
+_AGENT_IDS = random.Random(globals().get("AGENT_ID_SEED"))
+
 FORMAT_INST = "Reply with a JSON object with the fields {names}, each a plain string.\n{fields}"
 
 
@@ -69,7 +74,7 @@ class LLMAgentBase:
         self.role = role
         self.model = model
         self.temperature = temperature
-        self.id = f"{random.getrandbits(24):06x}"
+        self.id = f"{_AGENT_IDS.getrandbits(24):06x}"
 
     def generate_prompt(self, input_infos, instruction):
         fields = "\n".join(f"- {f}: {_field_desc(f)}" for f in self.output_fields)

@@ -10,6 +10,7 @@ bubblewrap nor unshare), running one raises `SandboxUnavailableError` unless the
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,17 @@ if TYPE_CHECKING:
 
 ADAS_API = (Path(__file__).with_name("adas_api.py")).read_text()
 _ENTRY = "\n\ndef __agentmeta_entry(task_text):\n    return __agentmeta_run(task_text, forward)\n"
+
+
+def job_preamble(seed: int | None, sample_id: str = "") -> str:
+    """The helper API sent before a candidate's code; with a run seed, it first seeds the job's
+    agent ids (`LLMAgentBase.id`, which later prompts quote) and its `random` module from a hash
+    of (seed, sample id)."""
+    if seed is None:
+        return ADAS_API
+    blob = f"{seed}\x1f{sample_id}\x1fagent-ids".encode()
+    job_seed = int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
+    return f"AGENT_ID_SEED = {job_seed}\nimport random as _random\n_random.seed({job_seed})\n" + ADAS_API
 
 
 def check_code(source: str) -> None:
@@ -70,7 +82,11 @@ class CodeAgent:
         return self._sandbox
 
     def run_raw(self, task_input: str, model: Model | Any) -> SandboxResult:
-        """Run once and return the sandbox's full result (value, error kind, stdout, calls)."""
+        """Run once and return the sandbox's full result (value, error kind, stdout, calls).
+
+        When `model` carries a run seed (an evaluation's per-sample handle), the job's agent ids
+        and its `random` module are seeded from (run seed, sample id), so a seeded run replays
+        with the same prompts; otherwise they are drawn at random."""
         from agentmeta.agents.sandbox import llm_from_model
 
         llm = model if callable(model) and not hasattr(model, "generate") else llm_from_model(model)
@@ -79,7 +95,7 @@ class CodeAgent:
             entry="__agentmeta_entry",
             args=[task_input],
             llm=llm,
-            env_preamble=ADAS_API,
+            env_preamble=job_preamble(getattr(model, "seed", None), getattr(model, "sample_id", "")),
             timeout=self.timeout_s,
         )
         self.last_result = result

@@ -340,6 +340,44 @@ def test_code_agent_evaluation_replays_from_the_cache_with_zero_new_calls(tmp_pa
     )
 
 
+@pytest.mark.parametrize("agent_file", ["self_refine.py", "llm_debate.py"])
+def test_code_agents_that_forward_outputs_replay_with_zero_cache_misses(
+    tmp_path: Any, agent_file: str
+) -> None:
+    """Self-Refine and LLM Debate quote earlier agents by name and id in later prompts ("... by
+    Critic Agent 3f09a1:"); the ids come from the run seed and the sample, so a second seeded run
+    sends the same prompts: every call is a cache hit and the answers are equal."""
+    from agentmeta.agents.code import CodeAgent
+    from agentmeta.models import Model
+    from agentmeta.models.cache import CallCache
+    from agentmeta.models.mock import MockProvider
+
+    source = (Path(__file__).resolve().parents[2] / "archive" / "code" / agent_file).read_text()
+    agent = CodeAgent(source, name=agent_file)
+
+    def reply(req: GenerateRequest) -> str:
+        import json as _json
+
+        # the reply depends on the whole prompt, ids included, as a real model's would
+        digest = sum(map(ord, "".join(m.content for m in req.messages))) % 7
+        return _json.dumps(
+            {"thinking": f"t{digest}", "answer": str(digest), "feedback": "check", "correct": "False"}
+        )
+
+    provider = MockProvider(reply)
+    model = Model(provider, cache=CallCache(tmp_path / "calls.sqlite"))
+    first = evaluate(agent, arithmetic_suite(2), model=model, seed=5, concurrency=2)
+    assert first.n_errors == 0 and first.n_infra == 0, first.errors
+    calls = len(provider.requests)
+    assert calls >= 2 * 3
+    assert any(" by " in m.content for r in provider.requests for m in r.messages)  # ids are quoted
+    again = evaluate(agent, arithmetic_suite(2), model=model, seed=5, concurrency=2)
+    assert len(provider.requests) == calls  # zero cache misses
+    assert [r.answer for r in again.records] == [r.answer for r in first.records]
+    other = evaluate(agent, arithmetic_suite(2), model=model, seed=6, concurrency=2)
+    assert len(provider.requests) > calls and other.n_errors == 0  # another seed: other ids, new calls
+
+
 def test_cached_calls_count_their_cost_in_records_not_in_spend(tmp_path):
     """tok/sample is what the agent costs: a replay served by the call cache records the same tokens
     as the cold run, while the model's spend (what budgets count) grows by nothing."""
