@@ -11,7 +11,9 @@ Two levels:
   - `empty_target`: the reference answer is empty;
   - `arithmetic`: the item carries an arithmetic expression (reasoning-gym's `expression`
     metadata) whose exact value (rational arithmetic) is not the target, or is undefined
-    (division by zero);
+    (division by zero); a target written with decimals may be the value rounded to its own
+    number of decimals ("0.667" for 2 / 3), one written without must be exact ("2" for 6 / 4 is
+    wrong);
   - `gold_fails`: the reference answer does not score 1 under the suite's own scorer;
   - `duplicate`: the same input appears again with the same target (later copies dropped);
   - `conflicting_targets`: the same input appears with different targets (all copies dropped).
@@ -108,8 +110,10 @@ def exact_value(expression: str) -> Fraction | None:
     def ev(node: ast.AST) -> Fraction:
         if isinstance(node, ast.Expression):
             return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(
-            node.value, bool
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, int | float)
+            and not isinstance(node.value, bool)
         ):
             return Fraction(str(node.value))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
@@ -153,9 +157,10 @@ def arithmetic_problem(sample: Sample) -> str | None:
         return None
     if value == target:
         return None
-    # a target written with fewer decimals is right if it is the value rounded to those decimals
+    # a target written with decimals ("0.667" for 2 / 3) is right if it is the value rounded to
+    # its own number of decimals; a target with none must be the exact value ("2" for 6 / 4 is wrong)
     decimals = len(sample.target.strip().partition(".")[2])
-    if value.denominator != 1 and round(float(value), decimals) == float(target):
+    if decimals > 0 and value.denominator != 1 and round(float(value), decimals) == float(target):
         return None
     shown = str(value) if value.denominator == 1 else f"{float(value):.6g}"
     return f"{expression} = {shown}, target {sample.target}"
@@ -169,7 +174,6 @@ VERIFIER_SCORERS = frozenset({"reasoning_gym"})
 
 def needs_target(scorer_name: str) -> bool:
     return scorer_name not in VERIFIER_SCORERS
-
 
 
 def item_problems(sample: Sample, score: ScoreFn | None, needs_target: bool = True) -> list[tuple[str, str]]:

@@ -22,7 +22,9 @@ def test_exact_value_of_arithmetic_expressions() -> None:
     assert exact_value("7 / 4") == Fraction(7, 4)
     assert exact_value("2 + 3 * (4 - 1)") == 11
     assert exact_value("-3 - -2") == -1
-    assert exact_value("import os") is None and exact_value("x + 1") is None and exact_value("2 ** 99") is None
+    assert (
+        exact_value("import os") is None and exact_value("x + 1") is None and exact_value("2 ** 99") is None
+    )
     rg = lambda expr, target: Sample(id="x", input="", target=target, metadata={"rg": {"expression": expr}})  # noqa: E731
     assert arithmetic_problem(rg("4 / 1", "2")) == "4 / 1 = 4, target 2"
     assert arithmetic_problem(rg("7 / 4", "1.75")) is None
@@ -30,6 +32,38 @@ def test_exact_value_of_arithmetic_expressions() -> None:
     assert arithmetic_problem(rg("2 / 3", "0.6")) is not None
     assert "undefined" in (arithmetic_problem(rg("3 / 0", "18")) or "")
     assert arithmetic_problem(rg("4 + 4", "eight")) is None  # not a number: the check does not apply
+
+
+def _rg_item(text: str, expression: str, target: str) -> Sample:
+    return Sample(id="x", input=text, target=target, metadata={"rg": {"expression": expression}})
+
+
+def test_integer_target_for_a_fraction_is_a_bad_label() -> None:
+    # rounding is accepted only to the decimals the target itself is written with: "2" for 6 / 4
+    # is not 1.5 rounded to 0 decimals, it is a wrong label
+    assert arithmetic_problem(_rg_item("Calculate 6 / 4.", "6 / 4", "2")) == "6 / 4 = 1.5, target 2"
+    assert arithmetic_problem(_rg_item("Calculate 7 / 2.", "7 / 2", "4")) is not None
+    assert arithmetic_problem(_rg_item("Calculate 2 / 3.", "2 / 3", "1")) is not None
+    assert arithmetic_problem(_rg_item("Calculate 6 / 4.", "6 / 4", "1.5")) is None
+    assert arithmetic_problem(_rg_item("Calculate 1 / 3.", "1 / 3", "0.333")) is None
+    assert arithmetic_problem(_rg_item("Calculate 1 / 3.", "1 / 3", "0.33")) is None
+    assert arithmetic_problem(_rg_item("Calculate 1 / 3.", "1 / 3", "0.34")) is not None
+    assert arithmetic_problem(_rg_item("Calculate 8 / 4.", "8 / 4", "2")) is None  # exact integer
+    assert arithmetic_problem(_rg_item("Calculate 8 / 4.", "8 / 4", "2.0")) is None
+
+
+def test_suites_check_flags_the_integer_target_of_six_over_four() -> None:
+    # reasoning-gym 0.1.25 (seed 0) labels train item 401 "Calculate 6 / 4." with 2; 60 train
+    # items reach it
+    report = audit_suite(MAIN_JOB, limit=60)
+    bad = {i.sample_id: i for i in report.issues if i.check == "arithmetic"}
+    item = bad["rg/basic_arithmetic/0/401"]
+    assert (item.split, item.input, item.target) == ("train", "Calculate 6 / 4.", "2")
+    assert item.detail == "6 / 4 = 1.5, target 2"
+    # and loading the train split (where demonstrations come from) drops it
+    train = load_suite(MAIN_JOB, split="train", limit=60)
+    assert "rg/basic_arithmetic/0/401" not in {s.id for s in train.samples}
+    assert "Calculate 6 / 4." not in {s.input for s in train.samples}
 
 
 def test_suites_check_finds_the_wrong_division_targets(cli_app: typer.Typer) -> None:
@@ -60,7 +94,8 @@ def test_loaded_suite_no_longer_contains_them() -> None:
 def test_gold_answer_must_score_one_under_the_suites_scorer(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     rows = [{"input": f"q{i}", "target": str(i), "split": "validation"} for i in range(4)]
-    rows.append({"input": "q-bad", "target": "forty two", "split": "validation"})  # numeric scorer can't read it
+    # the numeric scorer can't read this one
+    rows.append({"input": "q-bad", "target": "forty two", "split": "validation"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     suite = load_suite(f"{path}?scorer=numeric")
     assert len(suite) == 4 and suite.dropped == {"gold_fails": 1}
