@@ -89,3 +89,14 @@ class SandboxUnavailableError(ConfigError):
 
 class SandboxError(InfrastructureError):
     """The sandbox could not start or talk to a worker (not a failure of the sandboxed code)."""
+
+
+class WorkerKilledError(SandboxError):
+    """A sandbox worker was killed from outside its job (the host's OOM killer, an operator's
+    signal) while running it: the machinery's failure, retried; if it recurs on every attempt of
+    the same seeded sample, the evaluation counts it as the agent's error."""
+
+
+class ModelStallError(ModelCallError):
+    """A model call made by sandboxed code did not return within the sandbox's
+    `model_call_seconds`: the model stalled, so the job was stopped without blaming the agent."""

@@ -32,7 +32,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("agentmeta.agents.sandbox")
 
-ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash"]
+ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash", "stall", "killed"]
+"""`stall` (a model call outlived `model_call_seconds`) and `killed` (the worker was killed from
+outside the job) are the machinery's failures: `Sandbox` raises them as infrastructure errors."""
+OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
+"""Signals an operator or the host's OOM killer sends; a worker dying of one is classed `killed`
+unless the job itself did something that could send it (see `_Job.note`)."""
 Isolation = Literal["bwrap", "unshare", "none"]
 LLMCallback = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -344,7 +349,26 @@ def _kill_uid(uid: int) -> None:
 # One worker process
 
 
+def _oom_kills() -> int:
+    """The host's count of OOM-killer kills since boot (/proc/vmstat), or -1 where unknown."""
+    try:
+        with open("/proc/vmstat") as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return -1
+
+
 class _Job:
+    """One job's state in the parent: its result, and the clocks of its model calls.
+
+    The wall-clock limit counts the job's *own* time: time during which at least one of its model
+    calls is waiting on the parent (queued, batched, decoding) is not counted, so a slow model does
+    not turn into the agent's timeout. Each call is limited separately by `model_call_seconds`.
+    """
+
     def __init__(self, llm: LLMCallback | None) -> None:
         self.llm = llm
         self.done = threading.Event()
@@ -352,6 +376,39 @@ class _Job:
         self.failure: tuple[ErrorKind, str] | None = None
         self.llm_calls = 0
         self.lock = threading.Lock()
+        self.started = time.monotonic()
+        self.pending: dict[int, float] = {}
+        self.next_token = 0
+        self.wait_since: float | None = None
+        self.model_wait = 0.0
+        self.oom_before = -1
+        self.note: str | None = None
+        """The first action of the job that could kill its own worker (os.kill, a subprocess,
+        ctypes, ...), as the worker's audit hook reported it; such a death is the job's own."""
+
+    def call_started(self) -> int:
+        with self.lock:
+            now = time.monotonic()
+            if not self.pending:
+                self.wait_since = now
+            self.next_token += 1
+            self.pending[self.next_token] = now
+            return self.next_token
+
+    def call_finished(self, token: int) -> None:
+        with self.lock:
+            self.pending.pop(token, None)
+            if not self.pending and self.wait_since is not None:
+                self.model_wait += time.monotonic() - self.wait_since
+                self.wait_since = None
+
+    def clocks(self) -> tuple[float, float, float]:
+        """(own time, time spent waiting on model calls, how long the oldest pending call has waited)."""
+        with self.lock:
+            now = time.monotonic()
+            waiting = self.model_wait + (now - self.wait_since if self.wait_since is not None else 0.0)
+            stall = now - min(self.pending.values()) if self.pending else 0.0
+            return now - self.started - waiting, waiting, stall
 
 
 class _Worker:
@@ -455,7 +512,12 @@ class _Worker:
                 if op == "ready":
                     self._ready.set()
                 elif op == "llm":
-                    self.sb._llm_pool.submit(self._serve_llm, self._job, msg)
+                    job = self._job
+                    token = job.call_started() if job is not None else 0
+                    self.sb._llm_pool.submit(self._serve_llm, job, msg, token)
+                elif op == "note":
+                    if self._job is not None and self._job.note is None:
+                        self._job.note = str(msg.get("what"))[:200]
                 elif op == "result" and self._job is not None and not self._job.done.is_set():
                     self._job.result = msg
                     self._job.done.set()
@@ -477,7 +539,14 @@ class _Worker:
             job.done.set()
         self.kill()
 
-    def _serve_llm(self, job: _Job | None, msg: dict[str, Any]) -> None:
+    def _serve_llm(self, job: _Job | None, msg: dict[str, Any], token: int) -> None:
+        try:
+            self._answer_llm(job, msg)
+        finally:
+            if job is not None:
+                job.call_finished(token)
+
+    def _answer_llm(self, job: _Job | None, msg: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"op": "llm_reply", "id": msg.get("id")}
         cap = self.sb.limits.max_llm_calls
         if job is not None:
@@ -500,16 +569,31 @@ class _Worker:
     def run(self, job_msg: dict[str, Any], llm: LLMCallback | None, wall_s: float) -> dict[str, Any]:
         """Run one job; returns the worker's result message or a synthesized failure."""
         job = _Job(llm)
+        job.oom_before = _oom_kills()
         self._job = job
         self.jobs += 1
         try:
             self._send(job_msg)
         except (OSError, ValueError):
             return self._death_result(job)
-        if not job.done.wait(wall_s):
-            job.failure = ("timeout", f"the job ran past the wall-clock limit of {wall_s:g} s")
-            self.killed_for = "timeout"
-            self.kill()
+        model_s = self.sb.limits.model_call_seconds
+        while not job.done.is_set():
+            own, waiting, stall = job.clocks()
+            if own >= wall_s:
+                spent = f" (not counting {waiting:.1f} s waiting on model calls)" if waiting >= 0.05 else ""
+                job.failure = ("timeout", f"the job ran past the wall-clock limit of {wall_s:g} s{spent}")
+            elif stall >= model_s:
+                job.failure = (
+                    "stall",
+                    f"a model call of the job did not return within model_call_seconds={model_s:g} s "
+                    "(the model stalled); the job was stopped",
+                )
+            if job.failure is not None:
+                self.killed_for = job.failure[0]
+                self.kill()
+                break
+            # Wake at the nearest possible deadline; a call starting or ending only moves them later.
+            job.done.wait(min(wall_s - own, model_s - stall if stall else wall_s, 0.5))
         if job.failure is not None:
             kind, message = job.failure
             return {"ok": False, "error_kind": kind, "error": message}
@@ -519,9 +603,11 @@ class _Worker:
 
     def _death_result(self, job: _Job) -> dict[str, Any]:
         """Classify a worker that died in the middle of a job."""
+        we_killed = self._killed
         try:
             rc = self.proc.wait(5)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # the job closed its pipe but lives on: its own doing
+            we_killed = True
             self.kill()
             rc = self.proc.returncode
         time.sleep(0.02)  # let the stderr drain catch the last words
@@ -536,6 +622,16 @@ class _Worker:
             kind, what = "output", f"the job wrote a file over {self.sb.limits.tmp_mb} MiB"
         elif "MemoryError" in tail:
             kind, what = "memory", f"the job ran out of its {self.sb.limits.memory_mb} MiB"
+        elif (
+            sig == signal.SIGKILL and job.oom_before >= 0 and _oom_kills() > job.oom_before and not we_killed
+        ):
+            kind = "killed"
+            what = "the host ran out of memory and its OOM killer killed the sandbox worker (not the job's own limit)"
+        elif sig in OUTSIDE_SIGNALS and not we_killed and job.note is None:
+            kind = "killed"
+            what = f"the sandbox worker was killed from outside the job by {signal.Signals(sig).name}"
+        elif sig and job.note is not None:
+            what = f"the worker was killed by {signal.Signals(sig).name} after the job called {job.note}"
         elif sig:
             what = f"the worker was killed by {signal.Signals(sig).name}"
         else:

@@ -428,10 +428,27 @@ def runtime_state() -> tuple:
     )
 
 
-def no_new_audit_hooks(event: str, args: tuple) -> None:
-    # Audit hooks cannot be removed; one left by a job would see every later job's code.
-    if event == "sys.addaudithook":
-        raise RuntimeError("sys.addaudithook is not allowed in the sandbox")
+# Events by which a job could kill its own worker (or start something that does). The first one a
+# job raises is reported to the parent, which then does not blame a death by signal on the host.
+SELF_SIGNAL_EVENTS = (
+    "os.kill", "os.killpg", "signal.pthread_kill", "os.system", "os.exec", "os.posix_spawn",
+    "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen", "pty.spawn", "ctypes.",
+)  # fmt: skip
+
+
+def make_audit_hook(channel: "Channel", noted: list):
+    """The worker's audit hook: refuses new audit hooks (one left by a job would see every later
+    job's code; they cannot be removed) and reports the job's first self-signalling action."""
+    send, starts = channel.send, str.startswith
+
+    def hook(event: str, args: tuple) -> None:
+        if event == "sys.addaudithook":
+            raise RuntimeError("sys.addaudithook is not allowed in the sandbox")
+        if noted[0] is None and channel.busy and starts(event, SELF_SIGNAL_EVENTS):
+            noted[0] = event
+            send({"op": "note", "what": event})
+
+    return hook
 
 
 def run_job(job: dict, channel: Channel) -> dict:
@@ -540,13 +557,15 @@ def main() -> None:
         os.set_inheritable(fd, False)
     isolate(cfg)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    sys.addaudithook(no_new_audit_hooks)
     channel = Channel(ctl_in, ctl_out)
+    noted: list = [None]
+    sys.addaudithook(make_audit_hook(channel, noted))
     channel.send({"op": "ready", "pid": os.getpid(), "uid": os.getuid(), "t": time.time()})
     while True:
         job = channel.next_job()
         if job is None or job.get("op") == "exit":
             return
+        noted[0] = None
         channel.busy = True
         res = run_job(job, channel)
         channel.busy = False

@@ -30,7 +30,16 @@ parent runs as root, each worker also drops to a fresh random uid, which makes R
 only that worker's processes, makes the parent and files of other users unreachable, and lets the
 parent kill every process the worker left behind with one `kill(-1)` as that uid. The parent
 enforces the wall clock (kill the worker, its session, its process tree and its uid) and the
-output cap (a control message over the cap kills the worker). A worker whose parent dies exits
+output cap (a control message over the cap kills the worker). The wall clock counts the job's own
+time: while a model call of the job waits on the parent, it stops, so a slow or busy model is not
+the job's timeout; a call that waits past `model_call_seconds` means the model stalled, and the
+job is stopped with `ModelStallError`. A worker that dies of SIGKILL, SIGTERM, SIGINT, SIGHUP or
+SIGQUIT while its job had done nothing that could send one (the worker's audit hook reports
+os.kill, subprocesses, exec, fork and ctypes to the parent), or of SIGKILL while the host's OOM
+killer struck, was killed from outside: `WorkerKilledError`. Both are infrastructure errors, which
+an evaluation retries and does not score. (A job can still raise a signal on itself by a route the
+audit hook does not see, such as `signal.raise_signal`; evaluation counts a kill that recurs on
+every retry of a seeded sample as the agent's.) A worker whose parent dies exits
 (bwrap: with it; otherwise when its control pipe closes, in the middle of a job too).
 
 Model calls: the worker has no model and no key. Its `llm(prompt, **sampling)` sends the request
@@ -84,7 +93,7 @@ from agentmeta.agents._sandbox_process import (
     bwrap_works,
     unshare_works,
 )
-from agentmeta.errors import SandboxError, SandboxUnavailableError
+from agentmeta.errors import ModelStallError, SandboxError, SandboxUnavailableError, WorkerKilledError
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +126,11 @@ class SandboxLimits(BaseModel):
     max_output_bytes: int = Field(default=1_000_000, ge=1024)
     """Cap on printed output and on the size of the returned value."""
     wall_seconds: float = Field(default=60.0, gt=0)
-    """Wall-clock limit per job, enforced by the parent (kills the worker)."""
+    """Wall-clock limit per job, enforced by the parent (kills the worker). It counts the job's own
+    time only: while one of its model calls is waiting on the parent, the clock stops."""
+    model_call_seconds: float = Field(default=600.0, gt=0)
+    """Longest a single model call of a job may wait on the parent; past it the model is taken to
+    have stalled: the job is stopped and `ModelStallError` (an infrastructure error) is raised."""
     tmp_mb: int = Field(default=64, ge=1)
     """Size of the private /tmp (bwrap) and the largest file a job may write."""
     max_llm_calls: int = Field(default=256, ge=0)
@@ -368,6 +381,10 @@ class Sandbox:
             self._release(w, clean)
         if res.get("dirty"):
             log.info("sandbox job left %s behind; its worker was replaced", " and ".join(res["dirty"]))
+        if res.get("error_kind") == "stall":
+            raise ModelStallError(res.get("error") or "a model call stalled")
+        if res.get("error_kind") == "killed":
+            raise WorkerKilledError(res.get("error") or "the sandbox worker was killed from outside the job")
         return res, wall
 
     def run(
@@ -384,7 +401,9 @@ class Sandbox:
         `llm` serves the code's `llm(prompt, **sampling)` calls: a `Model` or a callable taking the
         request fields (`GenerateRequest`) as a dict and returning the response fields as a dict.
         `env_preamble` is exec'd first in the same globals (e.g. an `LLMAgentBase` helper).
-        Arguments must be JSON types. Never raises for a failure of the code, only `SandboxError`.
+        Arguments must be JSON types. Never raises for a failure of the code; raises
+        `InfrastructureError`s for the machinery's: `SandboxError` (no worker), `WorkerKilledError`
+        (killed from outside the job), `ModelStallError` (a model call past `model_call_seconds`).
         """
         try:
             json.dumps(list(args))

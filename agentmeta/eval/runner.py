@@ -8,10 +8,12 @@ Every sample ends in one of three outcomes (`SampleRecord.outcome`):
 - **scored**: the agent answered and the scorer judged it;
 - **agent_error**: the agent (or its sandboxed code, or the scorer) raised, timed out or hit a
   limit: the sample scores 0 and keeps the reason;
-- **infra_error**: the machinery failed (a model call that failed after the provider's retries, a
-  sandbox that could not start): the sample is run again (`infra_retries`), and if it still fails
+- **infra_error**: the machinery failed (a model call that failed after the provider's retries or
+  stalled, a sandbox that could not start, a sandbox worker killed from outside its job): the sample is run again (`infra_retries`), and if it still fails
   it is *not* scored: it is left out of the mean, counted in `n_infra` and shown. A result with
   more than `max_infra_share` of its samples lost is `incomplete` and a search never selects on it.
+  A sandbox worker killed on every attempt of the same seeded sample is counted as the agent's
+  error: the job replays identically, so the kill is its own.
 
 Reproducibility: every model call an agent makes without a seed of its own gets one derived from
 the run seed, the sample id and the call's index among the sample's identical calls (see
@@ -214,6 +216,7 @@ def run_sample(
     record = _run_once(agent, sample, suite, model, seed, max_tokens)
     spent = (record.prompt_tokens, record.completion_tokens, record.calls)
     attempt = 1
+    killed = _killed(record)
     while record.outcome == "infra_error" and attempt <= infra_retries:
         log.warning(
             "sample %s: infrastructure error (%s); attempt %d of %d",
@@ -227,6 +230,15 @@ def run_sample(
             spent[2] + record.calls,
         )
         attempt += 1
+        killed = killed and _killed(record)
+    if killed and attempt > 1:
+        # A seeded sample replays the same job: a worker killed on every attempt killed itself.
+        record = record.model_copy(
+            update={
+                "outcome": "agent_error",
+                "error": f"{record.error} (on each of {attempt} attempts: counted as the agent's)",
+            }
+        )
     return record.model_copy(
         update={
             "attempts": attempt,
@@ -235,6 +247,10 @@ def run_sample(
             "calls": spent[2],
         }
     )
+
+
+def _killed(record: SampleRecord) -> bool:
+    return record.outcome == "infra_error" and (record.error or "").startswith("WorkerKilledError")
 
 
 def summarize(

@@ -175,3 +175,97 @@ def test_idle_workers_outlive_the_thread_that_needed_them(mode: str) -> None:
         again = box.run("def f(x):\n    return x * 2\n", "f", [4])
         assert again.ok and again.value == 8, again.error
         assert box.workers_started == 1  # the same warm worker ran it
+
+
+# -- whose failure: the job's own time, stalled models, workers killed from outside ----------------
+
+SLOW_CHAIN = (
+    "def forward(n):\n    out = []\n    for i in range(n):\n"
+    "        out.append(llm(f'step {i}')['texts'][0])\n    return out\n"
+)
+
+
+def _slow(delay: float):
+    import time
+
+    def call(request: dict) -> dict:
+        time.sleep(delay)
+        return {"texts": ["ok"], "prompt_tokens": 1, "completion_tokens": 1}
+
+    return call
+
+
+def test_time_waiting_on_the_model_does_not_count_against_the_wall_clock() -> None:
+    """Three 0.8 s model calls take 2.4 s, past a 1.5 s wall clock: the job's own time is tiny, so
+    it finishes (on the old single wait over the whole job it was a timeout, scored as the agent's 0)."""
+    with Sandbox(SandboxLimits(cpu_seconds=5, memory_mb=512, wall_seconds=1.5), pool_size=1) as box:
+        r = box.run(SLOW_CHAIN, "forward", [3], llm=_slow(0.8))
+        assert r.ok, r.error
+        assert r.value == ["ok", "ok", "ok"] and r.wall_s > 2.0
+        busy = box.run("def forward():\n    while True:\n        pass\n", "forward")  # its own time
+        assert (
+            not busy.ok and busy.error_kind == "timeout" and "wall-clock limit of 1.5 s" in (busy.error or "")
+        )
+
+
+def test_a_stalled_model_is_an_infrastructure_error_not_the_agents_zero() -> None:
+    from agentmeta.errors import InfrastructureError, ModelStallError
+
+    limits = SandboxLimits(cpu_seconds=5, memory_mb=512, wall_seconds=1.0, model_call_seconds=1.0)
+    with Sandbox(limits, pool_size=1) as box:
+        with pytest.raises(ModelStallError, match="model_call_seconds=1 s"):
+            box.run(SLOW_CHAIN, "forward", [1], llm=_slow(2.5))
+        assert issubclass(ModelStallError, InfrastructureError)
+        assert box.run(SLOW_CHAIN, "forward", [1], llm=_slow(0.0)).ok  # the sandbox goes on
+
+
+def _kill_worker_when_started(box: Sandbox, sig: int) -> threading.Thread:
+    """Kill the (only) worker's processes from outside once its job waits on a model call."""
+    import contextlib
+    import os
+    import time
+
+    from agentmeta.agents._sandbox_process import _descendants
+
+    def killer() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            busy = [w for w in _all_workers(box) if w._job is not None and w._job.pending]
+            if busy:
+                for pid in [busy[0].proc.pid, *_descendants(busy[0].proc.pid)]:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, sig)
+                return
+            time.sleep(0.02)
+
+    t = threading.Thread(target=killer, daemon=True)
+    t.start()
+    return t
+
+
+def _all_workers(box: Sandbox) -> list:
+    import gc
+
+    from agentmeta.agents._sandbox_process import _Worker
+
+    return [o for o in gc.get_objects() if isinstance(o, _Worker) and o.sb is box and not o.dead.is_set()]
+
+
+def test_a_worker_killed_from_outside_is_an_infrastructure_error() -> None:
+    """An operator's or the OOM killer's SIGKILL is not the job's failure: `WorkerKilledError`."""
+    import signal
+
+    from agentmeta.errors import WorkerKilledError
+
+    with Sandbox(LIMITS, pool_size=1) as box:
+        killer = _kill_worker_when_started(box, signal.SIGKILL)
+        with pytest.raises(WorkerKilledError, match="killed from outside the job by SIGKILL"):
+            box.run(SLOW_CHAIN, "forward", [1], llm=_slow(3.0))
+        killer.join()
+        assert box.run(SLOW_CHAIN, "forward", [1], llm=_slow(0.0)).ok
+
+
+def test_a_job_that_kills_its_own_worker_is_still_the_jobs_crash(sb: Sandbox) -> None:
+    src = "import os, signal\ndef forward():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    r = sb.run(src, "forward")
+    assert not r.ok and r.error_kind == "crash" and "after the job called os.kill" in (r.error or "")

@@ -394,3 +394,44 @@ def test_cached_calls_count_their_cost_in_records_not_in_spend(tmp_path):
     assert model.usage.cached_calls == warm.usage.calls > 0
     assert warm.usage.total_tokens == cold.usage.total_tokens > 0  # ...but records what the agent costs
     assert [r.prompt_tokens for r in warm.records] == [r.prompt_tokens for r in cold.records]
+
+
+def test_a_stalled_model_under_a_code_agent_is_infrastructure_not_the_agents_zero() -> None:
+    """The model takes longer than the sandbox's model-call limit: each sample is retried and then
+    left out as an infrastructure error; none is scored 0 for the agent."""
+    import time as _time
+
+    from agentmeta.agents.code import CodeAgent
+    from agentmeta.agents.sandbox import Sandbox, SandboxLimits
+    from agentmeta.models import Model
+    from agentmeta.models.mock import MockProvider
+
+    source = (Path(__file__).resolve().parents[2] / "archive" / "code" / "chain_of_thought.py").read_text()
+    limits = SandboxLimits(cpu_seconds=5, memory_mb=512, wall_seconds=1.0, model_call_seconds=0.5)
+
+    def slow(req: GenerateRequest) -> str:
+        _time.sleep(1.0)
+        return '{"thinking": "", "answer": "0"}'
+
+    with Sandbox(limits, pool_size=2) as box:
+        agent = CodeAgent(source, name="cot-code", sandbox=box)
+        result = evaluate(
+            agent, arithmetic_suite(2), model=Model(MockProvider(slow)), seed=1, infra_retries=1
+        )
+    assert [r.outcome for r in result.records] == ["infra_error", "infra_error"]
+    assert all("ModelStallError" in (r.error or "") and r.attempts == 2 for r in result.records)
+    assert result.n == 0 and result.n_infra == 2 and result.incomplete
+
+
+def test_a_worker_killed_on_every_attempt_is_the_agents_error(mock_model: Callable[..., Any]) -> None:
+    """A job that raises SIGKILL on itself by a route the audit hook does not see looks like an
+    outside kill once; a seeded sample replays it on every retry, so it is counted as the agent's."""
+    from agentmeta.agents.code import CodeAgent
+
+    source = "def forward(self, taskInfo):\n    import signal\n    signal.raise_signal(signal.SIGKILL)\n"
+    result = evaluate(
+        CodeAgent(source, name="suicidal"), arithmetic_suite(1), model=mock_model(), seed=1, infra_retries=1
+    )
+    rec = result.records[0]
+    assert rec.outcome == "agent_error" and rec.score == 0.0 and rec.attempts == 2
+    assert "WorkerKilledError" in (rec.error or "") and "counted as the agent's" in (rec.error or "")
