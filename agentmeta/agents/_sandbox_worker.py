@@ -50,6 +50,8 @@ MNT_DETACH = 2
 # pivot_root(2) by syscall number, where libc has no wrapper (glibc < 2.34).
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217, "i686": 217}
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
+TMP = ["/tmp"]
+"""The worker's private temp folder (its cwd): emptied after every job."""
 
 
 class OutputLimitExceeded(BaseException):
@@ -207,6 +209,7 @@ def isolate(cfg: dict) -> None:
         os.setuid(uid)
     set_limits(cfg)
     os.chdir(cfg["tmp"])
+    TMP[0] = cfg["tmp"]
 
 
 def check(ok: bool, what: str) -> None:
@@ -428,6 +431,100 @@ def runtime_state() -> tuple:
     )
 
 
+def _ident(value) -> tuple:
+    """What identifies a module-level value for the integrity check: the object, and for functions
+    their code, defaults and closure cells' contents (which a job could swap without rebinding)."""
+    code = getattr(value, "__code__", None)
+    if code is None or not isinstance(getattr(value, "__defaults__", ()), (tuple, type(None))):
+        return (id(value),)
+    cells = getattr(value, "__closure__", None) or ()
+    inner = []
+    for cell in cells:
+        try:
+            inner.append(id(cell.cell_contents))
+        except ValueError:  # an empty cell
+            inner.append(0)
+    return (id(value), id(code), id(value.__defaults__), id(getattr(value, "__kwdefaults__", None)), tuple(inner))
+
+
+def module_state() -> dict:
+    """A fingerprint of every loaded module: each name it binds, and the attributes of the classes
+    and plain objects it holds (a job that patches `re.sub`, `json.JSONEncoder.encode`,
+    `json._default_encoder.indent` or a function's `__code__` changes it)."""
+    state = {}
+    for name, mod in list(sys.modules.items()):
+        try:
+            items = list(vars(mod).items())
+        except TypeError:
+            state[name] = (id(mod), None)
+            continue
+        entries = {}
+        for key, value in items:
+            entries[key] = _ident(value)
+            inner = getattr(value, "__dict__", None)
+            if isinstance(value, type) or (
+                isinstance(inner, dict) and not isinstance(value, type(sys)) and not callable(value)
+            ):
+                try:  # noqa: SIM105 - the worker keeps its imports to what it needs
+                    entries[key] += tuple(sorted((k, id(v)) for k, v in vars(value).items()))
+                except TypeError:  # keys that do not sort
+                    pass
+        state[name] = (id(mod), entries)
+    return state
+
+
+def module_changes(before: dict, modules_before: dict) -> list:
+    """Undo what can be undone after a job (modules it imported are unloaded, so a module it
+    patched or planted is not there for the next job) and name what cannot (a module that was
+    loaded before the job and now binds something else)."""
+    for name in [n for n in sys.modules if n not in modules_before]:
+        del sys.modules[name]
+    changed = [n for n, m in modules_before.items() if sys.modules.get(n) is not m]
+    for name, mod in modules_before.items():
+        sys.modules[name] = mod
+    after = module_state()
+    for name, (mod_id, entries) in before.items():
+        now = after.get(name)
+        if now is None or now[0] != mod_id:
+            changed.append(name)
+            continue
+        if entries is None:
+            continue
+        for key, ident in now[1].items():
+            old = entries.get(key)
+            if old is None:
+                if not isinstance(getattr(sys.modules[name], key, None), type(sys)):  # a submodule is fine
+                    changed.append(f"{name}.{key}")
+            elif old != ident:
+                changed.append(f"{name}.{key}")
+        changed.extend(f"{name}.{key}" for key in entries if key not in now[1])
+    return changed
+
+
+def clear_dir(path: str) -> bool:
+    """Remove everything in `path` (the job's private /tmp); False if something could not be."""
+    ok = True
+    for entry in os.scandir(path):
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                clear_tree(entry.path)
+                os.rmdir(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            ok = False
+    return ok
+
+
+def clear_tree(path: str) -> None:
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            clear_tree(entry.path)
+            os.rmdir(entry.path)
+        else:
+            os.unlink(entry.path)
+
+
 # Events by which a job could kill its own worker (or start something that does). The first one a
 # job raises is reported to the parent, which then does not blame a death by signal on the host.
 SELF_SIGNAL_EVENTS = (
@@ -462,11 +559,15 @@ def run_job(job: dict, channel: Channel) -> dict:
     cpu_now = int(used.ru_utime + used.ru_stime) + 1
     hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
     resource.setrlimit(resource.RLIMIT_CPU, (min(cpu_now + job["cpu_seconds"], hard), hard))
+    modules_before = dict(sys.modules)
+    fingerprint = module_state()
+    environ_before = dict(os.environ)
     saved = sys.stdout, sys.stderr, sys.stdin
     sys.stdout, sys.stderr = out, err
     sys.stdin = io.StringIO(job.get("stdin") or "")
     threads_before = set(threading.enumerate())
     state_before = runtime_state()
+
     builtins_before = dict(builtins.__dict__)
     recursion_before = sys.getrecursionlimit()
     res: dict = {"op": "result", "ok": True, "value": None, "error": None, "error_kind": None}
@@ -501,6 +602,8 @@ def run_job(job: dict, channel: Channel) -> dict:
         builtins.__dict__.clear()
         builtins.__dict__.update(builtins_before)
         sys.setrecursionlimit(recursion_before)
+        os.environ.clear()
+        os.environ.update(environ_before)
     if budget[0] < 0 and res["ok"]:
         res.update(ok=False, error_kind="output", error=f"printed more than {job['max_output']} characters")
     res["stdout"] = out.getvalue()
@@ -513,6 +616,16 @@ def run_job(job: dict, channel: Channel) -> dict:
         leftovers.append("processes")
     if runtime_state() != state_before:
         leftovers.append("patched runtime")
+    patched = module_changes(fingerprint, modules_before)
+    if patched:
+        leftovers.append("patched modules (" + ", ".join(sorted(set(patched))[:5]) + ")")
+    try:
+        os.chdir(TMP[0])
+        files_ok = clear_dir(TMP[0])
+    except OSError:
+        files_ok = False
+    if not files_ok:
+        leftovers.append("files it could not remove")
     res["dirty"] = leftovers
     return res
 

@@ -48,17 +48,20 @@ from many sandboxes batch and hit the call cache). Scoring happens in the parent
 value only.
 
 Worker reuse and its limits: a warm worker runs jobs one after another, each in fresh module
-globals; builtins and the recursion limit are restored after each job, and a job may not add an
-audit hook. A worker is thrown away after any job that failed by a limit, crash or invalid
-message, that left threads or processes behind, that changed process-wide hooks (json/os
-functions the worker uses, sys.meta_path, sys.path, trace/profile hooks, excepthooks, gc
-callbacks, signal handlers), or after `max_jobs_per_worker` jobs. Not reset and not detected:
-other mutations of imported stdlib modules (a job could patch, say, `re` to alter a later job's
-behaviour), files it wrote in the private /tmp, and the process-wide CPU counter (each job gets
-`cpu_seconds` more on its soft limit; the hard limit covers all jobs of the worker). So jobs in
-one worker are isolated from the host, not fully from each other: give candidates from different
-campaigns different `Sandbox`es, and use `reuse=False` (a fresh worker per job, ~70-110 ms) where
-one candidate must not be able to influence another's score.
+globals. After each job the worker restores builtins, the recursion limit, the environment and its
+working folder, empties its private /tmp, and unloads every module the job imported (a module the
+job planted in `sys.modules` or patched after importing it is gone for the next job). A job may not
+add an audit hook. An integrity check compares every module loaded before the job with a
+fingerprint taken before it: each name a module binds, the code, defaults and closure of each of
+its functions, and the attributes of its classes and plain objects. A worker is thrown away after
+any job that changed one of them, that failed by a limit, crash or invalid message, that left
+threads or processes behind, that changed process-wide hooks (trace/profile hooks, excepthooks,
+gc callbacks, signal handlers, sys.meta_path, sys.path), or after `max_jobs_per_worker` jobs.
+tests/agents/test_sandbox_hostile.py tries each route. Not covered: mutable containers that a
+module holds (a job could fill a module's cache dict, say), object state reached only through
+them, and the process-wide CPU counter (each job gets `cpu_seconds` more on its soft limit; the
+hard limit covers all jobs of the worker). Use `reuse=False` (a fresh worker per job, ~70-110 ms)
+where no job may influence another at all.
 
 What is not contained in any mode: CPU and memory *bandwidth* (a job can slow its neighbours until
 it hits its limits), what the read-only root shows (/usr, /etc, the Python install: world-readable

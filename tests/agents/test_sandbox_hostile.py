@@ -388,13 +388,51 @@ def test_a_job_cannot_tamper_with_the_next_jobs_result(sb: Sandbox) -> None:
     )
     check = "import os\ndef forward():\n    return os.path.exists('mark')\n"
     with Sandbox(LIMITS, **mode_args(sb.isolation), pool_size=1) as one:
-        assert one.run(mark, "forward").ok and one.run(check, "forward").value is True  # same worker
+        assert one.run(mark, "forward").ok and one.run(check, "forward").value is False  # /tmp emptied
+        assert one.workers_started == 1  # ...in the same worker
         first = one.run("import json\n" + forge, "forward")
         assert first.ok and first.value == "mine", first  # its own result is encoded honestly
         nxt = one.run(check, "forward")
-        assert nxt.ok and nxt.value is False  # the patched worker was replaced by a fresh one
+        assert nxt.ok and nxt.value is False and one.workers_started == 2  # the patched worker was replaced
     # Audit hooks cannot be removed, so a job may not add one (it would see later jobs' code).
     spy = "import sys\ndef forward():\n    seen = []\n    sys.addaudithook(lambda e, a: seen.append(e))\n"
     spy += "    compile('1', 'x', 'eval')\n    return len(seen)\n"
     hook = sb.run(spy, "forward")
     assert hook.ok and hook.value == 0, hook
+
+
+# What one job could leave for the next job in the same worker, and what the next job must see.
+TAMPER = {
+    "patch a stdlib function": ("import re\ndef forward():\n    re.sub = lambda *a, **k: 'HIJACKED'\n",
+                                "import re\ndef forward():\n    return re.sub('a', 'b', 'aa')\n", "bb"),
+    "swap a function's code": ("import re\ndef forward():\n    re.escape.__code__ = (lambda p: 'HIJACKED').__code__\n",
+                               "import re\ndef forward():\n    return re.escape('a')\n", "a"),
+    "patch a class method": ("import json\ndef forward():\n    json.JSONDecoder.decode = lambda self, s: 'HIJACKED'\n",
+                             "import json\ndef forward():\n    return json.JSONDecoder().decode('1')\n", 1),
+    "mutate a module-level object": ("import json\ndef forward():\n    json._default_encoder.indent = 9\n",
+                                     "import json\ndef forward():\n    return json.dumps([1])\n", "[1]"),
+    "plant a module": ("import sys, types\ndef forward():\n    m = types.ModuleType('fractions')\n"
+                       "    m.Fraction = lambda *a: 'HIJACKED'\n    sys.modules['fractions'] = m\n",
+                       "def forward():\n    from fractions import Fraction\n    return str(Fraction(1, 2))\n", "1/2"),
+    "patch a module it imported": ("import statistics\ndef forward():\n    statistics.mean = lambda x: 'HIJACKED'\n",
+                                   "import statistics\ndef forward():\n    return statistics.mean([1, 3])\n", 2),
+    "leave a file": ("def forward():\n    open('answers.txt', 'w').write('HIJACKED')\n",
+                     "import os\ndef forward():\n    return sorted(os.listdir('.'))\n", []),
+    "set the environment": ("import os\ndef forward():\n    os.environ['HINT'] = 'HIJACKED'\n",
+                            "import os\ndef forward():\n    return os.environ.get('HINT', '')\n", ""),
+    "change directory": ("import os\ndef forward():\n    os.chdir('/')\n",
+                         "import os\ndef forward():\n    return os.listdir('.')\n", []),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("what", sorted(TAMPER))
+def test_a_job_cannot_change_what_a_later_job_sees(sb: Sandbox, what: str) -> None:
+    """One worker, two jobs: whatever the first changed in modules, builtins, files, environment or
+    working folder is undone, or its worker is replaced before the next job."""
+    tamper, probe, expected = TAMPER[what]
+    with Sandbox(LIMITS, **mode_args(sb.isolation), pool_size=1) as one:
+        assert one.run(probe, "forward").value == expected  # the probe's honest answer
+        first = one.run(tamper, "forward")
+        assert first.ok, first
+        after = one.run(probe, "forward")
+        assert after.ok and after.value == expected, (what, after)
