@@ -23,6 +23,7 @@ from agentmeta.archive.records import (
     Lineage,
     SampleScore,
 )
+from agentmeta.archive.test_looks import TestLook
 from agentmeta.errors import ArchiveError
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ __all__ = [
     "Lineage",
     "SampleDiff",
     "SampleScore",
+    "TestLook",
     "default_archive_path",
     "parse_adas_fitness",
 ]

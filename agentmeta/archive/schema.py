@@ -156,6 +156,25 @@ conductor_runs = Table(
     Index("ix_agentmeta_conductor_runs_created", "created_at"),
 )
 
+# The record of every look at a suite's test split (`agentmeta confirm`): appended, never updated
+# or deleted, so how often held-out samples were used stays countable.
+test_looks = Table(
+    "agentmeta_test_looks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("suite", String(500), nullable=False),
+    Column("split", String(64), nullable=False),
+    Column("campaign", String(32)),
+    Column("candidates", JSON, nullable=False),
+    Column("settings", JSON, nullable=False),
+    Column("sample_ids", JSON, nullable=False),
+    Column("result", JSON, nullable=False),
+    Column("evaluated", JSON, nullable=False),
+    Column("repeat", Boolean, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_agentmeta_test_looks_suite", "suite"),
+)
+
 TABLE_NAMES = frozenset(metadata.tables)
 
 

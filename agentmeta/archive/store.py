@@ -37,6 +37,7 @@ from agentmeta.archive.records import (
     new_id,
     utcnow,
 )
+from agentmeta.archive.test_looks import TestLooksMixin
 from agentmeta.errors import ArchiveError
 from agentmeta.models.types import Usage
 
@@ -93,7 +94,7 @@ def _sample_score(record: Any) -> SampleScore:
     )
 
 
-class Archive(CampaignsMixin, ConductorRunsMixin):
+class Archive(CampaignsMixin, ConductorRunsMixin, TestLooksMixin):
     """A persistent archive of candidates.
 
     `Archive("runs/a.db")` or `Archive("postgresql+psycopg://host/db")`. A missing SQLite file

@@ -78,17 +78,56 @@ def confirmation_table(conf: Any) -> Table:
     return table
 
 
+P_BETTER = (
+    "P(better): the share of 10,000 seeded paired-bootstrap resamples of the test samples in which the "
+    "candidate's mean beats the best seed's (ties count half); not a posterior probability"
+)
+
+
+def looks_line(earlier: int, campaign: int) -> str:
+    """How often the test samples about to be used were looked at before."""
+    if not earlier:
+        return "these test samples had no earlier look"
+    mine = f" ({campaign} by this campaign)" if campaign else " (by other campaigns)"
+    return f"these test samples had {earlier} earlier look{'s' if earlier != 1 else ''}{mine}: not fresh"
+
+
 def print_confirmation(conf: Any) -> None:
     """The confirmation table, then its one-line verdict (the last line printed)."""
     if conf.skipped:
         console.print(escape(conf.verdict), soft_wrap=True)
         return
     console.print(confirmation_table(conf))
+    console.print(
+        f"[dim]{P_BETTER}; a saving: at most 1/3 of the best seed's tokens and shown not worse by "
+        f"{conf.margin:g} or more (Holm over the {sum(not r.seed for r in conf.rows)} candidates)[/dim]"
+    )
+    console.print(looks_line(conf.earlier_looks, conf.earlier_campaign_looks) + (
+        f"; recorded as look {conf.look}" if conf.look is not None and not conf.repeat else
+        "; the same look as before (nothing evaluated anew)" if conf.repeat else ""))  # fmt: skip
     if conf.reused:
         stored = f"{len(conf.reused)} of {len(conf.rows)} test evaluations were stored already"
         console.print(f"[dim]{stored}[/dim]")
     style = "bold green" if conf.confirmed else "bold"
     console.print(f"[{style}]{escape(conf.verdict)}[/{style}]", soft_wrap=True)  # one line, never wrapped
+
+
+def looks_table(looks: list[Any], title: str) -> Table:
+    """The recorded looks at a test split: when, which settings, how many samples, what was found."""
+    table = Table(title=title)
+    for col in ("look", "when (UTC)", "samples", "settings", "evaluated", "verdict"):
+        table.add_column(col)
+    for look in looks:
+        settings = ", ".join(f"{k} {v}" for k, v in look.settings.items())
+        table.add_row(
+            str(look.id) + (" (repeat)" if look.repeat else ""),
+            look.created_at.strftime("%Y-%m-%d %H:%M"),
+            str(len(look.sample_ids)),
+            escape(settings),
+            str(len(look.evaluated)),
+            escape(str(look.result.get("verdict", ""))[:120]),
+        )
+    return table
 
 
 def register(app: typer.Typer) -> None:
@@ -142,6 +181,14 @@ def register(app: typer.Typer) -> None:
         confirm_limit: Annotated[
             int, typer.Option(help="Test samples of the confirmation (all if the split is smaller).", min=1)
         ] = 64,
+        confirm_margin: Annotated[
+            float,
+            typer.Option(
+                help="Non-inferiority margin of a saving in the confirmation (see `agentmeta confirm --margin`).",
+                min=0.0,
+                max=0.99,
+            ),
+        ] = 0.05,
         unsafe_sandbox: UnsafeSandbox = False,
         ray: options.RayFlag = False,
         ray_address: options.RayAddress = None,
@@ -177,6 +224,7 @@ def register(app: typer.Typer) -> None:
             name=name,
             confirm=confirm,
             confirm_limit=confirm_limit,
+            confirm_margin=confirm_margin,
         )
         arch = Archive(archive)
         task_model = load_model_for_cli(model)
@@ -219,6 +267,10 @@ def register(app: typer.Typer) -> None:
                     say(f"  stays on the subset stage (best subset score so far {best_subset})")
             elif kind_ == "confirm":
                 say(f"[bold]confirmation[/bold]: {len(ev['ids'])} candidates on {ev['n']} test samples")
+            elif kind_ == "looks":
+                say(f"  {looks_line(ev['earlier'], ev['campaign'])}")
+            elif kind_ == "warning":
+                say(f"[yellow]warning[/yellow]: {escape(ev['message'])}")
             elif kind_ == "confirmed":
                 stored = " (stored)" if ev["reused"] else ""
                 mean = _fmt(ev["mean"], ev["ci_low"], ev["ci_high"])
@@ -242,7 +294,9 @@ def register(app: typer.Typer) -> None:
 
         executor = options.ray_executor(ray, ray_address, ray_actors, ray_gpus)
         try:
-            camp = Campaign(config, arch, model=task_model, meta_model=meta, progress=progress, executor=executor)
+            camp = Campaign(
+                config, arch, model=task_model, meta_model=meta, progress=progress, executor=executor
+            )
             result = camp.run()
         finally:
             if executor is not None:
@@ -278,11 +332,30 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Model the candidates run on (default: the campaign's).")
         ] = None,
         concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
+        margin: Annotated[
+            float,
+            typer.Option(
+                help="Non-inferiority margin of a saving: a cheaper candidate must be shown worse than the "
+                "best seed by less than this.",
+                min=0.0,
+                max=0.99,
+            ),
+        ] = 0.05,
+        new_look: Annotated[
+            bool,
+            typer.Option(
+                "--new-look",
+                help="Take another look at the test split with other settings than the campaign's last "
+                "confirmation (limit, model, seed, margin); it is recorded.",
+            ),
+        ] = False,
         unsafe_sandbox: UnsafeSandbox = False,
     ) -> None:
         """Confirm a campaign on held-out test samples: its best candidate by validation, its best seed
         and its score x tokens Pareto front, on the same test samples (stored as split test, stage
-        confirm; what is stored is reused), with the paired gain over the best seed and a verdict."""
+        confirm; what is stored is reused), with the paired gain over the best seed and a verdict.
+        Every confirmation is recorded as a look at the test split; once a campaign is confirmed, a
+        look with other settings needs --new-look."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
         from agentmeta.search.confirm import confirm
@@ -298,12 +371,18 @@ def register(app: typer.Typer) -> None:
             clock = f"[dim]{s // 60:02d}:{s % 60:02d}[/dim]"
             if ev["event"] == "confirm":
                 err.print(f"{clock} {len(ev['ids'])} candidates on {ev['n']} test samples")
+            elif ev["event"] == "looks":
+                err.print(f"{clock} {looks_line(ev['earlier'], ev['campaign'])}")
             elif ev["event"] == "confirmed":
                 stored = " (stored)" if ev["reused"] else ""
                 mean = _fmt(ev["mean"], ev["ci_low"], ev["ci_high"])
                 err.print(f"{clock}   {ev['id']}: {mean} n={ev['n']}{stored}")
 
         conf = confirm(
-            arch, record, test_limit=limit, model=task_model, concurrency=concurrency, progress=progress
-        )
+            arch, record, test_limit=limit, model=task_model, concurrency=concurrency, progress=progress,
+            margin=margin, new_look=new_look,
+        )  # fmt: skip
+        looks = [x for x in arch.test_looks(campaign=record.id) if not x.repeat]
+        if len(looks) > 1:
+            console.print(looks_table(looks, f"looks at the test split of campaign {record.name}"))
         print_confirmation(conf)

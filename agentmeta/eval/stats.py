@@ -279,15 +279,59 @@ def tango_interval(gains: float, losses: float, n: int, confidence: float = 0.95
     z = NormalDist().inv_cdf(0.5 + confidence / 2.0)
 
     def score(d: float) -> float:  # decreasing in d
-        w = -gains - losses + (2.0 * n - gains + losses) * d
-        q = (math.sqrt(max(w * w + 8.0 * n * losses * d * (1.0 - d), 0.0)) - w) / (4.0 * n)
-        var = n * (2.0 * q + d * (1.0 - d))
-        num = gains - losses - n * d
-        if var <= 0.0:
-            return math.copysign(math.inf, num) if num else 0.0
-        return num / math.sqrt(var)
+        return _tango_score(gains, losses, n, d)
 
     return _bisect(score, z, -1.0, 1.0), _bisect(score, -z, -1.0, 1.0)
+
+
+def _tango_score(gains: float, losses: float, n: int, d: float) -> float:
+    """Tango's score statistic of the hypothesis "the paired difference is d" (decreasing in d)."""
+    w = -gains - losses + (2.0 * n - gains + losses) * d
+    q = (math.sqrt(max(w * w + 8.0 * n * losses * d * (1.0 - d), 0.0)) - w) / (4.0 * n)
+    var = n * (2.0 * q + d * (1.0 - d))
+    num = gains - losses - n * d
+    if var <= 0.0:
+        return math.copysign(math.inf, num) if num else 0.0
+    return num / math.sqrt(var)
+
+
+def noninferiority_p(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    margin: float,
+    n_boot: int = 10_000,
+    seed: int = 0,
+) -> float:
+    """One-sided p-value of "A is worse than B by `margin` or more" (mean(A - B) <= -margin) on
+    paired scores. Small values say A is not inferior: A's loss to B is below the margin.
+
+    For scores in [0, 1] it is the test behind Tango's interval (`tango_interval`): the p-value is
+    below a/2 exactly when the lower end of the two-sided (1 - a) interval lies above -margin. For
+    raw numbers it is the share of seeded paired-bootstrap means at or below -margin."""
+    if not 0.0 <= margin < 1.0:
+        raise DataError(f"a non-inferiority margin must be in [0, 1); got {margin}")
+    xa, xb = _scores(a), _scores(b)
+    if xa.shape != xb.shape or xa.size == 0:
+        raise DataError(f"a paired test needs scores on the same samples; got {xa.size} and {xb.size}")
+    diff = xa - xb
+    if not (_in_unit(xa) and _in_unit(xb)):
+        means = bootstrap_means(diff, n_boot=n_boot, seed=seed)
+        return float(np.mean(means <= -margin))
+    gains, losses = float(diff[diff > 0].sum()), float(-diff[diff < 0].sum())
+    return 1.0 - NormalDist().cdf(_tango_score(gains, losses, int(diff.size), -margin))
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): a family of hypotheses rejected
+    where the adjusted p-value is below a keeps the chance of any false rejection at most a."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    k = len(p_values)
+    adjusted = [0.0] * k
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (k - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def paired_bootstrap(

@@ -39,7 +39,9 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-NOT_IDENTITY = {"name", "iterations", "max_tokens", "max_wall_s", "concurrency", "confirm", "confirm_limit"}
+NOT_IDENTITY = {
+    "name", "iterations", "max_tokens", "max_wall_s", "concurrency", "confirm", "confirm_limit", "confirm_margin",
+}  # fmt: skip
 """Settings that do not define what a campaign searches: a re-run may change them and resume."""
 
 
@@ -100,6 +102,8 @@ class SearchConfig(BaseModel):
     is skipped, with a reason, when the suite has no test split."""
     confirm_limit: int = Field(default=64, ge=1)
     """Test samples of the confirmation (the whole test split if it is smaller)."""
+    confirm_margin: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """Non-inferiority margin of a saving in the confirmation (`agentmeta.search.confirm`)."""
 
     @field_validator("kind")
     @classmethod
@@ -685,9 +689,39 @@ class Campaign:
         return confirm(
             self.archive, self, test_limit=self.config.confirm_limit, model=self.model,
             seed=self.config.seed, concurrency=self.config.concurrency, progress=self.progress,
+            margin=self.config.confirm_margin,
         )  # fmt: skip
 
+    def _check_earlier_looks(self) -> None:
+        """A campaign confirmed before: say its test samples were used, and refuse at the start (not
+        after the search) a confirmation with other settings than its last look."""
+        from agentmeta.search.confirm import look_conflict
+
+        record = self.archive.get_campaign(self.record.id)
+        looks = [x for x in self.archive.test_looks(campaign=record.id) if not x.repeat]
+        if not looks and not (record.state or {}).get("confirmation"):
+            return
+        n = len(looks[-1].sample_ids) if looks else (record.state["confirmation"].get("n") or 0)
+        message = (
+            f"campaign {record.name!r} was confirmed before ({max(len(looks), 1)} look(s) at its test split, "
+            f"{n} samples): a best found now and confirmed on those samples is not a fresh held-out test"
+        )
+        log.warning("%s", message)
+        self.progress({"event": "warning", "message": message})
+        if self.config.confirm:
+            settings = {
+                "model": self.model.spec, "seed": self.config.seed, "limit": self.config.confirm_limit,
+                "margin": self.config.confirm_margin,
+            }  # fmt: skip
+            conflict = look_conflict(self.archive, record, settings)
+            if conflict:
+                raise ConfigError(
+                    f"{conflict}; run with the same --confirm-limit and --confirm-margin, or with "
+                    "--no-confirm and then `agentmeta confirm --new-look`"
+                )
+
     def run(self) -> CampaignResult:
+        self._check_earlier_looks()
         self.archive.update_campaign(self.record.id, status="running")
         try:
             self.run_seeds()
@@ -755,6 +789,12 @@ def search(
         else Archive(archive or "agentmeta-archive.db")
     )
     return Campaign(
-        config, arch, model=m, meta_model=mm, progress=progress, strategy=strategy_obj, suite=suite_obj,
+        config,
+        arch,
+        model=m,
+        meta_model=mm,
+        progress=progress,
+        strategy=strategy_obj,
+        suite=suite_obj,
         executor=executor,
     ).run()

@@ -16,10 +16,21 @@ score, the test score with its 95% CI, tokens per sample on the test samples (th
 token counts; a call served by the call cache counts what it cost when it ran), the paired difference with the best seed
 (`agentmeta.eval.stats.compare_results`: CI and P(better)), and the validation -> test drop.
 
+P(better) is the share of 10,000 seeded paired-bootstrap resamples of the test samples in which the
+candidate's mean beats the best seed's (ties count half); it is not a posterior probability.
+
 The verdict calls a gain *confirmed* when the CI of the difference (best candidate - best seed)
-excludes 0 and P(better) >= 0.95, and a *confirmed saving* any candidate confirmed (best or on the
-front) at most a third of the best seed's tokens per test sample whose score is not significantly
-lower (the CI of the difference reaches 0).
+excludes 0 and P(better) >= 0.95, and a *confirmed saving* a candidate confirmed (best or on the
+front) at most a third of the best seed's tokens per test sample that is shown *not worse by the
+margin* (default 0.05): the one-sided p-value of "worse by the margin or more" (the test behind the
+paired interval; for one candidate, the same as the lower end of the 95% interval lying above
+-margin), Holm-corrected over every non-seed candidate of the confirmation, is below 0.025.
+
+Every confirmation is appended to the archive's record of test looks (`Archive.test_looks`): the
+candidates, settings (model, seed, limit, margin), samples, result and time. A confirmation
+reports how many earlier looks its test samples had; once a campaign has been confirmed, a look
+with other settings (another limit, model, seed or margin) is refused unless `new_look=True`,
+since choosing among looks at the test split would make it a selection set.
 
 This is the only place a campaign's test split is loaded, and it runs after the search.
 """
@@ -32,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from agentmeta.archive.records import CONFIRM_STAGE, Evaluation
+from agentmeta.archive.test_looks import TestLook, looks_at
 from agentmeta.errors import ConfigError, DataError, InfrastructureError
 from agentmeta.eval.types import EvalResult, SampleRecord, Suite
 from agentmeta.models import Model, get_model
@@ -42,8 +54,12 @@ CONFIRM_META_KEY = "confirm"
 CONFIRMED_P = 0.95
 """P(better) a gain needs (with a CI of the difference above 0) to be called confirmed."""
 CHEAPER_RATIO = 1 / 3
-"""A candidate at most this share of the best seed's tokens per test sample, whose score is not
-significantly lower (the CI of the paired difference reaches 0 or above), is a confirmed saving."""
+"""A saving must cost at most this share of the best seed's tokens per test sample."""
+NONINFERIORITY_MARGIN = 0.05
+"""Default margin of a saving: the cheaper candidate may be worse than the best seed by less than
+this (in score), shown by the paired test, Holm-corrected over the candidates confirmed together."""
+SAVING_ALPHA = 0.025
+"""One-sided level of the non-inferiority test (the lower end of a two-sided 95% interval)."""
 
 
 class ConfirmationRow(BaseModel):
@@ -87,6 +103,10 @@ class ConfirmationRow(BaseModel):
     """Samples both scored (the difference's n)."""
     drop: float | None
     """Validation score minus test score (positive: it did worse on held-out data)."""
+    saving_p: float | None = None
+    """One-sided p-value of "worse than the best seed by the margin or more" (non-seed rows)."""
+    saving_p_holm: float | None = None
+    """`saving_p` after Holm's correction over every non-seed row of this confirmation."""
     reused: bool = False
     """Its test evaluation was already stored: no model call was made for it."""
 
@@ -123,8 +143,18 @@ class Confirmation(BaseModel):
     and P(better) >= 0.95."""
     cheaper: list[str] = Field(default_factory=list)
     """Confirmed savings: non-seed candidates at most `CHEAPER_RATIO` of the best seed's tokens per
-    test sample whose test score is not significantly lower (upper end of the paired CI >= 0), best
-    test score first."""
+    test sample shown not worse than it by `margin` or more (Holm-adjusted one-sided p-value below
+    `SAVING_ALPHA`, over every non-seed row), best test score first."""
+    margin: float = NONINFERIORITY_MARGIN
+    """Non-inferiority margin of a saving."""
+    earlier_looks: int = 0
+    """Looks recorded before this one that used any of these test samples (any campaign)."""
+    earlier_campaign_looks: int = 0
+    """Of those, the looks of this campaign."""
+    look: int | None = None
+    """Id of this look in the archive's record of test looks."""
+    repeat: bool = False
+    """The same look as this campaign's last one (settings, samples) with nothing evaluated anew."""
     verdict: str = ""
     """One line saying what the confirmation shows."""
     skipped: str | None = None
@@ -227,6 +257,8 @@ def confirm(
     concurrency: int = 8,
     progress: Callable[[dict[str, Any]], None] | None = None,
     executor: Any = None,
+    margin: float = NONINFERIORITY_MARGIN,
+    new_look: bool = False,
 ) -> Confirmation:
     """Confirm a campaign's best candidate against its best seed on held-out test samples.
 
@@ -238,7 +270,10 @@ def confirm(
     no row, when the suite has no test split or no candidate reached the full stage). Raises
     `InfrastructureError`, recording nothing for that candidate, when the model server or sandbox
     lost too many test samples; run it again to resume. `executor`: where the samples run
-    (default: a running `Campaign`'s executor, else this process; see `evaluate`).
+    (default: a running `Campaign`'s executor, else this process; see `evaluate`). `margin`: the
+    non-inferiority margin of a saving. Raises `ConfigError` when the campaign was confirmed before
+    with other settings (model, seed, limit, margin) unless `new_look=True`. Every call is appended
+    to the archive's record of test looks.
     """
     from agentmeta.agents.base import AgentSpec
     from agentmeta.eval import evaluate, load_suite
@@ -247,12 +282,14 @@ def confirm(
 
     if test_limit < 1:
         raise ConfigError(f"test_limit must be at least 1; got {test_limit}")
+    if not 0.0 <= margin < 1.0:
+        raise ConfigError(f"the non-inferiority margin must be in [0, 1); got {margin}")
     say = progress or (lambda event: None)
     record, config, runner = _resolve(archive, campaign)
     seed = config.seed if seed is None else seed
     base: dict[str, Any] = {
         "campaign": record.id, "campaign_name": record.name, "suite": config.suite, "seed": seed,
-        "limit": test_limit,
+        "limit": test_limit, "margin": margin,
     }  # fmt: skip
     if runner is not None and getattr(runner, "suite_object", False):
         return _skip(base, "the campaign searched a Suite object, which has no test split")
@@ -299,7 +336,21 @@ def confirm(
     )
     base.update(model=task_model.spec, sample_ids=ids)
     meta_now = {"model": task_model.spec, "seed": seed, "n": len(ids)}
+    settings = {"model": task_model.spec, "seed": seed, "limit": test_limit, "margin": margin}
+    last = _last_look(archive, record)
+    same = last is not None and _same_look(last, settings, ids)
+    if last is not None and not same and not new_look:
+        raise ConfigError(
+            f"campaign {record.name!r} was already confirmed on its test split ({_describe(last)}); "
+            f"this look ({_describe((settings, ids))}) would be another look at held-out samples: "
+            "repeat those settings, or pass --new-look (new_look=True) to take it; it is recorded"
+        )
+    earlier = looks_at(archive.test_looks(suite=config.suite), ids)
+    base.update(
+        earlier_looks=len(earlier), earlier_campaign_looks=sum(x.campaign == record.id for x in earlier)
+    )
     say({"event": "confirm", "n": len(ids), "ids": [e.id for e in chosen], "suite": config.suite})
+    say({"event": "looks", "earlier": base["earlier_looks"], "campaign": base["earlier_campaign_looks"]})
 
     # -- evaluate (or reuse) each on the same samples ----------------------------------------
     evaluations: dict[str, Evaluation] = {}
@@ -370,6 +421,8 @@ def confirm(
         **base, rows=rows, best=best.id, best_seed=best_seed.id if best_seed else None,
         evaluated=evaluated, reused=reused,
     )  # fmt: skip
+    if seed_result is not None:
+        out.rows = _saving_tests(out.rows, evaluations, best_seed.id if best_seed else "", margin, seed)
     out.confirmed, out.verdict = _verdict(out)
     out.cheaper = _cheaper(out)
     if out.cheaper:
@@ -380,24 +433,117 @@ def confirm(
             out.verdict += (
                 f"; confirmed saving: {row.name} ({row.id}) at {ratio:.2f}x the best seed's tokens per sample, "
                 f"test {row.test:.2f} vs {seed_row.test:.2f}, difference {row.diff:+.2f} "
-                f"[{row.diff_ci_low:.2f}, {row.diff_ci_high:.2f}] (not significantly lower)"
+                f"[{row.diff_ci_low:.2f}, {row.diff_ci_high:.2f}], not worse by {margin:g} or more "
+                f"(Holm-adjusted p {row.saving_p_holm:.3f})"
             )
+    out.repeat = same and not evaluated
+    out.look = archive.add_test_look(
+        TestLook(
+            suite=out.suite, split=out.split, campaign=record.id, candidates=[r.id for r in out.rows],
+            settings=settings, sample_ids=ids, evaluated=evaluated, repeat=out.repeat,
+            result=_look_result(out, evaluations),
+        )
+    )  # fmt: skip
     archive.update_campaign(
         record.id,
         state={
             "confirmation": {
                 "suite": out.suite, "split": out.split, "stage": out.stage, "model": out.model, "seed": seed,
                 "n": out.n, "best": out.best, "best_seed": out.best_seed, "confirmed": out.confirmed,
-                "cheaper": out.cheaper, "verdict": out.verdict,
+                "cheaper": out.cheaper, "verdict": out.verdict, "limit": test_limit, "margin": margin,
+                "look": out.look, "looks": out.earlier_campaign_looks + (0 if out.repeat else 1),
             }
         },
     )  # fmt: skip
     return out
 
 
+def _last_look(archive: Any, record: Any) -> TestLook | None:
+    """This campaign's last recorded look; for a campaign confirmed before looks were recorded,
+    the confirmation its state kept (model, seed and sample count)."""
+    looks = archive.test_looks(campaign=record.id)
+    if looks:
+        return looks[-1]
+    old = (record.state or {}).get("confirmation")
+    if not old:
+        return None
+    settings = {"model": old.get("model"), "seed": old.get("seed"), "n": old.get("n")}
+    return TestLook(suite=old.get("suite", ""), campaign=record.id, settings=settings)
+
+
+def look_conflict(archive: Any, record: Any, settings: dict[str, Any]) -> str | None:
+    """Why a confirmation of this campaign with these settings (model, seed, limit, margin) would be
+    a new look at its test split, or None (never confirmed, or the same settings as its last look)."""
+    last = _last_look(archive, record)
+    if last is None:
+        return None
+    if "n" in last.settings and not last.sample_ids:  # recorded before looks were: model and seed
+        same = (last.settings["model"], last.settings["seed"]) == (settings["model"], settings["seed"])
+    else:
+        same = last.settings == settings
+    if same:
+        return None
+    return f"campaign {record.name!r} was already confirmed on its test split with other settings ({_describe(last)})"
+
+
+def _same_look(last: TestLook, settings: dict[str, Any], ids: list[str]) -> bool:
+    if "n" in last.settings and not last.sample_ids:  # recorded before looks were
+        return (last.settings["model"], last.settings["seed"], last.settings["n"]) == (
+            settings["model"], settings["seed"], len(ids),
+        )  # fmt: skip
+    return last.settings == settings and last.sample_ids == ids
+
+
+def _describe(look: TestLook | tuple[dict[str, Any], list[str]]) -> str:
+    settings, ids = (look.settings, look.sample_ids) if isinstance(look, TestLook) else look
+    n = len(ids) or settings.get("n")
+    shown = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "n")
+    return f"{n} samples, {shown}"
+
+
+def _saving_tests(
+    rows: list[ConfirmationRow], evaluations: dict[str, Evaluation], seed_id: str, margin: float, seed: int
+) -> list[ConfirmationRow]:
+    """Each non-seed row's non-inferiority p-value against the best seed, and the Holm-adjusted one
+    over all of them (the candidates confirmed together are one family)."""
+    from agentmeta.eval.stats import holm, noninferiority_p
+
+    base = {s.sample_id: s.score for s in evaluations[seed_id].scores if s.outcome != "infra_error"}
+    tested: dict[str, float] = {}
+    for r in rows:
+        if r.seed or r.id == seed_id:
+            continue
+        mine = {s.sample_id: s.score for s in evaluations[r.id].scores if s.outcome != "infra_error"}
+        shared = [i for i in mine if i in base]
+        if shared:
+            tested[r.id] = noninferiority_p(
+                [mine[i] for i in shared], [base[i] for i in shared], margin, seed=seed
+            )
+    adjusted = dict(zip(tested, holm(list(tested.values())), strict=True))
+    return [
+        r.model_copy(update={"saving_p": tested[r.id], "saving_p_holm": adjusted[r.id]})
+        if r.id in tested
+        else r
+        for r in rows
+    ]
+
+
+def _look_result(conf: Confirmation, evaluations: dict[str, Evaluation]) -> dict[str, Any]:
+    """What a look found, for the record: the verdict and each row with its per-sample scores."""
+    rows = []
+    for r in conf.rows:
+        row = r.model_dump(mode="json", exclude={"reused"})
+        row["scores"] = {s.sample_id: s.score for s in evaluations[r.id].scores if s.outcome != "infra_error"}
+        rows.append(row)
+    return {
+        "verdict": conf.verdict, "confirmed": conf.confirmed, "cheaper": conf.cheaper, "best": conf.best,
+        "best_seed": conf.best_seed, "rows": rows,
+    }  # fmt: skip
+
+
 def _cheaper(conf: Confirmation) -> list[str]:
-    """Non-seed rows at most `CHEAPER_RATIO` of the best seed's test tokens per sample and not
-    significantly worse than it (see `Confirmation.cheaper`)."""
+    """Non-seed rows at most `CHEAPER_RATIO` of the best seed's test tokens per sample and shown
+    not worse than it by the margin (see `Confirmation.cheaper`)."""
     seed_row = conf.row(conf.best_seed) if conf.best_seed else None
     if seed_row is None or not seed_row.tokens_per_sample:
         return []
@@ -405,7 +551,7 @@ def _cheaper(conf: Confirmation) -> list[str]:
     found = [
         r for r in conf.rows
         if not r.seed and r.tokens_per_sample is not None and r.tokens_per_sample <= limit
-        and r.diff_ci_high is not None and r.diff_ci_high >= 0.0 and r.test is not None
+        and r.saving_p_holm is not None and r.saving_p_holm < SAVING_ALPHA and r.test is not None
     ]  # fmt: skip
     return [r.id for r in sorted(found, key=lambda r: (-(r.test or 0.0), r.tokens_per_sample))]
 

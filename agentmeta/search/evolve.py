@@ -180,7 +180,9 @@ class OperatorSearch:
                         raise NotApplicable("no node can show bootstrapped demonstrations")
                     child, extra = bootstrap_demos(ctx, parent.spec, rng.choice(targets), rng)
                 else:
-                    child = apply(op, parent.spec, rng, replace(base, partner=partner.spec if partner else None))
+                    child = apply(
+                        op, parent.spec, rng, replace(base, partner=partner.spec if partner else None)
+                    )
             except NotApplicable:
                 not_applicable += 1
                 continue

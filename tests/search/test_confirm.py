@@ -95,9 +95,22 @@ def test_confirmation_is_never_evaluated_twice(tmp_path, split_suite):
     assert result.confirmation.reused and not result.confirmation.evaluated
     after = {(e.candidate_id, e.stage): e.created_at for e in archive.evaluations() if e.split == "test"}
     assert after == before
-    # other test samples (another limit) are another confirmation: evaluated, and it replaces the old one
-    other = confirm(archive, camp.record.id, test_limit=3, model=get_model("mock", outputs=skill_reply))
+    # other test samples (another limit) are another look at the test split: refused unless asked for
+    with pytest.raises(ConfigError, match="already confirmed.*--new-look"):
+        confirm(archive, camp.record.id, test_limit=3, model=get_model("mock", outputs=skill_reply))
+    with pytest.raises(ConfigError, match="--new-look"):  # another margin re-reads the same samples
+        confirm(archive, camp.record.id, test_limit=6, model=fresh, margin=0.1)
+    other = confirm(
+        archive, camp.record.id, test_limit=3, model=get_model("mock", outputs=skill_reply), new_look=True
+    )
     assert other.n == 3 and set(other.evaluated) == {r.id for r in other.rows}
+    assert other.earlier_looks == 1 and other.earlier_campaign_looks == 1  # the 3 samples were among the 6
+    # the record is append-only: both looks are there (repeats marked), the first with its own scores
+    looks = archive.test_looks(campaign=camp.record.id)
+    assert [(x.settings["limit"], x.repeat) for x in looks] == [(6, False), (6, True), (6, True), (3, False)]
+    assert looks[0].result["verdict"] == first.confirmation.verdict
+    assert {len(r["scores"]) for r in looks[0].result["rows"]} == {6}
+    assert looks[-1].evaluated == other.evaluated and looks[-1].sample_ids == [*other.sample_ids]
 
 
 def test_test_samples_reach_no_model_before_the_confirmation(tmp_path, split_suite):
@@ -190,6 +203,31 @@ def test_cli_search_prints_the_confirmation_last_and_confirm_runs_on_demand(tmp_
     assert [e.created_at for e in Archive(db).evaluations() if e.split == "test"] == [
         e.created_at for e in tested
     ]
+    # another limit is another look at the test split: refused in one line unless --new-look
+    res = runner.invoke(app, ["confirm", "cli-camp", "--archive", db, "--limit", "3", "--model", "mock"])
+    assert isinstance(res.exception, ConfigError) and "--new-look" in str(
+        res.exception
+    )  # main(): 1 line, exit 2
+    res = runner.invoke(
+        app, ["confirm", "cli-camp", "--archive", db, "--limit", "3", "--model", "mock", "--new-look"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "confirmation on 3 held-out test samples" in res.output
+    assert "these test samples had 1 earlier look (1 by this campaign)" in res.output
+    assert (
+        "looks at the test split of campaign cli-camp" in res.output and "P(better): the share" in res.output
+    )
+    looks = [
+        x for x in Archive(db).test_looks(campaign=Archive(db).get_campaign("cli-camp").id) if not x.repeat
+    ]
+    assert [len(x.sample_ids) for x in looks] == [5, 3]
+    # extending the confirmed campaign says its test samples were used
+    res = runner.invoke(app, [*args, "--archive", db, "--name", "cli-camp", "--confirm-limit", "3"])
+    assert res.exit_code == 0, res.output
+    assert "was confirmed before (2 look(s) at its test split" in res.output
+    res = runner.invoke(app, [*args, "--archive", db, "--name", "cli-camp", "--confirm-limit", "4"])
+    assert isinstance(res.exception, ConfigError) and "--new-look" in str(res.exception)  # before searching
+    assert "leaderboard" not in res.output
     # --no-confirm: no confirmation, no test evaluation
     res = runner.invoke(app, [*args, "--archive", str(tmp_path / "b.db"), "--no-confirm"])
     assert res.exit_code == 0, res.output
@@ -258,18 +296,63 @@ def test_kill_during_the_confirmation_then_resume_repeats_nothing(tmp_path, spli
     assert all(after[k] == t for k, t in before.items())
 
 
-def test_a_cheaper_candidate_not_significantly_worse_is_a_confirmed_saving():
-    from agentmeta.search.confirm import Confirmation, ConfirmationRow, _cheaper
+def _evaluation(cid: str, scores: list[float]):
+    from agentmeta.archive.records import Evaluation, SampleScore
 
-    def row(cid, seed, test, tok, lo=None, hi=None):
-        return ConfirmationRow(id=cid, name=cid, roles=[], seed=seed, validation=0.3, test=test, test_ci_low=0.0,
-                               test_ci_high=1.0, test_n=64, tokens_per_sample=tok, completion_tokens_per_sample=tok,
-                               diff=None if seed else test - 0.3, diff_ci_low=lo, diff_ci_high=hi, drop=0.0)  # fmt: skip
+    return Evaluation(
+        candidate_id=cid, suite="s", split="test", stage="confirm",
+        scores=[SampleScore(sample_id=f"t{i}", score=v) for i, v in enumerate(scores)],
+    )  # fmt: skip
 
-    conf = Confirmation(campaign="c", campaign_name="c", suite="s", seed=0, limit=64, best_seed="cot", rows=[
-        row("cot", True, 0.30, 150.0),
-        row("demos", False, 0.28, 40.0, -0.15, 0.11),   # 0.27x the tokens, CI reaches 0: a saving
-        row("terse", False, 0.10, 20.0, -0.32, -0.08),  # cheaper but significantly worse
-        row("long", False, 0.33, 90.0, -0.05, 0.11),    # not worse, but 0.6x the tokens
-    ])  # fmt: skip
-    assert _cheaper(conf) == ["demos"]
+
+def test_a_saving_must_be_shown_not_worse_by_the_margin_with_holm_over_the_rows():
+    """0 wins and 3 losses in 8 samples at 0.27x the tokens passed the old rule (the CI of the
+    difference reaches 0); against a margin of 0.05 it shows nothing. A candidate that ties the
+    seed on 64 samples at a third of the tokens is a saving."""
+    from agentmeta.search.confirm import Confirmation, ConfirmationRow, _cheaper, _saving_tests
+
+    def row(cid, seed, tok, n):
+        return ConfirmationRow(id=cid, name=cid, roles=[], seed=seed, validation=0.3, test=0.5, test_ci_low=0.0,
+                               test_ci_high=1.0, test_n=n, tokens_per_sample=tok, completion_tokens_per_sample=tok,
+                               drop=0.0)  # fmt: skip
+
+    seed8 = [1, 1, 1, 1, 1, 0, 0, 0]
+    lossy = [0, 0, 0, 1, 1, 0, 0, 0]  # 0 wins, 3 losses
+    evs = {"cot": _evaluation("cot", seed8), "terse": _evaluation("terse", lossy)}
+    rows = _saving_tests([row("cot", True, 150.0, 8), row("terse", False, 40.0, 8)], evs, "cot", 0.05, 0)
+    from agentmeta.eval.stats import paired_ci
+
+    assert paired_ci(lossy, seed8).high >= 0.0  # what used to qualify
+    conf = Confirmation(
+        campaign="c", campaign_name="c", suite="s", seed=0, limit=8, best_seed="cot", rows=rows
+    )
+    assert rows[1].saving_p is not None and rows[1].saving_p > 0.5 and _cheaper(conf) == []
+
+    # 64 tied samples cannot show a loss under 0.05 (Tango's interval is +-0.055 there); 128 can
+    assert _saving_tests([row("cot", True, 150.0, 64), row("same", False, 40.0, 64)],
+                         {"cot": _evaluation("cot", [1.0, 0.0] * 32), "same": _evaluation("same", [1.0, 0.0] * 32)},
+                         "cot", 0.05, 0)[1].saving_p > 0.025  # fmt: skip
+    seed128 = [1.0, 0.0] * 64
+    evs = {
+        "cot": _evaluation("cot", seed128),
+        "same": _evaluation("same", seed128),  # ties everywhere, 0.27x the tokens
+        "near": _evaluation("near", [1.0, 0.0] * 62 + [0.0, 0.0, 1.0, 0.0]),  # one loss in 128
+        "long": _evaluation("long", seed128),  # not worse, but 0.6x the tokens
+    }
+    rows = [row("cot", True, 150.0, 128), row("same", False, 40.0, 128), row("near", False, 45.0, 128),
+            row("long", False, 90.0, 128)]  # fmt: skip
+    rows = _saving_tests(rows, evs, "cot", 0.05, 0)
+    by = {r.id: r for r in rows}
+    assert by["same"].saving_p < 0.025 and by["near"].saving_p < 0.025  # each alone passes
+    tie, near = by["same"].saving_p, by["near"].saving_p
+    assert by["long"].saving_p == tie < near  # Holm: x3 for the smallest, x2, then x1, never decreasing
+    assert by["same"].saving_p_holm == pytest.approx(3 * tie) and by["long"].saving_p_holm == pytest.approx(
+        3 * tie
+    )
+    assert by["near"].saving_p_holm == pytest.approx(max(3 * tie, near))
+    assert all(by[c].saving_p_holm >= by[c].saving_p for c in ("same", "near", "long"))
+    conf = Confirmation(
+        campaign="c", campaign_name="c", suite="s", seed=0, limit=128, best_seed="cot", rows=rows
+    )
+    expected = [c for c in ("same", "near") if by[c].saving_p_holm < 0.025]
+    assert _cheaper(conf) == expected and "same" in expected  # never "long": 0.6x the tokens
