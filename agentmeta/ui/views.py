@@ -127,6 +127,10 @@ class CampaignView:
     candidates: list[Candidate] = field(default_factory=list)
     seeds: list[str] = field(default_factory=list)
     config: list[tuple[str, str]] = field(default_factory=list)
+    looks: list[dict[str, Any]] = field(default_factory=list)
+    """The campaign's recorded looks at its test split, oldest first."""
+    other_looks: int = 0
+    """Looks by other campaigns at the same suite's test split."""
 
 
 def campaign_view(archive: Archive, id_or_name: str, links: Links) -> CampaignView:
@@ -156,8 +160,13 @@ def campaign_view(archive: Archive, id_or_name: str, links: Links) -> CampaignVi
     best_id = max(evs, key=lambda k: evs[k].mean or 0.0) if evs else None
     tree = [
         svg.TreeNode(
-            c.id, c.name, c.generation, c.parent_ids, evs[c.id].mean if c.id in evs else None,
-            status=c.status, highlight=c.id == best_id,
+            c.id,
+            c.name,
+            c.generation,
+            c.parent_ids,
+            evs[c.id].mean if c.id in evs else None,
+            status=c.status,
+            highlight=c.id == best_id,
         )  # fmt: skip
         for c in cands
     ]
@@ -173,6 +182,22 @@ def campaign_view(archive: Archive, id_or_name: str, links: Links) -> CampaignVi
     )  # fmt: skip
     if conf:
         view.confirmation_rows = confirmation_rows(archive, cands, conf)
+    if suite:
+        looks = archive.test_looks(suite=suite)
+        view.looks = [
+            {
+                "id": x.id,
+                "when": x.created_at.strftime("%Y-%m-%d %H:%M"),
+                "n": len(x.sample_ids),
+                "settings": ", ".join(f"{k} {v}" for k, v in x.settings.items()),
+                "evaluated": len(x.evaluated),
+                "repeat": x.repeat,
+                "verdict": str(x.result.get("verdict", "")),
+            }  # fmt: skip
+            for x in looks
+            if x.campaign == camp.id
+        ]
+        view.other_looks = sum(1 for x in looks if x.campaign != camp.id and not x.repeat)
     return view
 
 
@@ -196,7 +221,13 @@ def confirmation_rows(archive: Archive, cands: list[Candidate], conf: dict[str, 
         if seed_id and c.id != seed_id:
             try:
                 d = archive.diff(c.id, seed_id, suite=ev.suite, split=ev.split, stage=ev.stage)
-                row.update(diff=d.mean_diff, diff_low=d.ci_low, diff_high=d.ci_high, p_better=d.p_better, paired_n=d.n)
+                row.update(
+                    diff=d.mean_diff,
+                    diff_low=d.ci_low,
+                    diff_high=d.ci_high,
+                    p_better=d.p_better,
+                    paired_n=d.n,
+                )
             except AgentMetaError as e:
                 row["diff_note"] = str(e)
         rows.append(row)
@@ -292,13 +323,19 @@ def candidate_view(
         tmap = found if isinstance(found, dict) else {}
         note = None if isinstance(found, dict) else found
         samples = [
-            SampleRow(s.sample_id, s.score, s.outcome, s.answer, *tmap.get(s.sample_id, (None, None)), s.error)
+            SampleRow(
+                s.sample_id, s.score, s.outcome, s.answer, *tmap.get(s.sample_id, (None, None)), s.error
+            )
             for s in ev.scores
         ]
         samples.sort(key=lambda r: (r.outcome == "scored" and r.score >= 1.0, r.score))  # failures first
     others = []
     if compare and cand.campaign:
-        others = [c for c in archive.candidates(campaign=cand.campaign, with_evaluations=True) if c.id != cand.id and c.evaluations]
+        others = [
+            c
+            for c in archive.candidates(campaign=cand.campaign, with_evaluations=True)
+            if c.id != cand.id and c.evaluations
+        ]
     return CandidateView(cand, parents, lin.children, graph_drawing(cand), ev, samples, note, others)
 
 

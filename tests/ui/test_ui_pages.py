@@ -81,6 +81,10 @@ def test_campaign_page_has_leaderboard_plots_lineage_and_confirmation(client):
     assert 'class="pt front-pt"' in html
     # the best-so-far line starts at the seeds' 0.50 and ends at 1.00
     assert re.search(r'class="best"', html)
+    # the campaign's looks at its test split are listed, and P(better) is defined beside it
+    assert "looks" in t.ids and "P(better): the share of 10,000 seeded paired-bootstrap" in html
+    looks = archive.test_looks(campaign=camp.id)
+    assert looks and all(f"<td>{x.created_at.strftime('%Y-%m-%d %H:%M')}</td>" in html for x in looks)
 
 
 def test_candidate_page_shows_text_never_markup(client):
@@ -150,7 +154,11 @@ def test_conductor_run_is_saved_and_shown_as_text(tmp_path):
         result = ConductorResult(
             answer="156",
             transcript=[
-                Turn(role="conductor", content='Expert Mathematician:\n"""<script>alert(4)</script> 12*13?"""', round=1),
+                Turn(
+                    role="conductor",
+                    content='Expert Mathematician:\n"""<script>alert(4)</script> 12*13?"""',
+                    round=1,
+                ),
                 Turn(role="expert", name="Mathematician", content="156", round=1),
             ],
             rounds=1,
@@ -173,7 +181,9 @@ def test_report_is_one_self_contained_file_without_script(ui_archive, tmp_path):
         html = out.read_text()
         t = tags(html)
         assert not [1 for tag, _ in t.tags if tag == "script"]
-        assert any(tag == "meta" and "Content-Security-Policy" in (d.get("http-equiv") or "") for tag, d in t.tags)
+        assert any(
+            tag == "meta" and "Content-Security-Policy" in (d.get("http-equiv") or "") for tag, d in t.tags
+        )
         # nothing is fetched: no src or stylesheet pointing anywhere but data: URLs
         for tag, d in t.tags:
             for attr in ("src", "href"):
@@ -188,10 +198,11 @@ def test_report_is_one_self_contained_file_without_script(ui_archive, tmp_path):
         plots = [d["data-plot"] for tag, d in t.tags if tag == "svg" and "data-plot" in d]
         assert {"best-so-far", "scatter", "lineage", "graph-agent"} <= set(plots)
         assert ESCAPED_NAME in html and HOSTILE_NAME not in html
+        assert "looks" in t.ids and "Looks at the test split" in html  # every look at the test split
         for c in archive.candidates(campaign=name):
             assert f'id="c-{c.id}"' in html
         # per-sample answers only for the detailed candidates
-        assert render_report(archive, name, detailed=0).count("<table class=\"samples\">") < html.count(
+        assert render_report(archive, name, detailed=0).count('<table class="samples">') < html.count(
             '<table class="samples">'
         )
 
@@ -207,7 +218,10 @@ def test_report_cli_writes_the_file_and_refuses_unknown_campaigns(ui_archive, tm
     assert bad.returncode == 2 and "no campaign 'nope'" in bad.stderr and "Traceback" not in bad.stderr
     missing = tmp_path / "none.db"
     r = subprocess.run(
-        [sys.executable, "-m", "agentmeta", "ui", "--archive", str(missing)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "agentmeta", "ui", "--archive", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert r.returncode == 2 and "no archive" in r.stderr and not missing.exists()
 
@@ -217,7 +231,9 @@ def test_svg_plots_escape_names_and_mark_the_front():
     pts = [svg.Point("a", "<b>", 10, 0.5, seed=True), svg.Point("b", "x", 20, 0.9, on_front=True)]
     out = svg.scatter(pts, href)
     assert "<b>" not in out and "&lt;b&gt;" in out and out.count("front-pt") == 1
-    tree = svg.lineage([svg.TreeNode("a", "<i>", 0, [], None), svg.TreeNode("b", "k", 1, ["a", "gone"], 1.0)], href)
+    tree = svg.lineage(
+        [svg.TreeNode("a", "<i>", 0, [], None), svg.TreeNode("b", "k", 1, ["a", "gone"], 1.0)], href
+    )
     assert "&lt;i&gt;" in tree and tree.count('class="edge"') == 1  # a missing parent draws no edge
     assert "no full-stage" in svg.best_so_far([], href)
 
@@ -233,5 +249,8 @@ def test_report_path_error_is_one_line(ui_archive, tmp_path):
     blocker.write_text("x")
     from agentmeta.errors import AgentMetaError
 
-    with Archive(path, create=False) as archive, pytest.raises(AgentMetaError, match="cannot write the report"):
+    with (
+        Archive(path, create=False) as archive,
+        pytest.raises(AgentMetaError, match="cannot write the report"),
+    ):
         write_report(archive, name, Path(blocker) / "report.html")
