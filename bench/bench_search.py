@@ -12,8 +12,9 @@ one candidate: the spend is reported). The `random` strategy is the baseline at 
 Per campaign: the best-so-far full-stage validation score against tokens spent, and the
 confirmation (best candidate by validation and the score x cost Pareto front vs the best seed on the
 same test samples: test score with exact CI, tokens per sample, paired difference with CI,
-P(better), a confirmed gain or a confirmed saving — at most a third of the seed's tokens, score not
-significantly lower). Prints a table, writes bench/results/search.json and bench/results/search.png.
+P(better), a confirmed gain or a confirmed saving — at most a third of the seed's tokens, shown not
+worse by the margin, Holm-corrected). "proposed/valid/full": candidates proposed (invalid
+placeholders included), valid ones, and those that reached the full stage. Prints a table, writes bench/results/search.json and bench/results/search.png.
 
     python bench/bench_search.py [--suites A,B] [--seeds 0,1] [--strategies evolve,random,...] [--budget 8000]
 """
@@ -102,7 +103,7 @@ def fmt_row(r: dict[str, Any]) -> str:
     tok = f"{b.get('tokens_per_sample') or 0:.0f}/{s.get('tokens_per_sample') or 0:.0f}"
     flag = "GAIN" if r.get("confirmed") else ("SAVING" if r.get("cheaper") else "-")
     return (
-        f"{r['suite'][:22]:22} s{r['seed']} {r['strategy']:10} {r['spent_tokens']:>7} {r['proposed']:>3}/{r['full_stage']:<3}"
+        f"{r['suite'][:22]:22} s{r['seed']} {r['strategy']:10} {r['spent_tokens']:>7} {r['proposed']:>3}/{r['valid']}/{r['full_stage']:<3}"
         f" {(b.get('name') or '-')[:28]:28} {b.get('validation') or 0:.2f} {b.get('test') or 0:.2f}/{s.get('test') or 0:.2f}"
         f" {tok:>9} {diff:34} {flag}"
     )
@@ -210,7 +211,7 @@ def finish(results: list[dict[str, Any]], runs: list[dict[str, Any]], out_path: 
     out_path.write_text(json.dumps(out, indent=1) + "\n")
     plot(searched, out_path.with_suffix(".png"))
     print()
-    print(f"{'suite':22} sd {'strategy':10} {'tokens':>7} new/full {'best by validation':28} val  test/seed tok/s:b/s {'paired diff vs seed':34} verdict")
+    print(f"{'suite':22} sd {'strategy':10} {'tokens':>7} prop/valid/full {'best by validation':28} val  test/seed tok/s:b/s {'paired diff vs seed':34} verdict")
     for r in searched:
         print(fmt_row(r))
     print(f"\nconfirmed gains: {summary['gain'] or 'none'}; confirmed savings: {summary['saving'] or 'none'}")

@@ -294,7 +294,8 @@ def check_run(output: str | Path, overwrite: bool) -> None:
 
 
 def before_after(before: Any, after: Any, seed: int, **extra: Any) -> dict[str, Any]:
-    """One row of a before/after table: both means and the paired-bootstrap difference (after - before)."""
+    """One row of a before/after table: both means and the paired difference (after - before) with
+    its CI (`compare_results`: Tango's interval for scores in [0, 1]) and P(better)."""
     from agentmeta.eval.stats import compare_results
 
     cmp = compare_results(after, before, seed=seed, allow_partial=True)  # n: the shared samples

@@ -5,8 +5,8 @@ the query's answer tokens only. When an episode is longer than `max_length`, who
 demonstrations are dropped, oldest (farthest from the query) first; the query is never cut, and
 an episode whose query alone does not fit is skipped. Training is TRL's `SFTTrainer` on
 prompt/completion pairs with a PEFT LoRA adapter; before and after training the same k-shot
-prompts (same demonstrations, same held-out samples) are scored and compared with a paired
-bootstrap. `train_metaicl(MetaICLConfig(...))` runs it; `MetaICL` holds what differs from the
+prompts (same demonstrations, same held-out samples) are scored and compared on the same samples
+(Tango's paired interval; `agentmeta.eval.stats.compare_results`). `train_metaicl(MetaICLConfig(...))` runs it; `MetaICL` holds what differs from the
 shared loop skeleton (`common.run_loop`).
 """
 
