@@ -64,7 +64,7 @@ def eval_command(
     split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "validation",
     limit: Annotated[int | None, typer.Option(help="At most this many samples per suite.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec; default: the embedded smollm2.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of sample choice, model calls and bootstrap.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of sample choice and model calls.")] = 0,
     concurrency: Annotated[int, typer.Option(help="Samples run at once.")] = 16,
     max_tokens: Annotated[int | None, typer.Option(help="Cap on completion tokens per call.")] = None,
     out: Annotated[
@@ -162,6 +162,11 @@ def eval_command(
         typer.echo(json.dumps([r.summary() for r in results], indent=2, default=str))
         return
     _print_table(results, _console())
+    spent = getattr(resolved, "usage", None)
+    if spent is not None and spent.calls:
+        Console(stderr=True).print(
+            f"model calls: {spent.calls}, {spent.cached_calls} of them served by the call cache"
+        )
     if out is not None:
         Console(stderr=True).print(f"wrote {out}")
 
@@ -242,7 +247,9 @@ def suites_command(
 
 @suites_app.command("check")
 def suites_check_command(
-    spec: Annotated[str, typer.Argument(help="Suite spec: gsm8k, rg/basic_arithmetic?max_digits=1, data.jsonl")],
+    spec: Annotated[
+        str, typer.Argument(help="Suite spec: gsm8k, rg/basic_arithmetic?max_digits=1, data.jsonl")
+    ],
     limit: Annotated[
         int | None, typer.Option(help="At most this many items per split (procedural suites: generated).")
     ] = None,
@@ -263,7 +270,9 @@ def suites_check_command(
     try:
         # some generators print while they work (reasoning-gym's bf): keep stdout for the report
         with contextlib.redirect_stdout(sys.stderr):
-            report = audit_suite(spec, limit=limit, seed=seed, progress=lambda m: err.print(f"[dim]{m}[/dim]"))
+            report = audit_suite(
+                spec, limit=limit, seed=seed, progress=lambda m: err.print(f"[dim]{m}[/dim]")
+            )
     except AgentMetaError as e:
         raise _fail(str(e)) from None
     if json_output:
@@ -271,7 +280,9 @@ def suites_check_command(
         return
     console = _console()
     splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
-    console.print(f"{report.suite}: {report.items} items checked ({splits}); checks: {', '.join(report.checks)}")
+    console.print(
+        f"{report.suite}: {report.items} items checked ({splits}); checks: {', '.join(report.checks)}"
+    )
     if not report.issues:
         console.print("no bad items found")
         return
