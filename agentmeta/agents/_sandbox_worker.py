@@ -3,7 +3,8 @@
 The parent starts this file as `python -I -S -c <this source> <settings json>`, inside bubblewrap,
 under `unshare` (new namespaces, this process their pid 1) or as a plain subprocess. It must not
 import agentmeta (the sandbox cannot see the package, and a worker that imported torch would blow
-the memory limit).
+the memory limit): the parent sends `_sandbox_reset.py`'s source ahead of this one, and the import
+of it below only serves linters and tests (in the sandbox it fails, and the names are there).
 
 Start-up, before any untrusted code runs. Under `unshare` first: build a minimal read-only root
 (the bind mounts the parent planned, a fresh /proc, a few /dev nodes, a size-capped tmpfs /tmp),
@@ -21,7 +22,6 @@ Protocol: one JSON object per line. Parent -> worker: `{"op": "run", ...}` jobs 
 
 import builtins
 import ctypes
-import gc
 import io
 import json
 import os
@@ -31,6 +31,18 @@ import sys
 import threading
 import time
 import traceback
+
+try:  # noqa: SIM105 - in the package (linters, tests); in the sandbox that source comes first
+    from agentmeta.agents._sandbox_reset import (  # noqa: F401
+        TMP,
+        child_pids,
+        clear_dir,
+        module_changes,
+        module_state,
+        runtime_state,
+    )
+except ImportError:
+    pass
 
 # The worker's own references, taken before any job runs: a job that monkey-patches json or os
 # cannot change how this job's result is encoded or sent (and the patch marks the worker dirty).
@@ -50,8 +62,6 @@ MNT_DETACH = 2
 # pivot_root(2) by syscall number, where libc has no wrapper (glibc < 2.34).
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217, "i686": 217}
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
-TMP = ["/tmp"]
-"""The worker's private temp folder (its cwd): emptied after every job."""
 
 
 class OutputLimitExceeded(BaseException):
@@ -386,143 +396,11 @@ def enter_namespace(ns: dict) -> None:
         become_init(pid)
 
 
-def child_pids() -> list:
-    pids: list = []
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                pids.extend(int(p) for p in f.read().split())
-        except OSError:
-            pass
-    return pids
-
-
 def describe(exc: BaseException) -> str:
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
     # Keep the candidate's frames, drop this worker's own.
     lines = [ln for ln in tb if not ln.startswith('  File "<string>"')]
     return "".join(lines)[-4000:]
-
-
-def runtime_state() -> tuple:
-    """Process-wide hooks a job could leave behind to watch or alter the next job in this worker."""
-    mods = ("json", "os", "io", "sys", "threading", "builtins", "traceback", "resource")
-    return (
-        tuple(id(sys.modules.get(m)) for m in mods),
-        json.dumps,
-        json.loads,
-        json.JSONEncoder.encode,
-        os.write,
-        os.read,
-        compile,
-        exec,
-        sys.gettrace(),
-        sys.getprofile(),
-        getattr(threading, "_trace_hook", None),
-        getattr(threading, "_profile_hook", None),
-        tuple(sys.meta_path),
-        tuple(sys.path_hooks),
-        tuple(sys.path),
-        len(gc.callbacks),
-        sys.excepthook,
-        threading.excepthook,
-        signal.getsignal(signal.SIGXCPU),
-        signal.getsignal(signal.SIGPIPE),
-    )
-
-
-def _ident(value) -> tuple:
-    """What identifies a module-level value for the integrity check: the object, and for functions
-    their code, defaults and closure cells' contents (which a job could swap without rebinding)."""
-    code = getattr(value, "__code__", None)
-    if code is None or not isinstance(getattr(value, "__defaults__", ()), (tuple, type(None))):
-        return (id(value),)
-    cells = getattr(value, "__closure__", None) or ()
-    inner = []
-    for cell in cells:
-        try:
-            inner.append(id(cell.cell_contents))
-        except ValueError:  # an empty cell
-            inner.append(0)
-    return (id(value), id(code), id(value.__defaults__), id(getattr(value, "__kwdefaults__", None)), tuple(inner))
-
-
-def module_state() -> dict:
-    """A fingerprint of every loaded module: each name it binds, and the attributes of the classes
-    and plain objects it holds (a job that patches `re.sub`, `json.JSONEncoder.encode`,
-    `json._default_encoder.indent` or a function's `__code__` changes it)."""
-    state = {}
-    for name, mod in list(sys.modules.items()):
-        try:
-            items = list(vars(mod).items())
-        except TypeError:
-            state[name] = (id(mod), None)
-            continue
-        entries = {}
-        for key, value in items:
-            entries[key] = _ident(value)
-            inner = getattr(value, "__dict__", None)
-            if isinstance(value, type) or (
-                isinstance(inner, dict) and not isinstance(value, type(sys)) and not callable(value)
-            ):
-                try:  # noqa: SIM105 - the worker keeps its imports to what it needs
-                    entries[key] += tuple(sorted((k, id(v)) for k, v in vars(value).items()))
-                except TypeError:  # keys that do not sort
-                    pass
-        state[name] = (id(mod), entries)
-    return state
-
-
-def module_changes(before: dict, modules_before: dict) -> list:
-    """Undo what can be undone after a job (modules it imported are unloaded, so a module it
-    patched or planted is not there for the next job) and name what cannot (a module that was
-    loaded before the job and now binds something else)."""
-    for name in [n for n in sys.modules if n not in modules_before]:
-        del sys.modules[name]
-    changed = [n for n, m in modules_before.items() if sys.modules.get(n) is not m]
-    for name, mod in modules_before.items():
-        sys.modules[name] = mod
-    after = module_state()
-    for name, (mod_id, entries) in before.items():
-        now = after.get(name)
-        if now is None or now[0] != mod_id:
-            changed.append(name)
-            continue
-        if entries is None:
-            continue
-        for key, ident in now[1].items():
-            old = entries.get(key)
-            if old is None:
-                if not isinstance(getattr(sys.modules[name], key, None), type(sys)):  # a submodule is fine
-                    changed.append(f"{name}.{key}")
-            elif old != ident:
-                changed.append(f"{name}.{key}")
-        changed.extend(f"{name}.{key}" for key in entries if key not in now[1])
-    return changed
-
-
-def clear_dir(path: str) -> bool:
-    """Remove everything in `path` (the job's private /tmp); False if something could not be."""
-    ok = True
-    for entry in os.scandir(path):
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                clear_tree(entry.path)
-                os.rmdir(entry.path)
-            else:
-                os.unlink(entry.path)
-        except OSError:
-            ok = False
-    return ok
-
-
-def clear_tree(path: str) -> None:
-    for entry in os.scandir(path):
-        if entry.is_dir(follow_symlinks=False):
-            clear_tree(entry.path)
-            os.rmdir(entry.path)
-        else:
-            os.unlink(entry.path)
 
 
 # Events by which a job could kill its own worker (or start something that does). The first one a

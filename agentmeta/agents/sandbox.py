@@ -84,7 +84,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agentmeta.agents._sandbox_process import (
+from agentmeta.agents._sandbox_launch import (
     ErrorKind,
     Isolation,
     LLMCallback,
@@ -92,10 +92,10 @@ from agentmeta.agents._sandbox_process import (
     _interpreter,
     _namespace_cfg,
     _unshare_argv,
-    _Worker,
     bwrap_works,
     unshare_works,
 )
+from agentmeta.agents._sandbox_process import _Worker
 from agentmeta.errors import ModelStallError, SandboxError, SandboxUnavailableError, WorkerKilledError
 
 log = logging.getLogger(__name__)
@@ -241,6 +241,8 @@ class Sandbox:
         self._llm_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="sandbox-llm")
         self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sandbox-spawn")
         self.workers_started = 0
+        self.busy: set[_Worker] = set()
+        """Workers running a job now."""
 
     @staticmethod
     def _choose_mode(
@@ -376,10 +378,12 @@ class Sandbox:
         w = self._acquire()
         start = time.perf_counter()
         clean = False
+        self.busy.add(w)
         try:
             res = w.run(job, llm, timeout or self.limits.wall_seconds)
             clean = bool(res.get("ok") or res.get("error_kind") == "exception") and not res.get("dirty")
         finally:
+            self.busy.discard(w)
             wall = time.perf_counter() - start
             self._release(w, clean)
         if res.get("dirty"):

@@ -225,12 +225,12 @@ def _kill_worker_when_started(box: Sandbox, sig: int) -> threading.Thread:
     import os
     import time
 
-    from agentmeta.agents._sandbox_process import _descendants
+    from agentmeta.agents._sandbox_launch import _descendants
 
     def killer() -> None:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            busy = [w for w in _all_workers(box) if w._job is not None and w._job.pending]
+            busy = [w for w in list(box.busy) if w._job is not None and w._job.pending]
             if busy:
                 for pid in [busy[0].proc.pid, *_descendants(busy[0].proc.pid)]:
                     with contextlib.suppress(OSError):
@@ -241,14 +241,6 @@ def _kill_worker_when_started(box: Sandbox, sig: int) -> threading.Thread:
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     return t
-
-
-def _all_workers(box: Sandbox) -> list:
-    import gc
-
-    from agentmeta.agents._sandbox_process import _Worker
-
-    return [o for o in gc.get_objects() if isinstance(o, _Worker) and o.sb is box and not o.dead.is_set()]
 
 
 def test_a_worker_killed_from_outside_is_an_infrastructure_error() -> None:
