@@ -31,6 +31,7 @@ from agentmeta.errors import ConfigError, DataError, InfrastructureError, Invali
 from agentmeta.eval.executor import Executor
 from agentmeta.eval.types import EvalResult, Suite
 from agentmeta.models import Model, get_model
+from agentmeta.search.looks import check_earlier_looks
 from agentmeta.search.strategies import get_strategy
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext, Strategy
 
@@ -692,36 +693,14 @@ class Campaign:
             margin=self.config.confirm_margin,
         )  # fmt: skip
 
-    def _check_earlier_looks(self) -> None:
-        """A campaign confirmed before: say its test samples were used, and refuse at the start (not
-        after the search) a confirmation with other settings than its last look."""
-        from agentmeta.search.confirm import look_conflict
-
-        record = self.archive.get_campaign(self.record.id)
-        looks = [x for x in self.archive.test_looks(campaign=record.id) if not x.repeat]
-        if not looks and not (record.state or {}).get("confirmation"):
-            return
-        n = len(looks[-1].sample_ids) if looks else (record.state["confirmation"].get("n") or 0)
-        message = (
-            f"campaign {record.name!r} was confirmed before ({max(len(looks), 1)} look(s) at its test split, "
-            f"{n} samples): a best found now and confirmed on those samples is not a fresh held-out test"
-        )
-        log.warning("%s", message)
-        self.progress({"event": "warning", "message": message})
-        if self.config.confirm:
-            settings = {
-                "model": self.model.spec, "seed": self.config.seed, "limit": self.config.confirm_limit,
-                "margin": self.config.confirm_margin,
-            }  # fmt: skip
-            conflict = look_conflict(self.archive, record, settings)
-            if conflict:
-                raise ConfigError(
-                    f"{conflict}; run with the same --confirm-limit and --confirm-margin, or with "
-                    "--no-confirm and then `agentmeta confirm --new-look`"
-                )
-
     def run(self) -> CampaignResult:
-        self._check_earlier_looks()
+        settings = {
+            "model": self.model.spec, "seed": self.config.seed, "limit": self.config.confirm_limit,
+            "margin": self.config.confirm_margin,
+        }  # fmt: skip
+        check_earlier_looks(
+            self.archive, self.record.id, settings if self.config.confirm else None, self.progress
+        )
         self.archive.update_campaign(self.record.id, status="running")
         try:
             self.run_seeds()

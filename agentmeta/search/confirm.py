@@ -47,6 +47,7 @@ from agentmeta.archive.test_looks import TestLook, looks_at
 from agentmeta.errors import ConfigError, DataError, InfrastructureError
 from agentmeta.eval.types import EvalResult, SampleRecord, Suite
 from agentmeta.models import Model, get_model
+from agentmeta.search.looks import describe_look, last_look, same_look
 
 CONFIRM_SPLIT = "test"
 CONFIRM_META_KEY = "confirm"
@@ -337,12 +338,12 @@ def confirm(
     base.update(model=task_model.spec, sample_ids=ids)
     meta_now = {"model": task_model.spec, "seed": seed, "n": len(ids)}
     settings = {"model": task_model.spec, "seed": seed, "limit": test_limit, "margin": margin}
-    last = _last_look(archive, record)
-    same = last is not None and _same_look(last, settings, ids)
+    last = last_look(archive, record)
+    same = last is not None and same_look(last, settings, ids)
     if last is not None and not same and not new_look:
         raise ConfigError(
-            f"campaign {record.name!r} was already confirmed on its test split ({_describe(last)}); "
-            f"this look ({_describe((settings, ids))}) would be another look at held-out samples: "
+            f"campaign {record.name!r} was already confirmed on its test split ({describe_look(last)}); "
+            f"this look ({describe_look((settings, ids))}) would be another look at held-out samples: "
             "repeat those settings, or pass --new-look (new_look=True) to take it; it is recorded"
         )
     earlier = looks_at(archive.test_looks(suite=config.suite), ids)
@@ -456,49 +457,6 @@ def confirm(
         },
     )  # fmt: skip
     return out
-
-
-def _last_look(archive: Any, record: Any) -> TestLook | None:
-    """This campaign's last recorded look; for a campaign confirmed before looks were recorded,
-    the confirmation its state kept (model, seed and sample count)."""
-    looks = archive.test_looks(campaign=record.id)
-    if looks:
-        return looks[-1]
-    old = (record.state or {}).get("confirmation")
-    if not old:
-        return None
-    settings = {"model": old.get("model"), "seed": old.get("seed"), "n": old.get("n")}
-    return TestLook(suite=old.get("suite", ""), campaign=record.id, settings=settings)
-
-
-def look_conflict(archive: Any, record: Any, settings: dict[str, Any]) -> str | None:
-    """Why a confirmation of this campaign with these settings (model, seed, limit, margin) would be
-    a new look at its test split, or None (never confirmed, or the same settings as its last look)."""
-    last = _last_look(archive, record)
-    if last is None:
-        return None
-    if "n" in last.settings and not last.sample_ids:  # recorded before looks were: model and seed
-        same = (last.settings["model"], last.settings["seed"]) == (settings["model"], settings["seed"])
-    else:
-        same = last.settings == settings
-    if same:
-        return None
-    return f"campaign {record.name!r} was already confirmed on its test split with other settings ({_describe(last)})"
-
-
-def _same_look(last: TestLook, settings: dict[str, Any], ids: list[str]) -> bool:
-    if "n" in last.settings and not last.sample_ids:  # recorded before looks were
-        return (last.settings["model"], last.settings["seed"], last.settings["n"]) == (
-            settings["model"], settings["seed"], len(ids),
-        )  # fmt: skip
-    return last.settings == settings and last.sample_ids == ids
-
-
-def _describe(look: TestLook | tuple[dict[str, Any], list[str]]) -> str:
-    settings, ids = (look.settings, look.sample_ids) if isinstance(look, TestLook) else look
-    n = len(ids) or settings.get("n")
-    shown = ", ".join(f"{k} {v}" for k, v in settings.items() if k != "n")
-    return f"{n} samples, {shown}"
 
 
 def _saving_tests(
