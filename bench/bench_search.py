@@ -14,7 +14,10 @@ confirmation (best candidate by validation and the score x cost Pareto front vs 
 same test samples: test score with exact CI, tokens per sample, paired difference with CI,
 P(better), a confirmed gain or a confirmed saving — at most a third of the seed's tokens, shown not
 worse by the margin, Holm-corrected). "proposed/valid/full": candidates proposed (invalid
-placeholders included), valid ones, and those that reached the full stage. Prints a table, writes bench/results/search.json and bench/results/search.png.
+placeholders included), valid ones, and those that reached the full stage. Per strategy over its
+campaigns (summary.strategies): the confirmed-gain rate with its exact CI, the mean test gain of its
+best over the best seed, and the mean paired test difference with `random` on the same suite, seed
+(so the same test samples) and budget, each with a seeded bootstrap CI over campaigns. Prints a table, writes bench/results/search.json and bench/results/search.png.
 
     python bench/bench_search.py [--suites A,B] [--seeds 0,1] [--strategies evolve,random,...] [--budget 8000]
 """
@@ -195,12 +198,54 @@ def main() -> None:
     finish(results, runs, Path(args.out))
 
 
+def _gain(r: dict[str, Any]) -> float:
+    """Test score of the campaign's best by validation minus its best seed's, on the same samples."""
+    b, s = r.get("best") or {}, r.get("best_seed") or {}
+    return float(b.get("test") or 0.0) - float(s.get("test") or 0.0)
+
+
+def _ci(ci: Any) -> list[float]:
+    return [ci.low, ci.high]
+
+
+def strategy_summary(searched: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    """Per strategy, over its campaigns: how often a gain was confirmed (exact 95% CI), the mean
+    test gain of its best over the best seed, and the mean paired difference with `random` on the
+    same suite and seed (the same test samples) at the same budget, each with a seeded 95% CI over
+    campaigns (a percentile bootstrap: the campaign is the unit)."""
+    from agentmeta.eval.stats import bootstrap_ci, clopper_pearson
+
+    rows = []
+    random_by = {(r["suite"], r["seed"]): r for r in searched if r["strategy"] == "random"}
+    for strategy in dict.fromkeys(r["strategy"] for r in searched):
+        mine = [r for r in searched if r["strategy"] == strategy]
+        k = sum(bool(r.get("confirmed")) for r in mine)
+        gains = [_gain(r) for r in mine]
+        paired = [
+            _gain(r) - _gain(random_by[(r["suite"], r["seed"])])
+            for r in mine
+            if strategy != "random" and (r["suite"], r["seed"]) in random_by
+        ]
+        row: dict[str, Any] = {
+            "strategy": strategy, "campaigns": len(mine), "confirmed": k,
+            "confirmed_ci": list(clopper_pearson(k, len(mine))),
+            "gain_mean": sum(gains) / len(gains), "gain_ci": _ci(bootstrap_ci(gains, seed=seed)),
+            "vs_random_n": len(paired),
+        }  # fmt: skip
+        if paired:
+            row["vs_random_mean"] = sum(paired) / len(paired)
+            row["vs_random_ci"] = _ci(bootstrap_ci(paired, seed=seed))
+        rows.append(row)
+    return rows
+
+
 def finish(results: list[dict[str, Any]], runs: list[dict[str, Any]], out_path: Path) -> None:
     """Write the results JSON and the plot, print the table and the summary."""
     searched = [r for r in results if r["strategy"] != "seeds"]
     summary = {
         "gain": [f"{r['strategy']} {r['suite']} s{r['seed']}" for r in searched if r.get("confirmed")],
         "saving": [f"{r['strategy']} {r['suite']} s{r['seed']}" for r in searched if r.get("cheaper")],
+        "strategies": strategy_summary(searched),
     }
     out = {
         "model": "smollm2 (SmolLM2-135M-Instruct, embedded, CPU)",
@@ -215,6 +260,18 @@ def finish(results: list[dict[str, Any]], runs: list[dict[str, Any]], out_path: 
     for r in searched:
         print(fmt_row(r))
     print(f"\nconfirmed gains: {summary['gain'] or 'none'}; confirmed savings: {summary['saving'] or 'none'}")
+    print(f"\n{'strategy':10} campaigns confirmed [95% CI]   test gain vs best seed [95% CI]   vs random, paired [95% CI]")
+    for row in summary["strategies"]:
+        lo, hi = row["confirmed_ci"]
+        vs = (
+            f"{row['vs_random_mean']:+.3f} [{row['vs_random_ci'][0]:+.3f}, {row['vs_random_ci'][1]:+.3f}] n={row['vs_random_n']}"
+            if "vs_random_mean" in row
+            else "-"
+        )
+        print(
+            f"{row['strategy']:10} {row['campaigns']:>9} {row['confirmed']}/{row['campaigns']} [{lo:.2f}, {hi:.2f}]"
+            f"      {row['gain_mean']:+.3f} [{row['gain_ci'][0]:+.3f}, {row['gain_ci'][1]:+.3f}]        {vs}"
+        )
     print(f"wrote {out_path} and {out_path.with_suffix('.png')}")
 
 
