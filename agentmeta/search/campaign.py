@@ -652,6 +652,8 @@ class Campaign:
             self.progress({"event": "invalid", "iteration": i, "id": cid, "error": error})
             return
         meta["proposal_tokens"] = proposal.usage.total_tokens
+        if isinstance(proposal.raw.get("params"), dict):  # a strategy's declared design-space point
+            meta["params"] = proposal.raw["params"]
         generation = 1 + max((c.generation for c in ctx.candidates if c.id in proposal.parent_ids), default=0)
         if error is not None:
             status = "invalid" if error.startswith("invalid") else "error"

@@ -7,6 +7,8 @@
   meta-model rewrites an instruction from train-minibatch feedback, kept only if it beats its
   parent on that minibatch, merges of lineages), graph or prompt agents.
 - `random`: a random operator on a random candidate, no selection (the baseline).
+- `bayes`: Optuna's TPE over a declared design space of the best seed's node (bootstrapped
+  demonstration sets, instruction, role, temperature, votes), fed by subset scores (MIPROv2's idea).
 
 A strategy is registered as a factory `factory(config: SearchConfig) -> Strategy`; a plugin adds
 one the same way::
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from agentmeta.agents.kinds import searchable_kind
 from agentmeta.errors import ConfigError
 from agentmeta.registry import registry
+from agentmeta.search.bayes import BayesSearch
 from agentmeta.search.evolve import EvolveSearch
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.random_search import RandomSearch
@@ -79,6 +82,16 @@ def prompt_search(config: SearchConfig) -> ReflectivePromptSearch:
             f"strategy 'prompt' rewrites graph or prompt agents; use --kind graph or --kind prompt (got --kind {config.kind})"
         )
     return ReflectivePromptSearch()
+
+
+@registry.register(
+    "strategy",
+    "bayes",
+    "TPE (Optuna) over bootstrapped demos, instruction, role, temperature and votes of the best seed",
+)
+def bayes_search(config: SearchConfig) -> BayesSearch:
+    _graph_only("bayes", config)
+    return BayesSearch()
 
 
 def get_strategy(name: str, config: SearchConfig) -> Strategy:

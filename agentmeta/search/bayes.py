@@ -1,0 +1,221 @@
+"""Bayesian optimization over a declared design space (the `bayes` strategy), in the manner of DSPy's
+MIPROv2: Optuna's TPE sampler proposes combinations, minibatch scores feed it back.
+
+The space is declared for one node of the campaign's best seed (by full-stage validation score):
+its first calling node that asks the task alone (`bootstrap.bootstrap_targets`). Parameters:
+
+- `demo_set`: 0 (no demonstrations) or one of `demo_sets` sets bootstrapped from the train split
+  (`bootstrap.bootstrap_demos`: the seed run on a different random pool of train samples, its own
+  outputs on the ones it solved, shown as chat turns); built the first time TPE picks it;
+- `n_demos`: how many of the set (1, 2, 4 or 8; fewer if the set is smaller);
+- `instruction`: 0 (the node's own prompt) or one of `operators.INSTRUCTIONS`;
+- `role`: 0 (the node's own) or one of `operators.ROLES`;
+- `temperature`: the node's own, 0.0, 0.3 or 0.7;
+- `votes`: 1 (one call) or 3 or 5 samples with a majority vote (where the node is the graph's output).
+
+Each proposal fits a `TPESampler` (seeded by the campaign's seed and the iteration, multivariate)
+on every earlier trial of the campaign, valued by its subset-stage validation score (the same first
+validation samples for every candidate, so the values are comparable; an invalid or failed trial
+counts 0), with the seed itself as the trial at its own settings. The study is rebuilt from the
+archive on every proposal (`Candidate.metadata["params"]`), so a resumed campaign goes on where it
+was and no other state is kept. A combination whose graph is already in the campaign is told its
+known value and another is asked for; the campaign's usual paired rule promotes a child to the
+full stage against the seed it was made from.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from typing import Any
+
+from agentmeta.agents.base import AgentSpec
+from agentmeta.agents.graph import GraphSpec
+from agentmeta.errors import require
+from agentmeta.search.bootstrap import bootstrap_demos, bootstrap_targets
+from agentmeta.search.evolve import graph_of
+from agentmeta.search.operators import (
+    INSTRUCTIONS,
+    ROLES,
+    NotApplicable,
+    _dump,
+    _instruction_prompt,
+    canonical,
+)
+from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
+
+N_DEMOS = (1, 2, 4, 8)
+TEMPERATURES = (None, 0.0, 0.3, 0.7)
+"""None: the node's own temperature."""
+VOTES = (1, 3, 5)
+BASE_PARAMS = {"demo_set": 0, "n_demos": 1, "instruction": 0, "role": 0, "temperature": 0, "votes": 0}
+"""The seed's own settings, as indices into each parameter's choices."""
+
+
+def _space(demo_sets: int) -> dict[str, Any]:
+    optuna = require("optuna", "pip install 'agentmeta[bayes]'", "the bayes strategy's optuna")
+    cat = optuna.distributions.CategoricalDistribution
+    return {
+        "demo_set": cat(list(range(demo_sets + 1))),
+        "n_demos": cat(list(range(len(N_DEMOS)))),
+        "instruction": cat(list(range(len(INSTRUCTIONS) + 1))),
+        "role": cat(list(range(len(ROLES) + 1))),
+        "temperature": cat(list(range(len(TEMPERATURES)))),
+        "votes": cat(list(range(len(VOTES)))),
+    }
+
+
+def describe(params: dict[str, int]) -> str:
+    """The parameters in words, for a candidate's name and thought."""
+    parts = []
+    if params["demo_set"]:
+        parts.append(f"{N_DEMOS[params['n_demos']]} demos from set {params['demo_set']}")
+    if params["instruction"]:
+        parts.append(f"instruction {INSTRUCTIONS[params['instruction'] - 1]!r}")
+    if params["role"]:
+        parts.append(f"role {ROLES[params['role'] - 1]!r}")
+    if TEMPERATURES[params["temperature"]] is not None:
+        parts.append(f"temperature {TEMPERATURES[params['temperature']]}")
+    if VOTES[params["votes"]] > 1:
+        parts.append(f"{VOTES[params['votes']]} votes")
+    return ", ".join(parts) or "the seed's own settings"
+
+
+def _with_votes(spec: GraphSpec, index: int, n: int) -> GraphSpec:
+    """Node `index` sampled `n` times, a majority vote after it; only where it is the graph's output."""
+    nodes = _dump(spec)
+    if index != len(nodes) - 1 or spec.edges or nodes[index]["type"] != "llm":
+        raise NotApplicable("votes apply to an llm node that is the graph's output")
+    node = nodes[index]
+    nodes[index] = {**node, "type": "sample", "n": n, "temperature": node.get("temperature") or 0.8}
+    nodes.append({"id": f"{node['id']}_vote", "type": "vote", "source": node["id"]})
+    return GraphSpec.model_validate({**spec.model_dump(exclude_defaults=True), "nodes": nodes})
+
+
+class BayesSearch:
+    """TPE over demonstrations, instruction, role, temperature and votes of the best seed's node."""
+
+    name = "bayes"
+
+    def __init__(
+        self, demo_sets: int = 3, pool: int = 8, startup_trials: int = 4, max_tries: int = 40
+    ) -> None:
+        self.demo_sets = demo_sets
+        self.pool = pool
+        self.startup_trials = startup_trials
+        self.max_tries = max_tries
+        self._sets: dict[tuple[str, int], list[dict[str, Any]]] = {}
+
+    # -- the base and its demonstration sets ------------------------------------------------
+    @staticmethod
+    def _base(ctx: ProposalContext) -> tuple[Any, GraphSpec, int]:
+        seeds = [c for c in ctx.candidates if c.metadata.get("seed") and c.status == "ok" and graph_of(c)]
+        full = [c for c in seeds if c.fitness is not None and c.fitness_stage == "full"]
+        if not full:
+            raise NoNewCandidateError("no seed graph has a full-stage score to build the design space on")
+        for c in sorted(full, key=lambda c: -(c.fitness or 0.0)):
+            graph = graph_of(c)
+            targets = bootstrap_targets(graph) if graph is not None else []
+            if graph is not None and targets:
+                return c, graph, targets[0]
+        raise NoNewCandidateError("no seed graph has a node that asks the task alone")
+
+    def _demo_set(
+        self, ctx: ProposalContext, base: Any, graph: GraphSpec, index: int, j: int
+    ) -> list[dict[str, Any]]:
+        if (base.id, j) not in self._sets:
+            rng = random.Random(f"{ctx.seed}:demo-set:{j}")
+            try:
+                child, _ = bootstrap_demos(ctx, graph, index, rng, k=max(N_DEMOS), pool=self.pool)
+                demos = [d.model_dump(mode="json") for d in child.nodes[index].demos]
+            except NotApplicable:
+                demos = []
+            self._sets[(base.id, j)] = demos
+        return self._sets[(base.id, j)]
+
+    def build(
+        self, ctx: ProposalContext, base: Any, graph: GraphSpec, index: int, params: dict[str, int]
+    ) -> tuple[GraphSpec, dict[str, int]]:
+        """The base graph with `params` applied to node `index`, and the parameters in effect (an
+        empty demonstration set is no demonstrations; votes where the node is not the output, one)."""
+        effective = dict(params)
+        nodes = _dump(graph)
+        node = dict(nodes[index])
+        demos = self._demo_set(ctx, base, graph, index, params["demo_set"]) if params["demo_set"] else []
+        if demos:
+            node["demos"] = demos[: N_DEMOS[params["n_demos"]]]
+        else:
+            effective.update(demo_set=0, n_demos=BASE_PARAMS["n_demos"])
+        if params["instruction"]:
+            node["prompt"] = _instruction_prompt(node["prompt"], INSTRUCTIONS[params["instruction"] - 1])
+        if params["role"]:
+            node["role"] = ROLES[params["role"] - 1]
+        if TEMPERATURES[params["temperature"]] is not None:
+            node["temperature"] = TEMPERATURES[params["temperature"]]
+        nodes[index] = node
+        spec = GraphSpec.model_validate({**graph.model_dump(exclude_defaults=True), "nodes": nodes})
+        if VOTES[params["votes"]] > 1:
+            try:
+                spec = _with_votes(spec, index, VOTES[params["votes"]])
+            except NotApplicable:
+                effective["votes"] = BASE_PARAMS["votes"]
+        return spec, effective
+
+    # -- the study, rebuilt from the archive -------------------------------------------------
+    def _value(self, ctx: ProposalContext, c: Any) -> float:
+        if c.status != "ok":
+            return 0.0
+        ev = ctx.archive.get_evaluation(c.id, ctx.suite, "validation", "subset")
+        return float(ev.mean or 0.0) if ev is not None else 0.0
+
+    def _study(self, ctx: ProposalContext, base: Any) -> Any:
+        optuna = require("optuna", "pip install 'agentmeta[bayes]'", "the bayes strategy's optuna")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(
+                seed=(ctx.seed * 100_003 + ctx.iteration) % 2**31, n_startup_trials=self.startup_trials,
+                multivariate=True,
+            )  # fmt: skip
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        space = _space(self.demo_sets)
+        trials = [(BASE_PARAMS, self._value(ctx, base))]
+        trials += [
+            (c.metadata["params"], self._value(ctx, c))
+            for c in ctx.candidates
+            if isinstance(c.metadata.get("params"), dict) and set(c.metadata["params"]) == set(space)
+        ]
+        for params, value in trials:
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
+        return study, space
+
+    def propose(self, ctx: ProposalContext) -> Proposal:
+        base, graph, index = self._base(ctx)
+        study, space = self._study(ctx, base)
+        optuna = require("optuna", "pip install 'agentmeta[bayes]'")
+        known = {}
+        for c in ctx.candidates:
+            g = graph_of(c)
+            if g is not None:
+                known[canonical(g)] = self._value(ctx, c)
+        for _ in range(self.max_tries):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                trial = study.ask(space)
+            params = {k: int(v) for k, v in trial.params.items()}
+            spec, effective = self.build(ctx, base, graph, index, params)
+            key = canonical(spec)
+            if key in known:  # already evaluated: tell TPE what it scored and ask again
+                study.tell(trial, known[key])
+                continue
+            what = describe(effective)
+            name = f"bayes ({what}) of {base.name}"[:200]
+            source = AgentSpec(
+                kind="graph", name=name, thought=f"TPE trial on node {graph.nodes[index].id}: {what}",
+                source=spec.model_copy(update={"name": name}).model_dump_json(indent=2, exclude_defaults=True),
+            )  # fmt: skip
+            return Proposal(spec=source, parent_ids=[base.id], raw={"params": params, "operators": ["bayes"]})
+        raise NoNewCandidateError(f"TPE proposed only known graphs in {self.max_tries} tries")
+
+    def debug(self, ctx: ProposalContext, proposal: Proposal, error: str, attempt: int) -> Proposal | None:
+        return None  # a combination that fails is a 0 for the study, not something to repair
