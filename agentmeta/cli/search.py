@@ -112,6 +112,20 @@ def print_confirmation(conf: Any) -> None:
     console.print(f"[{style}]{escape(conf.verdict)}[/{style}]", soft_wrap=True)  # one line, never wrapped
 
 
+def _rungs(text: str | None) -> list[int]:
+    """`--race 12,24` as [12, 24]; a bad value is a one-line error."""
+    from agentmeta.errors import ConfigError
+
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(
+            f"--race takes sample counts separated by commas (e.g. 16 or 12,24); got {text!r}"
+        ) from None
+
+
 def looks_table(looks: list[Any], title: str) -> Table:
     """The recorded looks at a test split: when, which settings, how many samples, what was found."""
     table = Table(title=title)
@@ -165,6 +179,13 @@ def register(app: typer.Typer) -> None:
         promote_margin: Annotated[
             float, typer.Option(help="Full stage if the subset score is within this of the best.", min=0.0)
         ] = 0.1,
+        race: Annotated[
+            str | None,
+            typer.Option(
+                help="Racing rungs between the subset and the full stage, e.g. 16 or 12,24: a promoted "
+                "candidate is dropped at a rung once its paired 95% CI against the best lies below 0."
+            ),
+        ] = None,
         max_tokens: Annotated[int | None, typer.Option(help="Token budget of the campaign.")] = None,
         max_wall_s: Annotated[float | None, typer.Option(help="Wall-clock budget in seconds.")] = None,
         concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
@@ -218,6 +239,7 @@ def register(app: typer.Typer) -> None:
             objective=objective,
             seeds=[x.strip() for x in seeds.split(",") if x.strip()] if seeds else None,
             promote_margin=promote_margin,
+            race=_rungs(race),
             max_tokens=max_tokens,
             max_wall_s=max_wall_s,
             concurrency=concurrency,
@@ -269,6 +291,11 @@ def register(app: typer.Typer) -> None:
                 say(f"[bold]confirmation[/bold]: {len(ev['ids'])} candidates on {ev['n']} test samples")
             elif kind_ == "looks":
                 say(f"  {looks_line(ev['earlier'], ev['campaign'])}")
+            elif kind_ == "dropped":
+                say(
+                    f"  [yellow]dropped[/yellow] at {ev['dropped_at']} samples: {ev['diff']:+.2f} "
+                    f"[{ev['low']:.2f}, {ev['high']:.2f}] against the best ({ev['vs'][:6]}) on {ev['n']} samples"
+                )
             elif kind_ == "warning":
                 say(f"[yellow]warning[/yellow]: {escape(ev['message'])}")
             elif kind_ == "confirmed":

@@ -32,6 +32,7 @@ from agentmeta.eval.executor import Executor
 from agentmeta.eval.types import EvalResult, Suite
 from agentmeta.models import Model, get_model
 from agentmeta.search.looks import check_earlier_looks
+from agentmeta.search.racing import race
 from agentmeta.search.strategies import get_strategy
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext, Strategy
 
@@ -67,6 +68,10 @@ class SearchConfig(BaseModel):
     what `best`, parent selection and the confirmation's choice rank. 32 separates a 0.3 from a 0.6
     agent (their exact 95% CIs no longer overlap); a smaller full stage makes noise look like
     progress."""
+    race: list[int] = Field(default_factory=list)
+    """Racing rungs between the subset and the full stage (e.g. [16]): a promoted candidate is
+    evaluated on the first 16 full-stage samples and dropped there if its paired 95% interval
+    against the incumbent lies below 0 (`agentmeta.search.racing`). Empty: straight to the full stage."""
     objective: Literal["score", "pareto"] = "score"
     """What parents are selected for: `score` (validation score) or `pareto` (the score x
     tokens-per-sample Pareto front: `evolve` draws only from it, `prompt` limits its per-sample
@@ -105,6 +110,13 @@ class SearchConfig(BaseModel):
     """Test samples of the confirmation (the whole test split if it is smaller)."""
     confirm_margin: float = Field(default=0.05, ge=0.0, lt=1.0)
     """Non-inferiority margin of a saving in the confirmation (`agentmeta.search.confirm`)."""
+
+    @field_validator("race")
+    @classmethod
+    def _rungs(cls, v: list[int]) -> list[int]:
+        if any(r < 1 for r in v):
+            raise ValueError(f"racing rungs are sample counts >= 1; got {v}")
+        return sorted(set(v))
 
     @field_validator("kind")
     @classmethod
@@ -316,18 +328,22 @@ class Campaign:
 
     # -- evaluation ------------------------------------------------------------------------
     def _evaluate_stage(
-        self, cid: str, agent: Any, stage: str, primary: bool | None = None, known: EvalResult | None = None
-    ) -> Any:
+        self, cid: str, agent: Any, stage: str, primary: bool | None = None, known: EvalResult | None = None,
+        samples: int | None = None,
+    ) -> Any:  # fmt: skip
         """Evaluate (or skip, if stored) one stage; returns the stored evaluation or the new result.
 
-        The subset is the full stage's first samples. `known`: an `EvalResult` already run on the
-        first samples of this stage (the validation dry run, the subset stage, or a seed's full
-        stage); its records are reused and only the stage's remaining samples are run.
+        The subset is the full stage's first samples; `samples` makes a stage of the full stage's
+        first `samples` (a racing rung). `known`: an `EvalResult` already run on the first samples
+        of this stage (the validation dry run, the subset stage, a rung, or a seed's full stage);
+        its records are reused and only the stage's remaining samples are run.
         """
         from agentmeta.eval import evaluate
         from agentmeta.eval.runner import summarize
 
         suite = self.subset_suite if stage == "subset" else self.full_suite
+        if samples is not None:
+            suite = self.full_suite.model_copy(update={"samples": self.full_suite.samples[:samples]})
         existing = self.archive.get_evaluation(cid, self.config.suite, "validation", stage)
         if existing is not None:
             self.result.skipped.append(f"{stage}:{cid}")
@@ -449,7 +465,9 @@ class Campaign:
         if cand.metadata.get("promotion") != decision:
             self.archive.update_metadata(cid, promotion=decision)
         if decision["promote"]:
-            self._evaluate_stage(cid, agent, "full", known=sub if isinstance(sub, EvalResult) else None)
+            known = race(self, cid, agent, sub if isinstance(sub, EvalResult) else None)
+            if known is not False:
+                self._evaluate_stage(cid, agent, "full", known=known if isinstance(known, EvalResult) else None)
         else:
             self.progress({"event": "not_promoted", "id": cid, **decision})
 
