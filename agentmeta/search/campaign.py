@@ -467,7 +467,9 @@ class Campaign:
         if decision["promote"]:
             known = race(self, cid, agent, sub if isinstance(sub, EvalResult) else None)
             if known is not False:
-                self._evaluate_stage(cid, agent, "full", known=known if isinstance(known, EvalResult) else None)
+                self._evaluate_stage(
+                    cid, agent, "full", known=known if isinstance(known, EvalResult) else None
+                )
         else:
             self.progress({"event": "not_promoted", "id": cid, **decision})
 

@@ -9,6 +9,8 @@
 - `random`: a random operator on a random candidate, no selection (the baseline).
 - `bayes`: Optuna's TPE over a declared design space of the best seed's node (bootstrapped
   demonstration sets, instruction, role, temperature, votes), fed by subset scores (MIPROv2's idea).
+- `tree`: AB-MCTS (treequest) over the campaign's candidates: wider (a new child) or deeper (into a
+  child), by a mutation or a refinement from train-split failures, chosen by Thompson sampling.
 
 A strategy is registered as a factory `factory(config: SearchConfig) -> Strategy`; a plugin adds
 one the same way::
@@ -32,6 +34,7 @@ from agentmeta.search.evolve import EvolveSearch
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.random_search import RandomSearch
 from agentmeta.search.reflective import ReflectivePromptSearch
+from agentmeta.search.tree import TreeSearch
 
 if TYPE_CHECKING:
     from agentmeta.search.campaign import SearchConfig
@@ -92,6 +95,16 @@ def prompt_search(config: SearchConfig) -> ReflectivePromptSearch:
 def bayes_search(config: SearchConfig) -> BayesSearch:
     _graph_only("bayes", config)
     return BayesSearch()
+
+
+@registry.register(
+    "strategy",
+    "tree",
+    "AB-MCTS (treequest): wider or deeper, mutate or refine from train failures, by Thompson sampling",
+)
+def tree_search(config: SearchConfig) -> TreeSearch:
+    _graph_only("tree", config)
+    return TreeSearch()
 
 
 def get_strategy(name: str, config: SearchConfig) -> Strategy:

@@ -41,7 +41,8 @@ def _task(req) -> str:
 
 def _campaign(tmp_path: Path, db: str = "a.db", iterations: int = 6, seed: int = 0, **kw):
     archive = Archive(tmp_path / db)
-    config = SearchConfig(suite=_suite(tmp_path), kind="graph", strategy="bayes", seeds=["cot"], seed=seed,
+    kw.setdefault("strategy", "bayes")
+    config = SearchConfig(suite=_suite(tmp_path), kind="graph", seeds=["cot"], seed=seed,
                           iterations=iterations, subset=4, full=8, confirm=False, **kw)  # fmt: skip
     task = get_model("mock", outputs=_task)
     camp = Campaign(config, archive, model=task, meta_model=get_model("mock"))

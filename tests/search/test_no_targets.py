@@ -25,7 +25,7 @@ def _suite(tmp_path: Path) -> tuple[str, set[str], set[str]]:
     return str(path), hidden, shown
 
 
-@pytest.mark.parametrize("strategy", ["meta-agent", "evolve", "random", "prompt", "bayes"])
+@pytest.mark.parametrize("strategy", ["meta-agent", "evolve", "random", "prompt", "bayes", "tree"])
 def test_every_prompt_a_campaign_sends_is_free_of_validation_and_test_targets(tmp_path, strategy) -> None:
     suite, hidden, shown = _suite(tmp_path)
     task = get_model("mock", outputs=lambda req: "I am not sure.\nAnswer: unknown")
