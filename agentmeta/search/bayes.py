@@ -42,6 +42,7 @@ from agentmeta.search.operators import (
     _instruction_prompt,
     canonical,
 )
+from agentmeta.search.selection import best_seeds, subset_score
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
 
 N_DEMOS = (1, 2, 4, 8)
@@ -109,11 +110,10 @@ class BayesSearch:
     # -- the base and its demonstration sets ------------------------------------------------
     @staticmethod
     def _base(ctx: ProposalContext) -> tuple[Any, GraphSpec, int]:
-        seeds = [c for c in ctx.candidates if c.metadata.get("seed") and c.status == "ok" and graph_of(c)]
-        full = [c for c in seeds if c.fitness is not None and c.fitness_stage == "full"]
-        if not full:
+        seeds = best_seeds(ctx)
+        if not seeds:
             raise NoNewCandidateError("no seed graph has a full-stage score to build the design space on")
-        for c in sorted(full, key=lambda c: -(c.fitness or 0.0)):
+        for c in seeds:
             graph = graph_of(c)
             targets = bootstrap_targets(graph) if graph is not None else []
             if graph is not None and targets:
@@ -162,12 +162,6 @@ class BayesSearch:
         return spec, effective
 
     # -- the study, rebuilt from the archive -------------------------------------------------
-    def _value(self, ctx: ProposalContext, c: Any) -> float:
-        if c.status != "ok":
-            return 0.0
-        ev = ctx.archive.get_evaluation(c.id, ctx.suite, "validation", "subset")
-        return float(ev.mean or 0.0) if ev is not None else 0.0
-
     def _study(self, ctx: ProposalContext, base: Any) -> Any:
         optuna = require("optuna", "pip install 'agentmeta[bayes]'", "the bayes strategy's optuna")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -179,9 +173,9 @@ class BayesSearch:
             )  # fmt: skip
         study = optuna.create_study(direction="maximize", sampler=sampler)
         space = _space(self.demo_sets)
-        trials = [(BASE_PARAMS, self._value(ctx, base))]
+        trials = [(BASE_PARAMS, subset_score(ctx, base))]
         trials += [
-            (c.metadata["params"], self._value(ctx, c))
+            (c.metadata["params"], subset_score(ctx, c))
             for c in ctx.candidates
             if isinstance(c.metadata.get("params"), dict) and set(c.metadata["params"]) == set(space)
         ]
@@ -197,7 +191,7 @@ class BayesSearch:
         for c in ctx.candidates:
             g = graph_of(c)
             if g is not None:
-                known[canonical(g)] = self._value(ctx, c)
+                known[canonical(g)] = subset_score(ctx, c)
         for _ in range(self.max_tries):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

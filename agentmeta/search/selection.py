@@ -52,3 +52,24 @@ def cost_front(ctx: Any, ids: Sequence[str]) -> list[str]:
     from agentmeta.search.confirm import pareto_front
 
     return pareto_front(cost_points(ctx, ids))
+
+
+def best_seeds(ctx: Any) -> list[Any]:
+    """The campaign's valid seed graphs with a full-stage score, best first (what `bayes` and `tree`
+    build on)."""
+    from agentmeta.search.evolve import graph_of
+
+    seeds = [
+        c for c in ctx.candidates if c.metadata.get("seed") and c.status == "ok" and graph_of(c) is not None
+    ]
+    full = [c for c in seeds if c.fitness is not None and c.fitness_stage == "full"]
+    return sorted(full, key=lambda c: -(c.fitness or 0.0))
+
+
+def subset_score(ctx: Any, candidate: Any) -> float:
+    """A candidate's subset-stage validation score (the same first samples for every candidate);
+    0 for an invalid or failed candidate, or one without that evaluation."""
+    if candidate is None or candidate.status != "ok":
+        return 0.0
+    ev = ctx.archive.get_evaluation(candidate.id, ctx.suite, "validation", "subset")
+    return float(ev.mean or 0.0) if ev is not None else 0.0

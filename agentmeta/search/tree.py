@@ -34,6 +34,7 @@ from agentmeta.errors import require
 from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_targets
 from agentmeta.search.evolve import graph_of, mutations
 from agentmeta.search.operators import NotApplicable, OperatorContext, add_demos, apply, canonical
+from agentmeta.search.selection import best_seeds, subset_score
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
 
 ACTIONS = ["mutate", "refine"]
@@ -55,18 +56,10 @@ class TreeSearch:
 
     @staticmethod
     def _root(ctx: ProposalContext) -> Any:
-        seeds = [c for c in ctx.candidates if c.metadata.get("seed") and c.status == "ok" and graph_of(c)]
-        full = [c for c in seeds if c.fitness is not None and c.fitness_stage == "full"]
-        if not full:
+        seeds = best_seeds(ctx)
+        if not seeds:
             raise NoNewCandidateError("no seed graph has a full-stage score to grow the tree from")
-        return max(full, key=lambda c: c.fitness or 0.0)
-
-    @staticmethod
-    def _score(ctx: ProposalContext, c: Any) -> float:
-        if c is None or c.status != "ok":
-            return 0.0
-        ev = ctx.archive.get_evaluation(c.id, ctx.suite, "validation", "subset")
-        return float(ev.mean or 0.0) if ev is not None else 0.0
+        return seeds[0]
 
     def _tree(self, ctx: ProposalContext) -> tuple[Any, Any, Any]:
         """(algorithm, state, trial of this iteration), replaying every earlier iteration."""
@@ -88,7 +81,7 @@ class TreeSearch:
                 if i == ctx.iteration:
                     return algo, state, trial
                 child = by_iteration.get(i)
-                score = self._score(ctx, child)
+                score = subset_score(ctx, child)
                 state = algo.tell(state, trial.trial_id, (child.id if child is not None else "", score))
         finally:
             np.random.set_state(saved)
