@@ -37,7 +37,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 MAIN_SUITE = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
-STRATEGIES = "meta-agent,evolve,prompt,random"
+STRATEGIES = "meta-agent,evolve,prompt,random,bayes,tree"
 
 
 def row_of(conf: Any, cid: str | None) -> dict[str, Any] | None:
@@ -55,6 +55,7 @@ def run_campaign(
         subset=args.subset, full=args.full, iterations=iterations,
         max_tokens=args.budget if iterations else None, confirm_limit=args.confirm_limit,
         concurrency=args.concurrency, reflexion_rounds=1, name=f"{strategy}:{suite}:s{seed}",
+        race=[int(x) for x in args.race.split(",") if x] if args.race else [],
     )  # fmt: skip
     curve: list[dict[str, Any]] = []
     camp = Campaign(config, archive, model=model, meta_model=model)
@@ -148,6 +149,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=8000, help="tokens spent per campaign beyond the seeds")
     ap.add_argument("--max-iterations", type=int, default=8)
     ap.add_argument("--subset", type=int, default=8)
+    ap.add_argument("--race", default="", help="racing rungs, e.g. 16 (off by default)")
     ap.add_argument("--full", type=int, default=32)
     ap.add_argument("--confirm-limit", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
