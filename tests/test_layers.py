@@ -17,7 +17,7 @@ from pathlib import Path
 import agentmeta
 
 PACKAGE = Path(agentmeta.__file__).parent
-SUBPACKAGES = ("agents", "archive", "conductor", "eval", "models", "search", "train", "ui", "cli")
+SUBPACKAGES = ("agents", "archive", "conductor", "eval", "models", "search", "train", "ui", "serve", "cli")
 FACADE = {"agentmeta", "agentmeta.__main__"}
 """The top-level package (`agentmeta/__init__.py`: the curated public names) and `python -m`."""
 
@@ -31,7 +31,8 @@ ALLOWED: dict[str, set[str]] = {
     "search": {"core", "models", "agents", "eval", "archive", "conductor", "train"},
     "train": {"core", "models", "agents", "eval", "archive", "conductor", "search"},
     "ui": {"core", "models", "agents", "eval", "archive", "conductor", "search"},
-    "cli": {"core", "models", "agents", "eval", "archive", "conductor", "search", "train", "ui"},
+    "serve": {"core", "models", "agents", "eval", "archive", "conductor"},
+    "cli": {"core", "models", "agents", "eval", "archive", "conductor", "search", "train", "ui", "serve"},
 }
 """What each layer may import. Within the top layer (search, train, conductor) anything goes as
 long as it makes no cycle."""

@@ -127,6 +127,24 @@ def direct(max_tokens: int = DEFAULT_MAX_TOKENS) -> Agent:
     return TemplateAgent("eval-direct", "direct", max_tokens=max_tokens)
 
 
+class PassthroughAgent:
+    """The task sent as it is, the reply returned as it is: evaluating a model that is itself an
+    agent (`agentmeta serve`, any OpenAI-compatible endpoint answering tasks)."""
+
+    name = "passthrough"
+
+    def __init__(self, max_tokens: int = DEFAULT_MAX_TOKENS) -> None:
+        self.max_tokens = max_tokens
+
+    def run(self, task_input: str, model: Any) -> str:
+        return model.generate(task_input, max_tokens=self.max_tokens, temperature=0.0).text
+
+
+@register_agent("passthrough", "the task as the only message, the reply as the answer (a served agent)")
+def passthrough(max_tokens: int = DEFAULT_MAX_TOKENS) -> Agent:
+    return PassthroughAgent(max_tokens=max_tokens)
+
+
 @register_agent("cot", "think step by step, then answer; one greedy call")
 def cot(max_tokens: int = DEFAULT_MAX_TOKENS) -> Agent:
     return TemplateAgent("eval-cot", "cot", max_tokens=max_tokens)

@@ -46,6 +46,7 @@ _SUBCOMMAND_MODULES = (
     "agentmeta.cli.archive",
     "agentmeta.cli.train",
     "agentmeta.cli.ui",
+    "agentmeta.cli.serve",
 )
 
 
@@ -189,7 +190,9 @@ def main() -> None:
         first = e.errors()[0] if e.errors() else {}
         where = ".".join(str(x) for x in first.get("loc", ())) or e.title
         err_console.print(
-            f"[red]error:[/red] {escape(f'invalid {where}: ' + str(first.get('msg', e)))}", highlight=False, soft_wrap=True
+            f"[red]error:[/red] {escape(f'invalid {where}: ' + str(first.get('msg', e)))}",
+            highlight=False,
+            soft_wrap=True,
         )
         sys.exit(2)
     except Exception as e:

@@ -100,17 +100,11 @@ def eval_command(
     arch = candidate_id = executor = None
     try:
         if archive is not None:
-            from agentmeta.agents.base import AgentSpec
             from agentmeta.archive import Archive
 
+            runnable, _, cand = options.load_agent(agent, archive)
             arch = Archive(archive, create=False)
-            cand = arch.get(agent, with_evaluations=False)
-            candidate_id = cand.id
-            built = AgentSpec(
-                kind=cand.kind, name=cand.name, thought=cand.thought, source=cand.source
-            ).build()
-            built.name = f"{cand.name} ({cand.id})"
-            runnable = built
+            candidate_id = cand.id  # type: ignore[attr-defined]
         suites = [load_suite(spec, split=split, limit=limit, seed=seed) for spec in suite]
         executor = options.ray_executor(ray, ray_address, ray_actors, ray_gpus)
         # with Ray the actors load the model; here only its spec and usage are needed

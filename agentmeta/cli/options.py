@@ -53,3 +53,25 @@ def ray_executor(flag: bool, address: str | None, actors: int | None, gpus: floa
     from agentmeta.eval.ray_executor import RayExecutor
 
     return RayExecutor(address, actors=actors, num_gpus=gpus)
+
+
+def load_agent(agent: str, archive: str | None) -> tuple[object, str, object]:
+    """AGENT as the commands take it: with `archive`, a candidate id (or unique prefix) there;
+    otherwise a registered agent, a seed, an agent file, or `conductor` (the default conductor).
+    Returns (agent, display name, candidate record or None)."""
+    from agentmeta.agents.builtin import get_agent
+
+    if archive is not None:
+        from agentmeta.agents.base import AgentSpec
+        from agentmeta.archive import Archive
+
+        cand = Archive(archive, create=False).get(agent, with_evaluations=False)
+        built = AgentSpec(kind=cand.kind, name=cand.name, thought=cand.thought, source=cand.source).build()
+        built.name = f"{cand.name} ({cand.id})"  # type: ignore[attr-defined]
+        return built, built.name, cand  # type: ignore[attr-defined]
+    if agent == "conductor":
+        from agentmeta.conductor.agent import ConductorAgent, ConductorSpec
+
+        return ConductorAgent(ConductorSpec()), "conductor", None
+    built, name = get_agent(agent)
+    return built, name, None
