@@ -83,3 +83,23 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+    @app.command("export")
+    def export_cmd(
+        candidate: Annotated[str, typer.Argument(metavar="ID", help="Candidate id (or a unique prefix).")],
+        archive: Annotated[str, typer.Option(help="Archive path or SQLAlchemy URL.")] = os.environ.get(
+            "AGENTMETA_ARCHIVE", "agentmeta-archive.db"
+        ),
+        out: Annotated[
+            str | None, typer.Option("--out", "-o", help="File or folder to write (default: this folder).")
+        ] = None,
+    ) -> None:
+        """Write a candidate as one agent file that `agentmeta eval FILE` and `agentmeta serve FILE`
+        take unchanged (a .py code agent or a .yaml spec), its scores, lineage and test looks in a
+        comment header."""
+        from agentmeta.archive import Archive
+        from agentmeta.archive.export import export_file
+
+        arch = Archive(archive, create=False)
+        path, _ = export_file(arch, arch.resolve_id(candidate), out)
+        err.print(f"wrote {path}")

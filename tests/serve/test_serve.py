@@ -97,7 +97,11 @@ def test_the_openai_client_chats_streams_and_lists_the_model(served) -> None:
     )  # fmt: skip
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text == "Adding them up.\nAnswer: 12" and chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
+    assert (
+        text == "Adding them up.\nAnswer: 12"
+        and chunks[-1].usage is not None
+        and chunks[-1].usage.total_tokens > 0
+    )
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
 
 
