@@ -11,7 +11,9 @@ its first calling node that asks the task alone (`bootstrap.bootstrap_targets`).
 - `instruction`: 0 (the node's own prompt) or one of `operators.INSTRUCTIONS`;
 - `role`: 0 (the node's own) or one of `operators.ROLES`;
 - `temperature`: the node's own, 0.0, 0.3 or 0.7;
-- `votes`: 1 (one call) or 3 or 5 samples with a majority vote (where the node is the graph's output).
+- `votes`: 1 (one call) or 3 or 5 samples with a majority vote (where the node is the graph's output);
+  off by default (`BayesSearch(votes=True)`): under a token budget a 5-vote candidate costs five
+  candidates, and a search that draws them affords few others.
 
 Each proposal fits a `TPESampler` (seeded by the campaign's seed and the iteration, multivariate)
 on every earlier trial of the campaign, valued by its subset-stage validation score (the same first
@@ -53,7 +55,7 @@ BASE_PARAMS = {"demo_set": 0, "n_demos": 1, "instruction": 0, "role": 0, "temper
 """The seed's own settings, as indices into each parameter's choices."""
 
 
-def _space(demo_sets: int) -> dict[str, Any]:
+def _space(demo_sets: int, votes: bool = False) -> dict[str, Any]:
     optuna = require("optuna", "pip install 'agentmeta[bayes]'", "the bayes strategy's optuna")
     cat = optuna.distributions.CategoricalDistribution
     return {
@@ -62,7 +64,7 @@ def _space(demo_sets: int) -> dict[str, Any]:
         "instruction": cat(list(range(len(INSTRUCTIONS) + 1))),
         "role": cat(list(range(len(ROLES) + 1))),
         "temperature": cat(list(range(len(TEMPERATURES)))),
-        "votes": cat(list(range(len(VOTES)))),
+        "votes": cat(list(range(len(VOTES))) if votes else [0]),
     }
 
 
@@ -99,9 +101,15 @@ class BayesSearch:
     name = "bayes"
 
     def __init__(
-        self, demo_sets: int = 3, pool: int = 8, startup_trials: int = 4, max_tries: int = 40
+        self,
+        demo_sets: int = 3,
+        pool: int = 8,
+        startup_trials: int = 4,
+        max_tries: int = 40,
+        votes: bool = False,
     ) -> None:
         self.demo_sets = demo_sets
+        self.votes = votes
         self.pool = pool
         self.startup_trials = startup_trials
         self.max_tries = max_tries
@@ -172,7 +180,7 @@ class BayesSearch:
                 multivariate=True,
             )  # fmt: skip
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        space = _space(self.demo_sets)
+        space = _space(self.demo_sets, self.votes)
         trials = [(BASE_PARAMS, subset_score(ctx, base))]
         trials += [
             (c.metadata["params"], subset_score(ctx, c))

@@ -141,3 +141,13 @@ def test_a_bayes_campaign_runs_on_the_embedded_model(embedded, tmp_path):
     shown = [d.input for c in children for n in parse_spec(c.source).nodes for d in n.demos]
     assert all(x in train for x in shown)
     assert result.tokens > 0
+
+
+def test_votes_enter_the_space_only_when_asked_for():
+    from agentmeta.agents.graph import GraphSpec
+    from agentmeta.search.bayes import _space, _with_votes
+
+    assert _space(3)["votes"].choices == (0,) and _space(3, votes=True)["votes"].choices == (0, 1, 2)
+    graph = GraphSpec.model_validate({"name": "g", "nodes": [{"id": "cot", "type": "llm", "prompt": "{input}"}]})
+    voted = _with_votes(graph, 0, 5)
+    assert [n.type for n in voted.nodes] == ["sample", "vote"] and voted.nodes[0].n == 5
