@@ -7,6 +7,14 @@ Nodes:
   before the prompt as user/assistant turns: the prompt rendered with the example's input (other
   variables empty), then ``Answer: <answer>``.
 - ``sample``: ``n`` calls of the prompt at ``temperature``; its output is a list of texts (``demos`` too).
+  With ``models`` (model specs) the samples are spread over those models: cross-model repeated
+  sampling.
+- ``cascade``: ``n`` samples from the first of ``models``; if fewer than ``agree`` of them share
+  the majority answer, the next model is asked, and so on (the last answers in any case); its
+  output is a text with the majority answer (Language Model Cascades, a small model first).
+
+Any calling node may name a ``model`` spec of its own; calls to another model are seeded like the
+run's and their tokens counted per model (`SampleRecord.tokens_by_model`).
 - ``vote``: majority vote over the answers of a ``sample`` node (``source``, default the previous).
 - ``reflect``: critique the previous answer and refine it until the critic says OK, at most
   ``max_rounds`` times.
@@ -26,6 +34,8 @@ from __future__ import annotations
 
 import json
 import string
+import threading
+from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import yaml
@@ -37,7 +47,7 @@ from agentmeta.errors import InvalidAgentError
 if TYPE_CHECKING:
     from agentmeta.models import Model
 
-NodeType = Literal["llm", "sample", "vote", "reflect", "python"]
+NodeType = Literal["llm", "sample", "vote", "reflect", "python", "cascade"]
 ANSWER_HINT = "Think it through briefly, then end with a line 'Answer: <your answer>'."
 
 
@@ -273,6 +283,14 @@ class Node(BaseModel):
     """Most new tokens per call."""
     demos: list[Demo] = Field(default_factory=list, max_length=8)
     """Solved examples sent before the prompt as user/assistant turns (llm, sample)."""
+    model: str | None = None
+    """Model spec this node's calls go to (default: the model the agent runs on)."""
+    models: list[str] = Field(default_factory=list, max_length=8)
+    """cascade: the models tried in order (the cheapest first); sample: its `n` samples spread over
+    these models (cross-model repeated sampling)."""
+    agree: float = Field(default=0.6, gt=0.0, le=1.0)
+    """cascade: the share of a model's `n` samples whose answers must agree for it to answer; below
+    it the next model is asked."""
 
 
 class Edge(BaseModel):
@@ -320,6 +338,10 @@ class GraphSpec(BaseModel):
                     raise ValueError(f"vote node {n.id!r} must follow (or name as source) a sample node")
             if n.type == "python" and "def tool" not in n.code:
                 raise ValueError(f"python node {n.id!r} must define tool(input, last)")
+            if n.type == "cascade" and len(n.models) < 2:
+                raise ValueError(f"cascade node {n.id!r} needs at least two models in `models`")
+            if n.models and n.type not in ("cascade", "sample"):
+                raise ValueError(f"node {n.id!r}: `models` applies to cascade and sample nodes, not {n.type}")
             if n.demos and n.type not in ("llm", "sample"):
                 raise ValueError(f"node {n.id!r}: demos apply to llm and sample nodes, not {n.type}")
         return self
@@ -369,6 +391,25 @@ def _render(template: str, state: _State) -> str:
     return template.format_map(values)
 
 
+_MODELS: dict[str, Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def _model_for(handle: Any, spec: str | None) -> Any:
+    """The model a node's calls go to: the run's handle, or the handle's view of another model
+    (`with_model`: same seeding, tokens counted per model) or that model loaded once per process."""
+    if spec is None or spec == getattr(handle, "spec", None):
+        return handle
+    if hasattr(handle, "with_model"):
+        return handle.with_model(spec)
+    with _MODELS_LOCK:
+        if spec not in _MODELS:
+            from agentmeta.models import get_model
+
+            _MODELS[spec] = get_model(spec)
+        return _MODELS[spec]
+
+
 class GraphAgent:
     """A compiled graph agent. `run(task, model)` invokes the LangGraph graph."""
 
@@ -387,21 +428,47 @@ class GraphAgent:
     # -- node functions ------------------------------------------------------------------
     @staticmethod
     def _call(
-        state: _State, node: Node, prompt: str, n: int = 1, temperature: float | None = None
-    ) -> list[str]:
+        state: _State, node: Node, prompt: str, n: int = 1, temperature: float | None = None,
+        model: str | None = None,
+    ) -> list[str]:  # fmt: skip
         messages = [{"role": "system", "content": f"You are a {node.role}."}]
         if node.type in ("llm", "sample"):
             for demo in node.demos:
                 messages.append({"role": "user", "content": render_demo(node.prompt, demo.input)})
                 messages.append({"role": "assistant", "content": demo.reply()})
         messages.append({"role": "user", "content": prompt})
-        resp = state["model"].generate(
+        resp = _model_for(state["model"], model or node.model).generate(
             messages,
             n=n,
             temperature=node.temperature if temperature is None else temperature,
             max_tokens=node.max_tokens,
         )
         return resp.texts
+
+    def _sample(self, node: Node, state: _State) -> list[str]:
+        temp = node.temperature if node.temperature > 0 else 0.8
+        prompt = _render(node.prompt, state)
+        if not node.models:
+            return self._call(state, node, prompt, n=node.n, temperature=temp)
+        out: list[str] = []
+        for i, spec in enumerate(node.models):  # n spread over the models, the first ones take the rest
+            k = node.n // len(node.models) + (i < node.n % len(node.models))
+            if k:
+                out += self._call(state, node, prompt, n=k, temperature=temp, model=spec)
+        return out
+
+    def _cascade(self, node: Node, state: _State) -> str:
+        """Ask each model in turn for `n` samples; the first whose majority answer has at least
+        `agree` of its samples answers (the last model answers in any case)."""
+        temp = node.temperature if node.temperature > 0 else 0.8
+        prompt = _render(node.prompt, state)
+        for k, spec in enumerate(node.models):
+            texts = self._call(state, node, prompt, n=node.n, temperature=temp, model=spec)
+            answers = [extract_answer(t) for t in texts]
+            top, count = Counter(answers).most_common(1)[0]
+            if count / len(answers) >= node.agree or k == len(node.models) - 1:
+                return next(t for t, a in zip(texts, answers, strict=True) if a == top)
+        raise AssertionError("unreachable: a cascade has at least two models")
 
     def _node_fn(self, node: Node, index: int):  # noqa: ANN202
         ids = [n.id for n in self.spec.nodes]
@@ -413,8 +480,9 @@ class GraphAgent:
             if node.type == "llm":
                 out = self._call(state, node, _render(node.prompt, state))[0]
             elif node.type == "sample":
-                temp = node.temperature if node.temperature > 0 else 0.8
-                out = self._call(state, node, _render(node.prompt, state), n=node.n, temperature=temp)
+                out = self._sample(node, state)
+            elif node.type == "cascade":
+                out = self._cascade(node, state)
             elif node.type == "vote":
                 src = node.source or ids[index - 1]
                 samples = state["outputs"].get(src) or []

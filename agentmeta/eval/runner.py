@@ -83,9 +83,13 @@ class SampleModel:
         self.sample_id = sample_id
         self.max_tokens = max_tokens
         self.usage = Usage()
+        self.by_model: dict[str, Usage] = {}
+        """Usage per model spec, when the agent's calls went to more than the run's model."""
         self.infra_error: str | None = None
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._views: dict[str, SampleModel] = {}
+        self._parent: SampleModel | None = None
 
     def __repr__(self) -> str:
         return f"SampleModel({self.spec!r})"
@@ -104,9 +108,29 @@ class SampleModel:
             request = request.model_copy(update={"seed": derive_seed(self.seed, self.sample_id, key, index)})
         return request
 
+    def with_model(self, spec: str) -> SampleModel:
+        """This sample's handle on another model (a graph node's own `model`): the same seeding
+        and token cap, its calls added to this handle's usage and counted in `by_model`; the model
+        is loaded once per process."""
+        with self._lock:
+            view = self._views.get(spec)
+            if view is None:
+                view = SampleModel(_shared_model(spec), self.seed, self.max_tokens, self.sample_id)
+                view.usage, view.by_model, view._counts = self.usage, self.by_model, self._counts
+                view._lock, view._views = self._lock, self._views
+                view._parent = self
+                self._views[spec] = view
+            return view
+
+    def _count(self, resp: GenerateResponse) -> None:
+        with self._lock:
+            self.usage.add(resp, count_cached=True)
+            self.by_model.setdefault(self.spec, Usage()).add(resp, count_cached=True)
+
     def _note(self, e: BaseException) -> None:
-        if isinstance(e, InfrastructureError) and self.infra_error is None:
-            self.infra_error = _error_text(e)
+        owner = self._parent or self
+        if isinstance(e, InfrastructureError) and owner.infra_error is None:
+            owner.infra_error = _error_text(e)
 
     def generate(self, prompt: Any, **kwargs: Any) -> GenerateResponse:
         request = self._prepare(prompt, kwargs)
@@ -115,8 +139,7 @@ class SampleModel:
         except Exception as e:
             self._note(e)
             raise
-        with self._lock:
-            self.usage.add(resp, count_cached=True)
+        self._count(resp)
         return resp
 
     async def agenerate(self, prompt: Any, **kwargs: Any) -> GenerateResponse:
@@ -126,8 +149,7 @@ class SampleModel:
         except Exception as e:
             self._note(e)
             raise
-        with self._lock:
-            self.usage.add(resp, count_cached=True)
+        self._count(resp)
         return resp
 
     def generate_many(self, prompts: Sequence[Any], **kwargs: Any) -> list[GenerateResponse]:
@@ -137,10 +159,21 @@ class SampleModel:
         except Exception as e:
             self._note(e)
             raise
-        with self._lock:
-            for r in resps:
-                self.usage.add(r, count_cached=True)
+        for r in resps:
+            self._count(r)
         return resps
+
+
+_SHARED: dict[str, Model] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_model(spec: str) -> Model:
+    """A model named by a graph node, loaded once per process (`get_model(spec)`)."""
+    with _SHARED_LOCK:
+        if spec not in _SHARED:
+            _SHARED[spec] = get_model(spec)
+        return _SHARED[spec]
 
 
 def _error_text(e: BaseException, where: str = "") -> str:
@@ -193,6 +226,11 @@ def _run_once(
         completion_tokens=handle.usage.completion_tokens,
         calls=handle.usage.calls,
         latency_s=time.perf_counter() - start,
+        tokens_by_model=(
+            {spec: u.prompt_tokens + u.completion_tokens for spec, u in handle.by_model.items()}
+            if len(handle.by_model) > 1
+            else {}
+        ),
     )
 
 

@@ -150,6 +150,9 @@ class SampleRecord(BaseModel):
     """Model calls made for this sample."""
     latency_s: float = 0.0
     """Wall time of this sample (agent plus scorer)."""
+    tokens_by_model: dict[str, int] = Field(default_factory=dict)
+    """Tokens per model spec, when the agent's calls went to more than one model (graph nodes with a
+    `model` of their own, cascades); empty otherwise."""
 
 
 class EvalResult(BaseModel):

@@ -490,10 +490,11 @@ def apply(name: str, spec: GraphSpec, rng: random.Random, ctx: OperatorContext) 
 # ----------------------------------------------------------------------------- duplicates
 
 _FIELDS = {
-    "llm": ("type", "prompt", "role", "temperature", "max_tokens", "demos"),
-    "sample": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "n"),
+    "llm": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "model"),
+    "sample": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "n", "model", "models"),
+    "cascade": ("type", "prompt", "role", "temperature", "max_tokens", "n", "models", "agree"),
     "vote": ("type", "source"),
-    "reflect": ("type", "role", "temperature", "max_tokens", "max_rounds"),
+    "reflect": ("type", "role", "temperature", "max_tokens", "max_rounds", "model"),
     "python": ("type", "code"),
 }
 
