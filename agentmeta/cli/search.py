@@ -179,6 +179,13 @@ def register(app: typer.Typer) -> None:
         promote_margin: Annotated[
             float, typer.Option(help="Full stage if the subset score is within this of the best.", min=0.0)
         ] = 0.1,
+        models: Annotated[
+            str | None,
+            typer.Option(
+                help="Comma-separated other model specs graph nodes may use (per-node models, cascades "
+                "that start with --model); default: none."
+            ),
+        ] = None,
         race: Annotated[
             str | None,
             typer.Option(
@@ -240,6 +247,7 @@ def register(app: typer.Typer) -> None:
             seeds=[x.strip() for x in seeds.split(",") if x.strip()] if seeds else None,
             promote_margin=promote_margin,
             race=_rungs(race),
+            models=[m.strip() for m in (models or "").split(",") if m.strip()],
             max_tokens=max_tokens,
             max_wall_s=max_wall_s,
             concurrency=concurrency,

@@ -68,6 +68,9 @@ class SearchConfig(BaseModel):
     what `best`, parent selection and the confirmation's choice rank. 32 separates a 0.3 from a 0.6
     agent (their exact 95% CIs no longer overlap); a smaller full stage makes noise look like
     progress."""
+    models: list[str] = Field(default_factory=list)
+    """Other model specs the search may give a graph node (`change_model`, `add_cascade`; a cascade
+    starts with the task model); empty: every node uses the task model."""
     race: list[int] = Field(default_factory=list)
     """Racing rungs between the subset and the full stage (e.g. [16]): a promoted candidate is
     evaluated on the first 16 full-stage samples and dropped there if its paired 95% interval
@@ -575,6 +578,8 @@ class Campaign:
             train_samples=list(self.train_suite.samples),
             suite=self.config.suite,
             objective=self.config.objective,
+            models=list(self.config.models),
+            task_model=self.model.spec,
             evaluate=self.evaluate_train,
             trace=self.trace_train,
         )

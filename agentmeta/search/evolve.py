@@ -38,6 +38,7 @@ from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_tar
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.operators import (
     CROSSOVERS,
+    MODEL_MUTATIONS,
     MUTATIONS,
     NotApplicable,
     OperatorContext,
@@ -70,7 +71,8 @@ def mutations(ctx: ProposalContext) -> list[str]:
     """The mutation operators a child can be made by: the operator library's, plus `bootstrap_demos`
     (`agentmeta.search.bootstrap`) when the campaign can run candidates on train samples."""
     extra = [BOOTSTRAP] if ctx.evaluate is not None and ctx.trace is not None and ctx.train_samples else []
-    return sorted(MUTATIONS) + extra
+    models = sorted(MODEL_MUTATIONS) if getattr(ctx, "models", None) else []
+    return sorted(MUTATIONS) + extra + models
 
 
 def eligible_parents(candidates: Sequence[Any]) -> list[Any]:
@@ -168,7 +170,12 @@ class OperatorSearch:
             found = self._rewrite(ctx, pool, rng, seen, usage)
             if found is not None:
                 return found
-        base = OperatorContext(train_samples=tuple(ctx.train_samples), max_nodes=self.max_nodes)
+        base = OperatorContext(
+            train_samples=tuple(ctx.train_samples),
+            max_nodes=self.max_nodes,
+            models=tuple(ctx.models),
+            task_model=ctx.task_model,
+        )
         duplicates = not_applicable = 0
         for attempt in range(1, self.max_tries + 1):
             op, parent, partner = self.choose(pool, ctx, rng)

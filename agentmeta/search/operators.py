@@ -56,6 +56,11 @@ class OperatorContext:
     """The second parent of a crossover."""
     max_nodes: int = 8
     """Largest graph an operator may produce (nodes)."""
+    models: Sequence[str] = ()
+    """Other model specs a node may use (`SearchConfig.models`): what `change_model` and
+    `add_cascade` draw from; empty, they do not apply."""
+    task_model: str = ""
+    """The spec of the model the campaign runs candidates on (a cascade's first model)."""
 
 
 COT_HINT = "Think step by step, then end with a line 'Answer: <your answer>'."
@@ -453,6 +458,36 @@ def crossover_demos(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -
     return _set(spec, i, demos=demos)
 
 
+def change_model(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Send a calling node's calls to another of the campaign's models (or back to the run's)."""
+    if not ctx.models:
+        raise NotApplicable("the campaign names no other model (SearchConfig.models)")
+    targets = _indices(spec, ("llm", "sample", "reflect"))
+    if not targets:
+        raise NotApplicable("no calling node")
+    i = rng.choice(targets)
+    return _set(spec, i, model=_pick_other(rng, [None, *ctx.models], spec.nodes[i].model))
+
+
+def add_cascade(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
+    """Make the graph's output llm node a cascade: the run's model first, another of the campaign's
+    models when its samples disagree (`cascade` nodes in `agentmeta.agents.graph`)."""
+    if not ctx.models or not ctx.task_model:
+        raise NotApplicable("the campaign names no other model (SearchConfig.models)")
+    nodes = _dump(spec)
+    last = nodes[-1]
+    if spec.edges or last["type"] != "llm" or last.get("demos") or last.get("model"):
+        raise NotApplicable("the output node is not a plain llm node")
+    nodes[-1] = {
+        "id": last["id"], "type": "cascade", "prompt": last["prompt"], "role": last["role"],
+        "max_tokens": last["max_tokens"], "n": rng.choice((3, 5)), "agree": rng.choice((0.6, 0.8)),
+        "models": [ctx.task_model, rng.choice(list(ctx.models))],
+    }  # fmt: skip
+    return _with_nodes(spec, nodes)
+
+
+MODEL_MUTATIONS: dict[str, Operator] = {"change_model": change_model, "add_cascade": add_cascade}
+"""Operators that use the campaign's other models; drawn only when it names some."""
 MUTATIONS: dict[str, Operator] = {
     "add_cot": add_cot,
     "add_sample_vote": add_sample_vote,
@@ -471,7 +506,7 @@ MUTATIONS: dict[str, Operator] = {
 """Operators on one parent."""
 CROSSOVERS: dict[str, Operator] = {"crossover": crossover, "crossover_demos": crossover_demos}
 """Operators on two parents (`OperatorContext.partner` is the second)."""
-OPERATORS: dict[str, Operator] = {**MUTATIONS, **CROSSOVERS}
+OPERATORS: dict[str, Operator] = {**MUTATIONS, **MODEL_MUTATIONS, **CROSSOVERS}
 
 
 def apply(name: str, spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
@@ -529,6 +564,7 @@ def canonical(spec: GraphSpec) -> str:
 
 __all__ = [
     "CROSSOVERS",
+    "MODEL_MUTATIONS",
     "MUTATIONS",
     "OPERATORS",
     "NotApplicable",

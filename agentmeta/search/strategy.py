@@ -50,6 +50,10 @@ class ProposalContext:
     """`trace(spec, sample)`: a graph candidate's node outputs on one train sample, from the same
     seeded calls as `evaluate` (replayed from the call cache when it is on); None where the campaign
     offers none."""
+    models: list[str] = field(default_factory=list)
+    """Other model specs candidates' nodes may use (`SearchConfig.models`)."""
+    task_model: str = ""
+    """The spec of the model candidates run on."""
     evaluate: TrainEvaluator | None = None
     """Runs a spec on train samples (`TrainEvaluator`); None where the campaign offers none. A
     reflective strategy reads the scorer's feedback on these runs; validation and test samples

@@ -106,7 +106,10 @@ class TreeSearch:
             if not targets:
                 raise NotApplicable("no node takes bootstrapped demonstrations")
             return bootstrap_demos(ctx, graph, rng.choice(targets), rng)[0], op
-        return apply(op, graph, rng, OperatorContext(train_samples=ctx.train_samples)), op
+        octx = OperatorContext(
+            train_samples=ctx.train_samples, models=tuple(ctx.models), task_model=ctx.task_model
+        )
+        return apply(op, graph, rng, octx), op
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         root = self._root(ctx)

@@ -62,7 +62,9 @@ def rich_graph() -> GraphSpec:
     return spec
 
 
-def cand(cid: str, fitness: float | None, stage: str | None = "full", status: str = "ok", parents=()) -> Candidate:
+def cand(
+    cid: str, fitness: float | None, stage: str | None = "full", status: str = "ok", parents=()
+) -> Candidate:
     source = seeds()["Chain-of-Thought (graph)"].model_dump_json()
     return Candidate(id=cid, kind="graph", name=cid, source=source, fitness=fitness, fitness_stage=stage,
                      status=status, parent_ids=list(parents))  # fmt: skip
@@ -128,7 +130,11 @@ def test_parents_are_drawn_in_proportion_to_their_weights():
 
 
 def test_subset_scores_count_only_while_no_candidate_has_a_full_stage_score():
-    cands = [cand("a", 0.2, stage="subset"), cand("b", 0.8, stage="subset"), cand("c", None, status="pending")]
+    cands = [
+        cand("a", 0.2, stage="subset"),
+        cand("b", 0.8, stage="subset"),
+        cand("c", None, status="pending"),
+    ]
     assert set(parent_weights(cands)) == {"a", "b"}
     assert set(parent_weights([*cands, cand("d", 0.1)])) == {"d"}
 
@@ -144,7 +150,8 @@ def test_each_operator_makes_a_valid_graph_that_builds_and_runs(op):
     for pname, parent in parents.items():
         partners = [p for p in parents if p != pname] if op in CROSSOVERS else [None]
         for pcname in partners:
-            ctx = OperatorContext(train_samples=TRAIN, partner=parents[pcname] if pcname else None)
+            ctx = OperatorContext(train_samples=TRAIN, partner=parents[pcname] if pcname else None,
+                                  models=("mock",), task_model="mock")  # fmt: skip
             try:
                 child = apply(op, parent, random.Random(f"{op}{pname}{pcname}"), ctx)
             except NotApplicable:
@@ -181,7 +188,9 @@ def test_structural_operators_leave_graphs_with_edges_alone():
 
 
 def test_program_of_thought_evaluates_the_expression_in_the_sandbox():
-    spec = spec_from_steps("pot", "", [{"type": "program_of_thought", "role": "coder", "instruction": "Add."}])
+    spec = spec_from_steps(
+        "pot", "", [{"type": "program_of_thought", "role": "coder", "instruction": "Add."}]
+    )
     agent = AgentSpec(kind="graph", name="pot", source=spec.model_dump_json()).build()
     assert spec.nodes[1].code == POT_CODE
     good = get_model("mock", outputs=lambda r: "The sum times four.\nExpression: (2 + 3) * 4")
@@ -349,7 +358,9 @@ def test_evolve_rewrites_by_the_meta_agent_with_the_parent_in_view(tmp_path, sui
     # replies 3 and 4 repeat the graphs of replies 1 and 2: rejected, the operators make those children
     assert [c.name for c in new[:2]] == ["pipeline-1", "pipeline-2"]
     assert all(c.thought.startswith(f"evolve: {LLM_REWRITE} of ") for c in new[:2])
-    assert not any(LLM_REWRITE in c.thought for c in new[2:]) and all(c.thought.startswith("evolve: ") for c in new)
+    assert not any(LLM_REWRITE in c.thought for c in new[2:]) and all(
+        c.thought.startswith("evolve: ") for c in new
+    )
     prompts = [r.messages[-1].content for r in camp.meta_model.provider.requests]
     assert len(prompts) == 4
     by_id = {c.id: c for c in cands}
@@ -360,7 +371,9 @@ def test_evolve_rewrites_by_the_meta_agent_with_the_parent_in_view(tmp_path, sui
 
 def test_evolve_and_random_refuse_other_kinds(suite_file):
     for name in ("evolve", "random"):
-        with pytest.raises(ConfigError, match=f"strategy '{name}' mutates graph agents only; use --kind graph"):
+        with pytest.raises(
+            ConfigError, match=f"strategy '{name}' mutates graph agents only; use --kind graph"
+        ):
             get_strategy(name, SearchConfig(suite=suite_file, kind="code"))
         assert get_strategy(name, SearchConfig(suite=suite_file, kind="graph")).name == name
 
@@ -392,3 +405,29 @@ def test_operator_children_run_on_the_embedded_model(embedded, tmp_path, name):
         assert proposal.spec.thought.startswith(f"{name}: ") and proposal.raw.get("operators")
         result = evaluate(proposal.spec.build(), one, model=embedded, max_tokens=48)
         assert result.n == 1 and result.n_infra == 0 and result.records[0].answer is not None
+
+
+def test_model_operators_apply_only_when_the_campaign_names_other_models(tmp_path, suite_file):
+    from agentmeta.search.operators import MODEL_MUTATIONS, add_cascade
+
+    plain = rich_graph()
+    for op in MODEL_MUTATIONS:
+        with pytest.raises(NotApplicable, match="no other model"):
+            apply(op, plain, random.Random(0), OperatorContext(train_samples=TRAIN))
+    cot = (
+        seeds()["Chain-of-Thought (graph)"]
+        if "Chain-of-Thought (graph)" in seeds()
+        else next(iter(seeds().values()))
+    )
+    ctx = OperatorContext(
+        train_samples=TRAIN, models=("mock/tests.agents.cascade_models:strong",), task_model="mock"
+    )
+    child = add_cascade(cot, random.Random(1), ctx)
+    assert child.nodes[-1].type == "cascade" and child.nodes[-1].models == ["mock", ctx.models[0]]
+    # a campaign with other models draws them; one without never does
+    archive, camp, cands = run_campaign(tmp_path, suite_file, "random", models=[ctx.models[0]], seed=3)
+    changed = [c for c in cands if "change_model applied" in c.thought]
+    assert changed and all(c.status == "ok" for c in changed)  # seed 3 draws it (seeded)
+    assert any(n.model == ctx.models[0] for c in changed for n in parse_spec(c.source).nodes)
+    _, _, cands2 = run_campaign(tmp_path, suite_file, "random", db="n.db", seed=3)
+    assert not any(f"{op} applied" in c.thought for c in cands2 for op in MODEL_MUTATIONS)
