@@ -30,6 +30,8 @@ log = logging.getLogger("agentmeta.agents.sandbox")
 ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash", "stall", "killed"]
 """`stall` (a model call outlived `model_call_seconds`) and `killed` (the worker was killed from
 outside the job) are the machinery's failures: `Sandbox` raises them as infrastructure errors."""
+PARENT_ONLY_KINDS = frozenset({"stall", "killed"})
+"""Error kinds only the parent can observe; a result message from the worker claiming one is invalid."""
 OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT})
 """Signals an operator or the host's OOM killer sends; a worker dying of one is classed `killed`
 unless the job itself did something that could send it (see `_Job.note`)."""

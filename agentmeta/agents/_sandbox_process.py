@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from agentmeta.agents._sandbox_launch import (
     OUTSIDE_SIGNALS,
+    PARENT_ONLY_KINDS,
     WORKER_SOURCE,
     ErrorKind,
     LLMCallback,
@@ -208,6 +209,10 @@ class _Worker:
                     if self._job is not None and self._job.note is None:
                         self._job.note = str(msg.get("what"))[:200]
                 elif op == "result" and self._job is not None and not self._job.done.is_set():
+                    if msg.get("error_kind") in PARENT_ONLY_KINDS:  # only the parent observes those
+                        msg = {"op": "result", "ok": False, "error_kind": "invalid",
+                               "error": f"the job reported the error kind {msg.get('error_kind')!r}, which only "
+                               "the parent may give"}  # fmt: skip
                     self._job.result = msg
                     self._job.done.set()
                 else:
@@ -312,7 +317,11 @@ class _Worker:
         elif "MemoryError" in tail:
             kind, what = "memory", f"the job ran out of its {self.sb.limits.memory_mb} MiB"
         elif (
-            sig == signal.SIGKILL and job.oom_before >= 0 and _oom_kills() > job.oom_before and not we_killed
+            sig == signal.SIGKILL
+            and job.oom_before >= 0
+            and _oom_kills() > job.oom_before
+            and not we_killed
+            and job.note is None
         ):
             kind = "killed"
             what = "the host ran out of memory and its OOM killer killed the sandbox worker (not the job's own limit)"

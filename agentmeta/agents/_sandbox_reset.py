@@ -53,9 +53,18 @@ def runtime_state() -> tuple:
     )
 
 
+_PLAIN = (str, bytes, int, float, bool)
+
+
 def _ident(value) -> tuple:
     """What identifies a module-level value for the integrity check: the object, and for functions
     their code, defaults and closure cells' contents (which a job could swap without rebinding)."""
+    if (
+        value is None
+        or type(value) in _PLAIN
+        or (type(value) is tuple and all(type(v) in _PLAIN for v in value))
+    ):
+        return ("=", value)  # an equal value is the same value (a re-import rebinds equal strings)
     code = getattr(value, "__code__", None)
     if code is None or not isinstance(getattr(value, "__defaults__", ()), (tuple, type(None))):
         return (id(value),)
@@ -106,7 +115,11 @@ def module_changes(before: dict, modules_before: dict) -> list:
     patched or planted is not there for the next job) and name what cannot (a module that was
     loaded before the job and now binds something else)."""
     for name in [n for n in sys.modules if n not in modules_before]:
-        del sys.modules[name]
+        module = sys.modules.pop(name)
+        package, _, child = name.rpartition(".")
+        parent = modules_before.get(package)
+        if parent is not None and getattr(parent, child, None) is module:
+            delattr(parent, child)  # the package's attribute would hand the next job this module
     changed = [n for n, m in modules_before.items() if sys.modules.get(n) is not m]
     for name, mod in modules_before.items():
         sys.modules[name] = mod

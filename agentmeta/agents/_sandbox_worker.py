@@ -115,6 +115,8 @@ class Channel:
         self.next_id = 0
         self.closed = False
         self.busy = False
+        self.in_job = False
+        """True while the job's own code runs (the audit hook reports only its actions)."""
         threading.Thread(target=self._read, daemon=True).start()
 
     def send(self, msg: dict) -> None:
@@ -407,7 +409,8 @@ def describe(exc: BaseException) -> str:
 # job raises is reported to the parent, which then does not blame a death by signal on the host.
 SELF_SIGNAL_EVENTS = (
     "os.kill", "os.killpg", "signal.pthread_kill", "os.system", "os.exec", "os.posix_spawn",
-    "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen", "pty.spawn", "ctypes.",
+    "os.spawn", "os.fork", "os.forkpty", "subprocess.Popen", "pty.spawn", "ctypes.", "resource.setrlimit",
+    "resource.prlimit",
 )  # fmt: skip
 
 
@@ -419,7 +422,7 @@ def make_audit_hook(channel: "Channel", noted: list):
     def hook(event: str, args: tuple) -> None:
         if event == "sys.addaudithook":
             raise RuntimeError("sys.addaudithook is not allowed in the sandbox")
-        if noted[0] is None and channel.busy and starts(event, SELF_SIGNAL_EVENTS):
+        if noted[0] is None and channel.in_job and starts(event, SELF_SIGNAL_EVENTS):
             noted[0] = event
             send({"op": "note", "what": event})
 
@@ -449,6 +452,7 @@ def run_job(job: dict, channel: Channel) -> dict:
     builtins_before = dict(builtins.__dict__)
     recursion_before = sys.getrecursionlimit()
     res: dict = {"op": "result", "ok": True, "value": None, "error": None, "error_kind": None}
+    channel.in_job = True
     try:
         if job.get("preamble"):
             exec(compile(job["preamble"], "<preamble>", "exec"), g)
@@ -475,6 +479,7 @@ def run_job(job: dict, channel: Channel) -> dict:
     except BaseException as e:  # noqa: BLE001 - every failure of the candidate is reported
         res.update(ok=False, error_kind="exception", error=describe(e))
     finally:
+        channel.in_job = False
         sys.stdout, sys.stderr, sys.stdin = saved
         # Undo the cheap, common ways a job could leak into the next one in this worker.
         builtins.__dict__.clear()
@@ -548,6 +553,10 @@ def main() -> None:
         os.set_inheritable(fd, False)
     isolate(cfg)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # Modules that rebind names of modules loaded before them when imported again: loaded once
+    # here, so a job importing them (dataclasses, inspect, time.strptime...) leaves nothing changed.
+    for name in ("importlib", "importlib.util", "_strptime", "dataclasses", "inspect"):
+        __import__(name)
     channel = Channel(ctl_in, ctl_out)
     noted: list = [None]
     sys.addaudithook(make_audit_hook(channel, noted))

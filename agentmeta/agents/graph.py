@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from agentmeta.agents.answers import extract_answer, majority
+from agentmeta.agents.answers import extract_answer, majority, vote_key
 from agentmeta.errors import InvalidAgentError
 
 if TYPE_CHECKING:
@@ -464,10 +464,11 @@ class GraphAgent:
         prompt = _render(node.prompt, state)
         for k, spec in enumerate(node.models):
             texts = self._call(state, node, prompt, n=node.n, temperature=temp, model=spec)
-            answers = [extract_answer(t) for t in texts]
-            top, count = Counter(answers).most_common(1)[0]
-            if count / len(answers) >= node.agree or k == len(node.models) - 1:
-                return next(t for t, a in zip(texts, answers, strict=True) if a == top)
+            keys = [vote_key(extract_answer(t)) for t in texts]
+            counts = Counter(k for k in keys if k)  # an empty answer agrees with nothing
+            share = max(counts.values()) / len(texts) if counts else 0.0
+            if share >= node.agree or k == len(node.models) - 1:
+                return majority(texts)
         raise AssertionError("unreachable: a cascade has at least two models")
 
     def _node_fn(self, node: Node, index: int):  # noqa: ANN202

@@ -37,9 +37,12 @@ job is stopped with `ModelStallError`. A worker that dies of SIGKILL, SIGTERM, S
 SIGQUIT while its job had done nothing that could send one (the worker's audit hook reports
 os.kill, subprocesses, exec, fork and ctypes to the parent), or of SIGKILL while the host's OOM
 killer struck, was killed from outside: `WorkerKilledError`. Both are infrastructure errors, which
-an evaluation retries and does not score. (A job can still raise a signal on itself by a route the
-audit hook does not see, such as `signal.raise_signal`; evaluation counts a kill that recurs on
-every retry of a seeded sample as the agent's.) A worker whose parent dies exits
+an evaluation retries and does not score; a worker's result message claiming either kind is
+treated as invalid (only the parent observes them). A job can still die "of a signal" by routes
+the audit hook does not see (`signal.raise_signal`, `signal.pidfd_send_signal`, or `os._exit(137)`
+under bwrap or unshare, which report a signal death as status 128+n); evaluation counts a kill that
+recurs on every retry of a seeded sample as the agent's, and a result that loses more than a tenth
+of its samples to infrastructure errors is incomplete and never selected on. A worker whose parent dies exits
 (bwrap: with it; otherwise when its control pipe closes, in the middle of a job too).
 
 Model calls: the worker has no model and no key. Its `llm(prompt, **sampling)` sends the request

@@ -188,7 +188,8 @@ class BayesSearch:
             if isinstance(c.metadata.get("params"), dict) and set(c.metadata["params"]) == set(space)
         ]
         for params, value in trials:
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
+            if all(params[k] in space[k].choices for k in space):  # stored under another space: skipped
+                study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
         return study, space
 
     def propose(self, ctx: ProposalContext) -> Proposal:

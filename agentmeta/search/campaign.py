@@ -45,6 +45,8 @@ NOT_IDENTITY = {
     "name", "iterations", "max_tokens", "max_wall_s", "concurrency", "confirm", "confirm_limit", "confirm_margin",
 }  # fmt: skip
 """Settings that do not define what a campaign searches: a re-run may change them and resume."""
+ADDED_LATER = ("models", "race")
+"""Identity settings newer than some stored campaigns: left out of the identity at their defaults."""
 
 
 class SearchConfig(BaseModel):
@@ -132,7 +134,13 @@ class SearchConfig(BaseModel):
         return campaign_seeds(self.kind, self.seeds)
 
     def identity(self) -> dict[str, Any]:
-        return self.model_dump(exclude=NOT_IDENTITY)
+        """What defines the campaign; settings added later (`models`, `race`) count only when set,
+        so a campaign stored before them resumes."""
+        data = self.model_dump(exclude=NOT_IDENTITY)
+        for key in ADDED_LATER:
+            if not data.get(key):
+                data.pop(key, None)
+        return data
 
     def campaign_name(self) -> str:
         return self.name or f"{self.strategy}-{self.kind}-{self.suite}-s{self.seed}"

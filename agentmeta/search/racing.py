@@ -28,8 +28,12 @@ def race(camp: Any, cid: str, agent: Any, known: EvalResult | None) -> EvalResul
     """Run candidate `cid` through the rungs of `camp`'s config. Returns False if it was dropped,
     else the last rung's `EvalResult` (for the full stage to reuse; None when it came from the
     archive or there was no rung)."""
-    incumbent = camp.best()
     suite = camp.config.suite
+    if camp.archive.get_evaluation(cid, suite, "validation", "full") is not None:
+        return None  # raced through before (a resumed campaign): the full stage is stored
+    if (camp.archive.get(cid, with_evaluations=False).metadata.get("race") or {}).get("dropped_at"):
+        return False  # dropped before: decided, never raced again
+    incumbent = camp.best()
     for n in rungs(camp.config):
         res = camp._evaluate_stage(cid, agent, f"race-{n}", primary=False, known=known, samples=n)
         known = res if isinstance(res, EvalResult) else None

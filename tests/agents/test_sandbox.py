@@ -261,3 +261,16 @@ def test_a_job_that_kills_its_own_worker_is_still_the_jobs_crash(sb: Sandbox) ->
     src = "import os, signal\ndef forward():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
     r = sb.run(src, "forward")
     assert not r.ok and r.error_kind == "crash" and "after the job called os.kill" in (r.error or "")
+
+
+def test_common_imports_do_not_cost_the_worker() -> None:
+    """Jobs importing modules that rebind names when imported again (dataclasses, inspect,
+    time.strptime, a package's submodule) pass the integrity check: the worker is kept."""
+    jobs = [
+        "import dataclasses, inspect, asyncio\ndef forward():\n    return 1\n",
+        "import time\ndef forward():\n    return time.strptime('2024', '%Y').tm_year\n",
+        "import json.tool\ndef forward():\n    return 3\n",
+    ] * 2
+    with Sandbox(LIMITS, pool_size=1) as box:
+        assert [box.run(src, "forward").value for src in jobs] == [1, 2024, 3] * 2
+        assert box.workers_started == 1

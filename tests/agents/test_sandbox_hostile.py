@@ -420,6 +420,8 @@ TAMPER = {
                      "import os\ndef forward():\n    return sorted(os.listdir('.'))\n", []),
     "set the environment": ("import os\ndef forward():\n    os.environ['HINT'] = 'HIJACKED'\n",
                             "import os\ndef forward():\n    return os.environ.get('HINT', '')\n", ""),
+    "patch a submodule it imported": ("import json.tool\ndef forward():\n    json.tool.main = lambda: 'HIJACKED'\n",
+                                      "def forward():\n    import json.tool\n    return json.tool.main.__name__\n", "main"),
     "change directory": ("import os\ndef forward():\n    os.chdir('/')\n",
                          "import os\ndef forward():\n    return os.listdir('.')\n", []),
 }  # fmt: skip
@@ -436,3 +438,16 @@ def test_a_job_cannot_change_what_a_later_job_sees(sb: Sandbox, what: str) -> No
         assert first.ok, first
         after = one.run(probe, "forward")
         assert after.ok and after.value == expected, (what, after)
+
+
+def test_a_job_cannot_claim_an_infrastructure_failure(sb: Sandbox) -> None:
+    """Only the parent observes a stalled model or a kill from outside; a job that writes such an
+    error kind into its own result gets an invalid result, not a retry that leaves it unscored."""
+    forge = (
+        "import sys\ndef forward():\n    f = sys._getframe()\n"
+        "    while f is not None and 'res' not in f.f_locals:\n        f = f.f_back\n"
+        "    f.f_locals['res'].update(ok=False, error_kind='stall', error='the model stalled')\n    return 1\n"
+    )
+    r = sb.run(forge, "forward")
+    assert not r.ok and r.error_kind == "invalid" and "only the parent" in (r.error or ""), r
+    still_serves(sb)

@@ -65,3 +65,11 @@ def test_without_rungs_the_same_candidate_gets_the_full_stage(tmp_path):
     archive, camp, _, by_name, _ = _run(tmp_path, 2, race=[], db="b.db")
     full = archive.get_evaluation(by_name["B-lazy"].id, camp.config.suite, "validation", "full")
     assert full is not None and full.mean == 2 / 8
+
+
+def test_settings_added_later_leave_the_identity_of_older_campaigns_alone():
+    """A campaign stored before `race` and `models` existed has neither in its identity: it resumes."""
+    plain = SearchConfig(suite="s.jsonl", kind="graph", strategy="random")
+    assert "race" not in plain.identity() and "models" not in plain.identity()
+    raced = SearchConfig(suite="s.jsonl", kind="graph", strategy="random", race=[16], models=["mock"])
+    assert raced.identity()["race"] == [16] and raced.identity()["models"] == ["mock"]
