@@ -357,44 +357,58 @@ def confirm(
     evaluations: dict[str, Evaluation] = {}
     evaluated: list[str] = []
     reused: list[str] = []
-    for e in chosen:
-        c = cands[e.id]
-        stored = archive.get_evaluation(c.id, config.suite, CONFIRM_SPLIT, CONFIRM_STAGE)
-        meta = c.metadata.get(CONFIRM_META_KEY)
-        same_run = meta is None or (meta.get("model"), meta.get("seed")) == (task_model.spec, seed)
-        if (
-            stored is not None
-            and not stored.incomplete
-            and same_run
-            and [s.sample_id for s in stored.scores] == ids
-        ):
-            evaluations[c.id] = stored
-            reused.append(c.id)
-        else:
-            agent = AgentSpec(kind=c.kind, name=c.name, thought=c.thought, source=c.source).build()
-            res = evaluate(
-                agent, test, model=task_model, concurrency=concurrency, seed=seed,
-                executor=executor if executor is not None else getattr(campaign, "executor", None),
-            )  # fmt: skip
-            if res.incomplete:
-                raise InfrastructureError(
-                    f"infrastructure failures while confirming candidate {c.id} on the test split: "
-                    f"{res.n_infra} of {len(res.records)} samples lost after retries; nothing was recorded "
-                    "for it; fix the model server or sandbox and run it again to resume"
+    try:
+        for e in chosen:
+            c = cands[e.id]
+            stored = archive.get_evaluation(c.id, config.suite, CONFIRM_SPLIT, CONFIRM_STAGE)
+            meta = c.metadata.get(CONFIRM_META_KEY)
+            same_run = meta is None or (meta.get("model"), meta.get("seed")) == (task_model.spec, seed)
+            if (
+                stored is not None
+                and not stored.incomplete
+                and same_run
+                and [s.sample_id for s in stored.scores] == ids
+            ):
+                evaluations[c.id] = stored
+                reused.append(c.id)
+            else:
+                agent = AgentSpec(kind=c.kind, name=c.name, thought=c.thought, source=c.source).build()
+                res = evaluate(
+                    agent, test, model=task_model, concurrency=concurrency, seed=seed,
+                    executor=executor if executor is not None else getattr(campaign, "executor", None),
+                )  # fmt: skip
+                if res.incomplete:
+                    raise InfrastructureError(
+                        f"infrastructure failures while confirming candidate {c.id} on the test split: "
+                        f"{res.n_infra} of {len(res.records)} samples lost after retries; nothing was recorded "
+                        "for it; fix the model server or sandbox and run it again to resume"
+                    )
+                evaluations[c.id] = archive.record_result(
+                    c.id, res, stage=CONFIRM_STAGE, suite=config.suite, primary=False
                 )
-            evaluations[c.id] = archive.record_result(
-                c.id, res, stage=CONFIRM_STAGE, suite=config.suite, primary=False
+                if meta != meta_now:
+                    archive.update_metadata(c.id, **{CONFIRM_META_KEY: meta_now})
+                evaluated.append(c.id)
+            ev = evaluations[c.id]
+            say(
+                {
+                    "event": "confirmed", "id": c.id, "name": c.name, "mean": ev.mean, "ci_low": ev.ci_low,
+                    "ci_high": ev.ci_high, "n": ev.n, "reused": c.id in reused,
+                }
+            )  # fmt: skip
+    except BaseException as err:  # an interrupted look is still a look: recorded with what it showed
+        archive.add_test_look(
+            TestLook(
+                suite=config.suite, campaign=record.id, candidates=list(evaluations), settings=settings,
+                sample_ids=ids, evaluated=evaluated,
+                result={
+                    "verdict": f"interrupted: {type(err).__name__}: {str(err)[:300]}",
+                    "rows": [{"id": cid, "test": ev.mean, "test_ci_low": ev.ci_low, "test_ci_high": ev.ci_high,
+                              "scores": {x.sample_id: x.score for x in ev.scores}} for cid, ev in evaluations.items()],
+                },
             )
-            if meta != meta_now:
-                archive.update_metadata(c.id, **{CONFIRM_META_KEY: meta_now})
-            evaluated.append(c.id)
-        ev = evaluations[c.id]
-        say(
-            {
-                "event": "confirmed", "id": c.id, "name": c.name, "mean": ev.mean, "ci_low": ev.ci_low,
-                "ci_high": ev.ci_high, "n": ev.n, "reused": c.id in reused,
-            }
         )  # fmt: skip
+        raise
 
     # -- rows, paired with the best seed -------------------------------------------------------
     seed_result = _as_result(evaluations[best_seed.id], best_seed.name) if best_seed else None

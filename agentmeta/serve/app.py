@@ -5,8 +5,9 @@
 reply, and `usage` counts every token the agent spent on the request (all of its model calls).
 With `"stream": true` the reply comes as server-sent events in the OpenAI chunk format (a role
 chunk, the answer, a finish chunk, a usage chunk when `stream_options.include_usage`, then
-`[DONE]`). Requests run concurrently in threads (at most `concurrency` agents at once), so their
-model calls meet in the model layer and are batched by the engine.
+`[DONE]`). Requests run in a pool of `concurrency` threads of their own (more wait their turn), so
+their model calls meet in the model layer and are batched by the engine. An answer past
+`timeout_s` gets 504; the agent's thread finishes in the background (Python cannot stop it).
 
 Seeding: each request's model calls are seeded by the request's `seed` (default: the server's
 `seed`) and the task, as an evaluation seeds a sample's calls, so the same request gets the same
@@ -20,12 +21,13 @@ or sandbox failed (infrastructure), 500 when the agent itself failed.
 
 import asyncio
 import hashlib
+import hmac
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agentmeta.errors import InfrastructureError, require
@@ -50,7 +52,7 @@ def task_of(body: Any, served: str) -> str:
     if body.get("model") not in (None, "", served):
         raise RequestError(404, f"model {body.get('model')!r} is not served here; this server serves {served!r}",
                            code="model_not_found")  # fmt: skip
-    if int(body.get("n") or 1) != 1:
+    if body.get("n") not in (None, 1):
         raise RequestError(400, "n must be 1: an agent gives one answer per request")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -84,7 +86,8 @@ def create_app(
     from agentmeta.eval.runner import SampleModel
 
     app = fastapi.FastAPI(title=f"agentmeta: {name}", docs_url=None, redoc_url=None, openapi_url=None)
-    slots = threading.BoundedSemaphore(concurrency)
+    # The agents' own threads: `concurrency` at once, whatever the event loop's default executor is.
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="agentmeta-serve")
     created = int(time.time())
 
     def error(e: RequestError) -> Any:
@@ -96,7 +99,7 @@ def create_app(
         if api_key is None:
             return
         given = request.headers.get("authorization", "")
-        if given != f"Bearer {api_key}":
+        if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
             raise RequestError(401, "missing or wrong API key (Authorization: Bearer <key>)",
                                kind="authentication_error", code="invalid_api_key")  # fmt: skip
 
@@ -105,8 +108,7 @@ def create_app(
         handle = SampleModel(
             model, seed=seed if request_seed is None else int(request_seed), sample_id=sample_id
         )
-        with slots:
-            answer = agent.run(task, handle)
+        answer = agent.run(task, handle)
         if handle.infra_error is not None:
             raise InfrastructureError(handle.infra_error)
         return str(answer), handle.usage
@@ -126,7 +128,10 @@ def create_app(
     async def chat(request: fastapi.Request) -> Any:
         try:
             check_key(request)
-            size = int(request.headers.get("content-length") or 0)
+            try:
+                size = int(request.headers.get("content-length") or 0)
+            except ValueError:
+                raise RequestError(400, "Content-Length is not a number") from None
             if size > max_request_bytes:
                 raise RequestError(413, f"the request is {size} bytes, over the limit of {max_request_bytes}")
             raw = await request.body()
@@ -137,11 +142,15 @@ def create_app(
             except ValueError:
                 raise RequestError(400, "the body is not JSON") from None
             task = task_of(body, name)
+            seed_in = body.get("seed")
+            if seed_in is not None and (not isinstance(seed_in, int) or isinstance(seed_in, bool)):
+                raise RequestError(400, f"seed must be an integer; got {seed_in!r}")
+            loop = asyncio.get_running_loop()
             try:
                 answer, usage = await asyncio.wait_for(
-                    asyncio.to_thread(run, task, body.get("seed")), timeout_s
+                    loop.run_in_executor(pool, run, task, seed_in), timeout_s
                 )
-            except TimeoutError:
+            except asyncio.TimeoutError:  # TimeoutError from 3.11; a class of its own on 3.10
                 raise RequestError(
                     504, f"the agent did not answer within {timeout_s:g} s", kind="timeout"
                 ) from None

@@ -356,3 +356,18 @@ def test_a_saving_must_be_shown_not_worse_by_the_margin_with_holm_over_the_rows(
     )
     expected = [c for c in ("same", "near") if by[c].saving_p_holm < 0.025]
     assert _cheaper(conf) == expected and "same" in expected  # never "long": 0.6x the tokens
+
+
+def test_an_interrupted_confirmation_is_still_recorded_as_a_look(tmp_path, split_suite):
+    from agentmeta.errors import InfrastructureError, ModelCallError
+
+    archive, camp, *_ = run_scripted(tmp_path, split_suite, confirm=False)
+    broken = get_model("mock", outputs=skill_reply, fail=lambda req: ModelCallError("server down"))
+    with pytest.raises(InfrastructureError):
+        confirm(archive, camp.record.id, test_limit=6, model=broken)
+    looks = archive.test_looks(campaign=camp.record.id)
+    assert len(looks) == 1 and looks[0].result["verdict"].startswith("interrupted: InfrastructureError")
+    assert len(looks[0].sample_ids) == 6 and looks[0].settings["limit"] == 6
+    # the same settings again go on (and are a second look at those samples)
+    again = confirm(archive, camp.record.id, test_limit=6, model=get_model("mock", outputs=skill_reply))
+    assert again.earlier_looks == 1 and again.rows

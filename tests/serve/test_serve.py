@@ -152,3 +152,23 @@ def test_eval_through_the_server_reproduces_the_agents_own_answers(served) -> No
     through = evaluate("passthrough", suite, model=remote, seed=3)
     assert [r.answer for r in through.records] == [r.answer for r in direct.records]
     assert through.mean == direct.mean == 1.0
+
+
+def test_a_slow_agent_gets_504_and_a_bad_content_length_400() -> None:
+    import httpx
+
+    from agentmeta.serve import create_app
+
+    class Slow:
+        def run(self, task_input: str, model: Any) -> str:
+            time.sleep(1.5)
+            return "late"
+
+    with Server(create_app(Slow(), get_model("mock", cache=False), name="slow", timeout_s=0.3)) as srv:
+        late = httpx.post(
+            f"{srv.url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}
+        )
+        assert late.status_code == 504 and late.json()["error"]["type"] == "timeout"
+        bad = httpx.post(f"{srv.url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
+                                                             "seed": "x"})  # fmt: skip
+        assert bad.status_code == 400 and "seed" in bad.json()["error"]["message"]
