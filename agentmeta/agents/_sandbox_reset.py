@@ -11,8 +11,9 @@ import signal
 import sys
 import threading
 
-TMP = ["/tmp"]
-"""The worker's private temp folder (its cwd): emptied after every job."""
+TMP = [""]
+"""The worker's private temp folder (its cwd), set by `isolate` from the parent's settings: emptied
+after every job. Empty (outside a started worker): nothing is cleared."""
 
 
 def child_pids() -> list:

@@ -503,8 +503,10 @@ def run_job(job: dict, channel: Channel) -> dict:
     if patched:
         leftovers.append("patched modules (" + ", ".join(sorted(set(patched))[:5]) + ")")
     try:
-        os.chdir(TMP[0])
-        files_ok = clear_dir(TMP[0])
+        files_ok = bool(TMP[0])  # never a folder the worker was not given as its own
+        if files_ok:
+            os.chdir(TMP[0])
+            files_ok = clear_dir(TMP[0])
     except OSError:
         files_ok = False
     if not files_ok:
