@@ -90,7 +90,7 @@ def prompt_search(config: SearchConfig) -> ReflectivePromptSearch:
 @registry.register(
     "strategy",
     "bayes",
-    "TPE (Optuna) over bootstrapped demos, instruction, role, temperature and votes of the best seed",
+    "TPE (Optuna) over bootstrapped demos, instruction, role and temperature of the best seed's node",
 )
 def bayes_search(config: SearchConfig) -> BayesSearch:
     _graph_only("bayes", config)
