@@ -11,6 +11,8 @@ its first calling node that asks the task alone (`bootstrap.bootstrap_targets`).
 - `instruction`: 0 (the node's own prompt) or one of `operators.INSTRUCTIONS`;
 - `role`: 0 (the node's own) or one of `operators.ROLES`;
 - `temperature`: the node's own, 0.0, 0.3 or 0.7;
+- `model`: the node's own (the task model) or one of the campaign's other models
+  (`SearchConfig.models`; only when it names some);
 - `votes`: 1 (one call) or 3 or 5 samples with a majority vote (where the node is the graph's output);
   off by default (`BayesSearch(votes=True)`): under a token budget a 5-vote candidate costs five
   candidates, and a search that draws them affords few others.
@@ -51,11 +53,19 @@ N_DEMOS = (1, 2, 4, 8)
 TEMPERATURES = (None, 0.0, 0.3, 0.7)
 """None: the node's own temperature."""
 VOTES = (1, 3, 5)
-BASE_PARAMS = {"demo_set": 0, "n_demos": 1, "instruction": 0, "role": 0, "temperature": 0, "votes": 0}
+BASE_PARAMS = {
+    "demo_set": 0,
+    "n_demos": 1,
+    "instruction": 0,
+    "role": 0,
+    "temperature": 0,
+    "votes": 0,
+    "model": 0,
+}
 """The seed's own settings, as indices into each parameter's choices."""
 
 
-def _space(demo_sets: int, votes: bool = False) -> dict[str, Any]:
+def _space(demo_sets: int, votes: bool = False, models: int = 0) -> dict[str, Any]:
     optuna = require("optuna", "pip install 'agentmeta[bayes]'", "the bayes strategy's optuna")
     cat = optuna.distributions.CategoricalDistribution
     return {
@@ -65,12 +75,15 @@ def _space(demo_sets: int, votes: bool = False) -> dict[str, Any]:
         "role": cat(list(range(len(ROLES) + 1))),
         "temperature": cat(list(range(len(TEMPERATURES)))),
         "votes": cat(list(range(len(VOTES))) if votes else [0]),
+        "model": cat(list(range(models + 1))),
     }
 
 
-def describe(params: dict[str, int]) -> str:
+def describe(params: dict[str, int], models: list[str] | None = None) -> str:
     """The parameters in words, for a candidate's name and thought."""
     parts = []
+    if params.get("model") and models:
+        parts.append(f"model {models[params['model'] - 1]}")
     if params["demo_set"]:
         parts.append(f"{N_DEMOS[params['n_demos']]} demos from set {params['demo_set']}")
     if params["instruction"]:
@@ -160,6 +173,8 @@ class BayesSearch:
             node["role"] = ROLES[params["role"] - 1]
         if TEMPERATURES[params["temperature"]] is not None:
             node["temperature"] = TEMPERATURES[params["temperature"]]
+        if params.get("model"):
+            node["model"] = ctx.models[params["model"] - 1]
         nodes[index] = node
         spec = GraphSpec.model_validate({**graph.model_dump(exclude_defaults=True), "nodes": nodes})
         if VOTES[params["votes"]] > 1:
@@ -180,12 +195,12 @@ class BayesSearch:
                 multivariate=True,
             )  # fmt: skip
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        space = _space(self.demo_sets, self.votes)
+        space = _space(self.demo_sets, self.votes, len(ctx.models))
         trials = [(BASE_PARAMS, subset_score(ctx, base))]
-        trials += [
-            (c.metadata["params"], subset_score(ctx, c))
+        trials += [  # a parameter added since a trial was stored takes the seed's own value
+            ({**BASE_PARAMS, **c.metadata["params"]}, subset_score(ctx, c))
             for c in ctx.candidates
-            if isinstance(c.metadata.get("params"), dict) and set(c.metadata["params"]) == set(space)
+            if isinstance(c.metadata.get("params"), dict) and set(c.metadata["params"]) <= set(space)
         ]
         for params, value in trials:
             if all(params[k] in space[k].choices for k in space):  # stored under another space: skipped
@@ -211,7 +226,7 @@ class BayesSearch:
             if key in known:  # already evaluated: tell TPE what it scored and ask again
                 study.tell(trial, known[key])
                 continue
-            what = describe(effective)
+            what = describe(effective, ctx.models)
             name = f"bayes ({what}) of {base.name}"[:200]
             source = AgentSpec(
                 kind="graph", name=name, thought=f"TPE trial on node {graph.nodes[index].id}: {what}",

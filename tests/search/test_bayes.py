@@ -151,3 +151,13 @@ def test_votes_enter_the_space_only_when_asked_for():
     graph = GraphSpec.model_validate({"name": "g", "nodes": [{"id": "cot", "type": "llm", "prompt": "{input}"}]})
     voted = _with_votes(graph, 0, 5)
     assert [n.type for n in voted.nodes] == ["sample", "vote"] and voted.nodes[0].n == 5
+
+
+def test_the_campaigns_other_models_enter_the_space(tmp_path):
+    other = "mock/tests.agents.cascade_models:strong"
+    archive, camp, _, _ = _campaign(tmp_path, iterations=8, models=[other])
+    children = [c for c in archive.candidates(campaign=camp.record.id) if c.generation > 0]
+    moved = [c for c in children if c.metadata["params"]["model"] == 1]
+    assert moved and all(f"model {other}" in c.name for c in moved)
+    assert all(any(n.model == other for n in parse_spec(c.source).nodes) for c in moved)
+    assert all(c.status == "ok" for c in children)
