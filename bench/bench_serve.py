@@ -105,7 +105,7 @@ def main() -> None:
     out = {
         "what": "agentmeta serve, agent cot on the embedded smollm2, openai client threads on loopback",
         "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
-        "settings": vars(args), "rows": rows,
+        "settings": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows,
     }  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
