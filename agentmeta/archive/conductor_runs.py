@@ -90,11 +90,7 @@ class ConductorRunsMixin:
         from agentmeta.archive import schema as t
 
         with self._read() as conn:
-            row = (
-                conn.execute(select(t.conductor_runs).where(t.conductor_runs.c.id == run_id))
-                .mappings()
-                .first()
-            )
+            row = conn.execute(select(t.conductor_runs).where(t.conductor_runs.c.id == run_id)).mappings().first()
         if row is None:
             raise ArchiveError(f"no conductor run {run_id!r} in {self.location}")
         return self._conductor_run(row)

@@ -36,12 +36,8 @@ def register(app: typer.Typer) -> None:
         arch = Archive(archive or default_archive_path(), create=False)
         app_ = create_app(arch)
         if host not in ("127.0.0.1", "localhost", "::1"):
-            err.print(
-                f"[yellow]listening on {host}: anyone who can reach this port can read the archive[/yellow]"
-            )
-        err.print(
-            f"agentmeta ui on [bold]http://{'127.0.0.1' if host == 'localhost' else host}:{port}/[/bold] ({arch.location}); Ctrl-C stops it"
-        )
+            err.print(f"[yellow]listening on {host}: anyone who can reach this port can read the archive[/yellow]")
+        err.print(f"agentmeta ui on [bold]http://{'127.0.0.1' if host == 'localhost' else host}:{port}/[/bold] ({arch.location}); Ctrl-C stops it")
         import uvicorn
 
         uvicorn.run(app_, host=host, port=port, log_level="warning")
@@ -52,11 +48,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[str, typer.Option("--out", "-o", help="HTML file to write.")] = "report.html",
         archive: ArchiveOpt = None,
         detailed: Annotated[
-            int,
-            typer.Option(
-                help="Best candidates shown with their per-sample answers (seeds and confirmed ones always).",
-                min=0,
-            ),
+            int, typer.Option(help="Best candidates shown with their per-sample answers (seeds and confirmed ones always).", min=0)
         ] = 10,
     ) -> None:
         """Write one campaign as one self-contained HTML file: the same plots and tables as the UI,

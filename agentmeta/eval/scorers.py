@@ -301,13 +301,7 @@ def _rg_entry(task: str, options_json: str, sample: Sample) -> dict[str, Any]:
     """The reasoning-gym entry a sample came from, as the generator made it: its verifier may need
     the metadata's own types (tuples), which the JSON copy kept on the sample has lost."""
     parts = sample.id.split("/")
-    if (
-        len(parts) == 4
-        and parts[0] == "rg"
-        and parts[1] == task
-        and parts[2].isdigit()
-        and parts[3].isdigit()
-    ):
+    if len(parts) == 4 and parts[0] == "rg" and parts[1] == task and parts[2].isdigit() and parts[3].isdigit():
         entry = _rg_dataset(task, options_json, int(parts[2]))[int(parts[3])]
         if str(entry.get("question")) == sample.input:
             return dict(entry)

@@ -65,6 +65,7 @@ class SuiteDef(BaseModel):
     examples: list[str] = Field(default_factory=list)
     """Example tasks of a family."""
 
+
     _load: Callable[..., Any] | None = PrivateAttr(default=None)
     _base_dir: Path | None = PrivateAttr(default=None)
 
@@ -593,9 +594,7 @@ def _user_suite(
         row_split = _SPLIT_ALIASES.get(str(meta.get(split_field, "")).strip().lower(), "")
         if not row_split:
             u = int(_hash_key("user-file", sid)[:8], 16) / 16**8
-            row_split = (
-                "train" if u < train_share else "validation" if u < train_share + val_share else "test"
-            )
+            row_split = "train" if u < train_share else "validation" if u < train_share + val_share else "test"
         rows.append((Sample(id=sid, input=text, target=target, metadata=meta), row_split))
     if not rows:
         raise DataError(f"{path} has no records")

@@ -278,11 +278,7 @@ class ReflectivePromptSearch:
             if bootstrap:
                 try:
                     child, extra = bootstrap_demos(
-                        ctx,
-                        parent.spec,
-                        module,
-                        rng,
-                        exclude={s.id for s in batch},  # type: ignore[arg-type]
+                        ctx, parent.spec, module, rng, exclude={s.id for s in batch}  # type: ignore[arg-type]
                     )
                 except NotApplicable as e:
                     tried.append(f"bootstrap on {parent.name}: {e}")

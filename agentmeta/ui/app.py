@@ -64,9 +64,7 @@ def create_app(archive: Archive | str) -> Any:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> HTMLResponse:
-        return page(
-            "error.html", status=exc.status_code, title=f"Error {exc.status_code}", message=str(exc.detail)
-        )
+        return page("error.html", status=exc.status_code, title=f"Error {exc.status_code}", message=str(exc.detail))
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:

@@ -28,9 +28,7 @@ def render_report(archive: Archive, campaign: str, *, detailed: int = DEFAULT_DE
     detail = set(ranked[:detailed]) | set(camp.seeds) | {r["id"] for r in camp.confirmation_rows}
     targets = views.Targets()
     cands = []
-    for c in sorted(
-        camp.candidates, key=lambda c: (ranked.index(c.id) if c.id in ranked else len(ranked), c.created_at)
-    ):
+    for c in sorted(camp.candidates, key=lambda c: (ranked.index(c.id) if c.id in ranked else len(ranked), c.created_at)):
         cands.append(views.candidate_view(archive, c.id, targets, with_samples=c.id in detail, compare=False))
     compares = []
     best = conf.get("best") or (ranked[0] if ranked else None)
@@ -45,9 +43,7 @@ def render_report(archive: Archive, campaign: str, *, detailed: int = DEFAULT_DE
     )  # fmt: skip
 
 
-def write_report(
-    archive: Archive | str, campaign: str, out: str | Path, *, detailed: int = DEFAULT_DETAILED
-) -> Path:
+def write_report(archive: Archive | str, campaign: str, out: str | Path, *, detailed: int = DEFAULT_DETAILED) -> Path:
     """Write the report of `campaign` to `out`; return its path."""
     arch = archive if isinstance(archive, Archive) else Archive(archive, create=False)
     html = render_report(arch, campaign, detailed=detailed)

@@ -75,9 +75,7 @@ class Axes:
 
     def y(self, v: float) -> float:
         lo, hi = self.y_range
-        return (
-            self.height - self.bottom - (v - lo) / ((hi - lo) or 1.0) * (self.height - self.top - self.bottom)
-        )
+        return self.height - self.bottom - (v - lo) / ((hi - lo) or 1.0) * (self.height - self.top - self.bottom)
 
     def frame(self, x_label: str, y_label: str) -> None:
         x0, x1 = self.left, self.width - self.right
@@ -85,20 +83,14 @@ class Axes:
         for t in _ticks(*self.y_range):
             yy = _fmt(self.y(t))
             self.parts.append(f'<line x1="{x0}" y1="{yy}" x2="{x1}" y2="{yy}" class="grid"/>')
-            self.parts.append(
-                f'<text x="{x0 - 6}" y="{yy}" class="tick" text-anchor="end" dy="4">{_tick_label(t)}</text>'
-            )
+            self.parts.append(f'<text x="{x0 - 6}" y="{yy}" class="tick" text-anchor="end" dy="4">{_tick_label(t)}</text>')
         for t in _ticks(*self.x_range, integer=self.integer_x):
             xx = _fmt(self.x(t))
             self.parts.append(f'<line x1="{xx}" y1="{y0}" x2="{xx}" y2="{y0 + 4}" class="axis"/>')
-            self.parts.append(
-                f'<text x="{xx}" y="{y0 + 17}" class="tick" text-anchor="middle">{_tick_label(t)}</text>'
-            )
+            self.parts.append(f'<text x="{xx}" y="{y0 + 17}" class="tick" text-anchor="middle">{_tick_label(t)}</text>')
         self.parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" class="axis"/>')
         self.parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" class="axis"/>')
-        self.parts.append(
-            f'<text x="{(x0 + x1) / 2:.0f}" y="{self.height - 6}" class="label" text-anchor="middle">{esc(x_label)}</text>'
-        )
+        self.parts.append(f'<text x="{(x0 + x1) / 2:.0f}" y="{self.height - 6}" class="label" text-anchor="middle">{esc(x_label)}</text>')
         self.parts.append(
             f'<text x="14" y="{(y0 + y1) / 2:.0f}" class="label" text-anchor="middle" '
             f'transform="rotate(-90 14 {(y0 + y1) / 2:.0f})">{esc(y_label)}</text>'

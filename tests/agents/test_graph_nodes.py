@@ -68,9 +68,7 @@ def test_pot_evaluator_rejects_anything_but_arithmetic(tool, text, reason):
 
 def test_demos_only_on_calling_nodes_and_default_free_sources():
     with pytest.raises(InvalidAgentError, match="demos apply to llm and sample nodes"):
-        parse_spec(
-            {"nodes": [{"id": "a"}, {"id": "r", "type": "reflect", "demos": [{"input": "q", "answer": "1"}]}]}
-        )
+        parse_spec({"nodes": [{"id": "a"}, {"id": "r", "type": "reflect", "demos": [{"input": "q", "answer": "1"}]}]})
     seed = find_seed("graph/cot")
     assert "demos" not in GraphAgent.from_source(seed.source).source  # an empty list is not written
 

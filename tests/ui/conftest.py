@@ -72,10 +72,7 @@ def make_archive(tmp: Path, iterations: int = 4) -> tuple[str, str]:
     )  # fmt: skip
     with Archive(path) as archive:
         Campaign(
-            config,
-            archive,
-            model=get_model("mock", outputs=task_reply),
-            meta_model=get_model("mock", outputs=meta_reply()),
+            config, archive, model=get_model("mock", outputs=task_reply), meta_model=get_model("mock", outputs=meta_reply())
         ).run()
     return str(path), "ui-demo"
 

@@ -55,6 +55,7 @@ def browser():
     driver.quit()
 
 
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`agentmeta ui`'s app on 127.0.0.1 over a fresh mock campaign's archive, in a thread."""
@@ -73,9 +74,7 @@ def server(tmp_path_factory):
         "What is 12*13? <script>alert(5)</script>", models={"conductor": "mock"},
     )  # fmt: skip
     port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(create_app(archive), host="127.0.0.1", port=port, log_level="warning")
-    )
+    srv = uvicorn.Server(uvicorn.Config(create_app(archive), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -132,8 +131,7 @@ def test_every_page_loads_without_console_errors_and_draws_its_plots(browser, se
     WebDriverWait(browser, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".turn"))
     assert "<script>alert(5)</script>" in browser.find_element(By.TAG_NAME, "pre").text
     assert [t.text.splitlines()[0] for t in browser.find_elements(By.CSS_SELECTOR, ".turn")] == [
-        "round 1: conductor",
-        "round 1: python Python",
+        "round 1: conductor", "round 1: python Python"
     ]
     assert "<b>156</b>" in browser.find_elements(By.CSS_SELECTOR, ".turn pre")[1].text
     _no_alert(browser)
@@ -180,9 +178,7 @@ def test_hostile_candidate_name_is_shown_as_text(browser, server):
     assert browser.title == f"agentmeta: {HOSTILE_NAME}"
     scripts = browser.execute_script("return Array.from(document.scripts).map(s => s.src)")
     assert scripts == [f"{base}/static/live.js"]
-    assert (
-        browser.execute_script("return document.querySelectorAll('img').length") == 0
-    )  # the thought's <img>
+    assert browser.execute_script("return document.querySelectorAll('img').length") == 0  # the thought's <img>
     _no_alert(browser)
     assert _console_errors(browser) == []
 
@@ -196,7 +192,9 @@ def test_pages_refresh_while_the_campaign_writes(browser, server):
     rows = len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard tr"))
     with Archive(path) as archive:  # another writer, as a running campaign would be
         archive.add(Candidate(kind="graph", name="late-arrival", source="{}", campaign=camp.id, status="ok"))
-    WebDriverWait(browser, 30).until(lambda d: "late-arrival" in d.find_element(By.ID, "leaderboard").text)
+    WebDriverWait(browser, 30).until(
+        lambda d: "late-arrival" in d.find_element(By.ID, "leaderboard").text
+    )
     assert len(browser.find_elements(By.CSS_SELECTOR, "#leaderboard tr")) == rows + 1
     with Archive(path, create=False) as archive:
         assert len(archive.candidates(campaign=camp.id)) == n_before + 1

@@ -154,11 +154,7 @@ def test_conductor_run_is_saved_and_shown_as_text(tmp_path):
         result = ConductorResult(
             answer="156",
             transcript=[
-                Turn(
-                    role="conductor",
-                    content='Expert Mathematician:\n"""<script>alert(4)</script> 12*13?"""',
-                    round=1,
-                ),
+                Turn(role="conductor", content='Expert Mathematician:\n"""<script>alert(4)</script> 12*13?"""', round=1),
                 Turn(role="expert", name="Mathematician", content="156", round=1),
             ],
             rounds=1,
@@ -181,9 +177,7 @@ def test_report_is_one_self_contained_file_without_script(ui_archive, tmp_path):
         html = out.read_text()
         t = tags(html)
         assert not [1 for tag, _ in t.tags if tag == "script"]
-        assert any(
-            tag == "meta" and "Content-Security-Policy" in (d.get("http-equiv") or "") for tag, d in t.tags
-        )
+        assert any(tag == "meta" and "Content-Security-Policy" in (d.get("http-equiv") or "") for tag, d in t.tags)
         # nothing is fetched: no src or stylesheet pointing anywhere but data: URLs
         for tag, d in t.tags:
             for attr in ("src", "href"):
@@ -202,7 +196,7 @@ def test_report_is_one_self_contained_file_without_script(ui_archive, tmp_path):
         for c in archive.candidates(campaign=name):
             assert f'id="c-{c.id}"' in html
         # per-sample answers only for the detailed candidates
-        assert render_report(archive, name, detailed=0).count('<table class="samples">') < html.count(
+        assert render_report(archive, name, detailed=0).count("<table class=\"samples\">") < html.count(
             '<table class="samples">'
         )
 
@@ -218,10 +212,7 @@ def test_report_cli_writes_the_file_and_refuses_unknown_campaigns(ui_archive, tm
     assert bad.returncode == 2 and "no campaign 'nope'" in bad.stderr and "Traceback" not in bad.stderr
     missing = tmp_path / "none.db"
     r = subprocess.run(
-        [sys.executable, "-m", "agentmeta", "ui", "--archive", str(missing)],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-m", "agentmeta", "ui", "--archive", str(missing)], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 2 and "no archive" in r.stderr and not missing.exists()
 
@@ -231,9 +222,7 @@ def test_svg_plots_escape_names_and_mark_the_front():
     pts = [svg.Point("a", "<b>", 10, 0.5, seed=True), svg.Point("b", "x", 20, 0.9, on_front=True)]
     out = svg.scatter(pts, href)
     assert "<b>" not in out and "&lt;b&gt;" in out and out.count("front-pt") == 1
-    tree = svg.lineage(
-        [svg.TreeNode("a", "<i>", 0, [], None), svg.TreeNode("b", "k", 1, ["a", "gone"], 1.0)], href
-    )
+    tree = svg.lineage([svg.TreeNode("a", "<i>", 0, [], None), svg.TreeNode("b", "k", 1, ["a", "gone"], 1.0)], href)
     assert "&lt;i&gt;" in tree and tree.count('class="edge"') == 1  # a missing parent draws no edge
     assert "no full-stage" in svg.best_so_far([], href)
 
@@ -249,8 +238,5 @@ def test_report_path_error_is_one_line(ui_archive, tmp_path):
     blocker.write_text("x")
     from agentmeta.errors import AgentMetaError
 
-    with (
-        Archive(path, create=False) as archive,
-        pytest.raises(AgentMetaError, match="cannot write the report"),
-    ):
+    with Archive(path, create=False) as archive, pytest.raises(AgentMetaError, match="cannot write the report"):
         write_report(archive, name, Path(blocker) / "report.html")
