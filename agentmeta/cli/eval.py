@@ -241,9 +241,7 @@ def suites_command(
 
 @suites_app.command("check")
 def suites_check_command(
-    spec: Annotated[
-        str, typer.Argument(help="Suite spec: gsm8k, rg/basic_arithmetic?max_digits=1, data.jsonl")
-    ],
+    spec: Annotated[str, typer.Argument(help="Suite spec: gsm8k, rg/basic_arithmetic?max_digits=1, data.jsonl")],
     limit: Annotated[
         int | None, typer.Option(help="At most this many items per split (procedural suites: generated).")
     ] = None,
@@ -264,9 +262,7 @@ def suites_check_command(
     try:
         # some generators print while they work (reasoning-gym's bf): keep stdout for the report
         with contextlib.redirect_stdout(sys.stderr):
-            report = audit_suite(
-                spec, limit=limit, seed=seed, progress=lambda m: err.print(f"[dim]{m}[/dim]")
-            )
+            report = audit_suite(spec, limit=limit, seed=seed, progress=lambda m: err.print(f"[dim]{m}[/dim]"))
     except AgentMetaError as e:
         raise _fail(str(e)) from None
     if json_output:
@@ -274,9 +270,7 @@ def suites_check_command(
         return
     console = _console()
     splits = ", ".join(f"{k} {v}" for k, v in report.splits.items())
-    console.print(
-        f"{report.suite}: {report.items} items checked ({splits}); checks: {', '.join(report.checks)}"
-    )
+    console.print(f"{report.suite}: {report.items} items checked ({splits}); checks: {', '.join(report.checks)}")
     if not report.issues:
         console.print("no bad items found")
         return
