@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import string
-import threading
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -391,23 +390,16 @@ def _render(template: str, state: _State) -> str:
     return template.format_map(values)
 
 
-_MODELS: dict[str, Any] = {}
-_MODELS_LOCK = threading.Lock()
-
-
 def _model_for(handle: Any, spec: str | None) -> Any:
     """The model a node's calls go to: the run's handle, or the handle's view of another model
-    (`with_model`: same seeding, tokens counted per model) or that model loaded once per process."""
+    (`with_model`: same seeding, tokens counted per model) or that model (`get_model` shares it)."""
     if spec is None or spec == getattr(handle, "spec", None):
         return handle
     if hasattr(handle, "with_model"):
         return handle.with_model(spec)
-    with _MODELS_LOCK:
-        if spec not in _MODELS:
-            from agentmeta.models import get_model
+    from agentmeta.models import get_model
 
-            _MODELS[spec] = get_model(spec)
-        return _MODELS[spec]
+    return get_model(spec)
 
 
 class GraphAgent:

@@ -110,12 +110,12 @@ class SampleModel:
 
     def with_model(self, spec: str) -> SampleModel:
         """This sample's handle on another model (a graph node's own `model`): the same seeding
-        and token cap, its calls added to this handle's usage and counted in `by_model`; the model
-        is loaded once per process."""
+        and token cap, its calls added to this handle's usage and counted in `by_model`; `get_model` shares
+        the loaded model per spec in the process."""
         with self._lock:
             view = self._views.get(spec)
             if view is None:
-                view = SampleModel(_shared_model(spec), self.seed, self.max_tokens, self.sample_id)
+                view = SampleModel(get_model(spec), self.seed, self.max_tokens, self.sample_id)
                 view.usage, view.by_model, view._counts = self.usage, self.by_model, self._counts
                 view._lock, view._views = self._lock, self._views
                 view._parent = self
@@ -162,18 +162,6 @@ class SampleModel:
         for r in resps:
             self._count(r)
         return resps
-
-
-_SHARED: dict[str, Model] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def _shared_model(spec: str) -> Model:
-    """A model named by a graph node, loaded once per process (`get_model(spec)`)."""
-    with _SHARED_LOCK:
-        if spec not in _SHARED:
-            _SHARED[spec] = get_model(spec)
-        return _SHARED[spec]
 
 
 def _error_text(e: BaseException, where: str = "") -> str:

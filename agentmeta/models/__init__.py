@@ -41,6 +41,8 @@ __all__ = [
 
 _shared: dict[tuple[Any, ...], Model] = {}
 _shared_lock = threading.Lock()
+_building: dict[tuple[Any, ...], threading.Lock] = {}
+"""One lock per model being loaded, so concurrent first users of a spec wait for one load."""
 _call_cache: CallCache | None = None
 
 
@@ -173,13 +175,17 @@ def get_model(
             hash(key)
         except TypeError:
             key = None
-    if key is not None:
+    if key is None:
+        return Model(_make_provider(spec, options), cache=default_call_cache() if use_cache else None)
+    with _shared_lock:
+        if key in _shared:
+            return _shared[key]
+        building = _building.setdefault(key, threading.Lock())
+    with building:  # callers asking for the same spec at once wait for one load, not load it twice
         with _shared_lock:
             if key in _shared:
                 return _shared[key]
-    provider = _make_provider(spec, options)
-    model = Model(provider, cache=default_call_cache() if use_cache else None)
-    if key is not None:
+        model = Model(_make_provider(spec, options), cache=default_call_cache() if use_cache else None)
         with _shared_lock:
-            model = _shared.setdefault(key, model)
-    return model
+            _building.pop(key, None)
+            return _shared.setdefault(key, model)
