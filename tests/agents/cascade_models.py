@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
 import re
+import threading
+from collections import Counter
 
-_spin = itertools.count()
+_seen: Counter[str] = Counter()
+_lock = threading.Lock()
 
 
 def _sum(req) -> int:
@@ -14,8 +16,13 @@ def _sum(req) -> int:
 
 
 def unsure(req) -> str:
-    """A small model that disagrees with itself: a different answer on every call."""
-    return f"Answer: {_sum(req) + next(_spin) % 5}"
+    """A small model that disagrees with itself: each call with the same prompt answers differently
+    (counted per prompt, so concurrent samples do not interleave)."""
+    key = req.messages[-1].content
+    with _lock:
+        k = _seen[key]
+        _seen[key] += 1
+    return f"Answer: {_sum(req) + k % 5}"
 
 
 def sure_wrong(req) -> str:
