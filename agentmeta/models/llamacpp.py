@@ -11,6 +11,9 @@ The model runs in-process through llama-cpp-python's C API (extra `llamacpp`: it
 from source, which needs cmake and a C++ compiler and takes about 6 minutes on 2 cores; build it
 with `CMAKE_ARGS="-DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF"`: on its own thread pool rather than OpenMP,
 so that it does not slow torch down in the same process, and without the multimodal library).
+Quantized weights use llama.cpp's extra buffer types (AMX tiles, repacked layouts) only where a
+one-time probe in a child process decodes with them: some virtual machines report AMX and then
+fault on its instructions (`extra_buffers_work`).
 
 One decode thread schedules every caller's completions as llama.cpp's server does (continuous
 batching over its multi-sequence KV cache): each completion holds one sequence of the cache; a
@@ -172,6 +175,91 @@ def requantized(lib: Any, src: Path, quant: str) -> Path:
     return target
 
 
+_PROBE = """
+import sys
+import llama_cpp as l
+from llama_cpp import _logger
+_logger.set_verbose(False)
+l.llama_backend_init()
+mp = l.llama_model_default_params()
+mp.n_gpu_layers = 0
+m = l.llama_model_load_from_file(sys.argv[1].encode(), mp)
+if not m:
+    sys.exit(3)
+cp = l.llama_context_default_params()
+cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_threads, cp.n_threads_batch = 64, 16, 16, 1, 1
+ctx = l.llama_init_from_model(m, cp)
+b = l.llama_batch_init(16, 0, 1)
+for n in (16, 1):  # a prefill step, then a one-token step
+    for i in range(n):
+        b.token[i], b.pos[i], b.n_seq_id[i], b.seq_id[i][0], b.logits[i] = 1, i, 1, 0, i == n - 1
+    b.n_tokens = n
+    if l.llama_decode(ctx, b) != 0:
+        sys.exit(4)
+"""
+_extra_buffers_ok: bool | None = None
+
+
+def extra_buffers_work(lib: Any) -> bool:
+    """Whether llama.cpp's extra weight buffer types (AMX tiles, repacked layouts) run here.
+
+    A CPU that reports AMX is probed once: a child process decodes with the embedded model's
+    4-bit GGUF (Q4_1, a type with AMX kernels). In some virtual machines the CPU reports AMX and
+    the kernel grants it, yet the tile instructions fault (SIGILL or SIGSEGV): the whole process
+    would die at the first decode. The answer is kept in the cache directory per llama-cpp-python
+    version and CPU; `AGENTMETA_LLAMACPP_EXTRA_BUFFERS=0/1` decides instead."""
+    global _extra_buffers_ok
+    env = os.environ.get("AGENTMETA_LLAMACPP_EXTRA_BUFFERS", "").strip().lower()
+    if env:
+        return env not in {"0", "false", "no", "off"}
+    if _extra_buffers_ok is not None:
+        return _extra_buffers_ok
+    try:
+        flags = next(
+            (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), ""
+        ).split()
+    except OSError:
+        flags = []
+    if not any(f.startswith("amx") for f in flags):
+        _extra_buffers_ok = True
+        return True
+    import subprocess
+
+    from agentmeta import config
+    from agentmeta.models.hf import gguf_path
+
+    key = digest({"llama_cpp": getattr(lib, "__version__", "?"), "flags": sorted(flags)})
+    record = config.cache_dir() / "llamacpp-extra-buffers.json"
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known, dict) and isinstance(known.get(key), bool):
+        _extra_buffers_ok = known[key]
+        return _extra_buffers_ok
+    try:
+        code: int | str = subprocess.run(
+            [sys.executable, "-c", _PROBE, str(gguf_path())], capture_output=True, timeout=300, check=False
+        ).returncode
+    except (OSError, subprocess.TimeoutExpired, ModelLoadError) as e:
+        code = type(e).__name__
+    ok = code == 0
+    if not ok:
+        log.warning(
+            "llama.cpp's extra weight buffers (AMX) fail on this CPU (a probe decode ended with %s): "
+            "running without them", code
+        )
+    _extra_buffers_ok = ok
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        known = known if isinstance(known, dict) else {}
+        known[key] = ok
+        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(record)
+    return ok
+
+
 @dataclass
 class _Row:
     """One completion: its sequence of the cache, sampler chain and text so far."""
@@ -254,6 +342,11 @@ class LlamaCppProvider(Provider):
         lib.llama_backend_init()
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = 0
+        # float weights have no AMX kernels: their extra buffer type is safe everywhere (and its
+        # kernels keep greedy outputs independent of what else is in the batch)
+        float_file = file_type(gguf) in {lib.LLAMA_FTYPE_ALL_F32, lib.LLAMA_FTYPE_MOSTLY_F16, lib.LLAMA_FTYPE_MOSTLY_BF16}
+        self.extra_buffers = float_file or extra_buffers_work(lib)
+        mparams.use_extra_bufts = self.extra_buffers
         self.model = lib.llama_model_load_from_file(str(gguf).encode(), mparams)
         if not self.model:
             raise ModelLoadError(f"llama.cpp could not load {gguf.name} (not a GGUF model it supports)")
@@ -301,6 +394,7 @@ class LlamaCppProvider(Provider):
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "decode_version": self.DECODE_VERSION,
             "llama_cpp": getattr(lib, "__version__", "?"),
+            "extra_buffers": self.extra_buffers,  # AMX and repacked kernels round differently
         }
         self._identity = "llamacpp:" + digest({"file": file_fingerprint(gguf), "engine": self.settings})
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -216,3 +217,32 @@ def test_a_requantized_copy_is_written_once_and_cached_apart(tmp_path, monkeypat
         assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left
     finally:
         again.close()
+
+
+def test_extra_buffer_types_are_probed_once_per_machine(tmp_path, monkeypatch):
+    # llama.cpp's AMX kernels (Q4_0/Q4_1/Q8_0/K-quant weights) kill the process with SIGILL or
+    # SIGSEGV in virtual machines that report AMX but do not run it: a child process finds out
+    from agentmeta.models import llamacpp
+
+    monkeypatch.setenv("AGENTMETA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(llamacpp, "_extra_buffers_ok", None)
+    monkeypatch.setenv("AGENTMETA_LLAMACPP_EXTRA_BUFFERS", "0")
+    assert llamacpp.extra_buffers_work(llama_cpp) is False
+    monkeypatch.delenv("AGENTMETA_LLAMACPP_EXTRA_BUFFERS")
+    ok = llamacpp.extra_buffers_work(llama_cpp)
+    amx = "amx" in Path("/proc/cpuinfo").read_text()
+    record = tmp_path / "llamacpp-extra-buffers.json"
+    assert record.is_file() == amx  # probed only where the CPU reports AMX
+    if amx:
+        assert list(json.loads(record.read_text()).values()) == [ok]
+        # a second process reads the answer instead of probing again
+        monkeypatch.setattr(llamacpp, "_extra_buffers_ok", None)
+        monkeypatch.setattr(llamacpp, "_PROBE", "raise SystemExit(9)")
+        assert llamacpp.extra_buffers_work(llama_cpp) is ok
+    # whichever the answer, a Q4_1 model (a type with AMX kernels) decodes in this process
+    model = get_model("llamacpp/q4_1", cache=False, shared=False, max_batch=2)
+    try:
+        assert model.provider.extra_buffers is ok
+        assert model.generate(QUESTIONS[2], max_tokens=4).completion_tokens == [4]
+    finally:
+        model.close()
