@@ -80,6 +80,7 @@ def run_campaign(
         "suite": suite,
         "seed": seed,
         "spent_tokens": camp.spent_tokens() - spent0,
+        "search_tokens": result.search_tokens - spent0,  # before the confirmation: what the budget limits
         "wall_s": round(wall, 1),
         "stop_reason": result.stop_reason,
         "proposed": len(new),
@@ -113,29 +114,47 @@ def fmt_row(r: dict[str, Any]) -> str:
     )
 
 
+def best_so_far(r: dict[str, Any], grid: list[float]) -> list[float]:
+    """A campaign's best full-stage validation score after each of `grid`'s token counts (its
+    first score before any spend: the seeds, evaluated from the shared call cache)."""
+    out, j, best = [], 0, r["curve"][0]["best"]
+    for x in grid:
+        while j < len(r["curve"]) and r["curve"][j]["tokens"] <= x:
+            best = r["curve"][j]["best"]
+            j += 1
+        out.append(best)
+    return out
+
+
 def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Per suite, per strategy: the median best-so-far validation score against tokens spent over
+    its campaigns, with a band from the 25th to the 75th percentile."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     suites = sorted({r["suite"] for r in results})
     fig, axes = plt.subplots(1, len(suites), figsize=(6 * len(suites), 4.2), squeeze=False)
-    colors = {"meta-agent": "tab:blue", "evolve": "tab:green", "prompt": "tab:orange", "random": "tab:gray"}
+    colors = {"meta-agent": "tab:blue", "evolve": "tab:green", "prompt": "tab:orange", "random": "tab:gray",
+              "bayes": "tab:red", "tree": "tab:purple"}  # fmt: skip
     for ax, suite in zip(axes[0], suites, strict=True):
-        for r in results:
-            if r["suite"] != suite or r["strategy"] == "seeds" or not r["curve"]:
-                continue
-            xs = [0] + [p["tokens"] for p in r["curve"]]
-            ys = [r["curve"][0]["best"]] + [p["best"] for p in r["curve"]]
-            style = "-" if r["seed"] == 0 else "--"
-            ax.step(xs, ys, where="post", linestyle=style, color=colors.get(r["strategy"], "k"),
-                    label=f"{r['strategy']} s{r['seed']}")  # fmt: skip
+        mine = [r for r in results if r["suite"] == suite and r["strategy"] != "seeds" and r["curve"]]
+        if not mine:
+            continue
+        top = max(p["tokens"] for r in mine for p in r["curve"])
+        grid = list(np.linspace(0, top, 60))
+        for strategy in dict.fromkeys(r["strategy"] for r in mine):
+            ys = np.array([best_so_far(r, grid) for r in mine if r["strategy"] == strategy])
+            color = colors.get(strategy, "k")
+            ax.plot(grid, np.median(ys, axis=0), color=color, label=f"{strategy} (n={len(ys)})")
+            ax.fill_between(grid, np.percentile(ys, 25, axis=0), np.percentile(ys, 75, axis=0), color=color, alpha=0.2)
         ax.set_title(suite.split("?")[0], fontsize=10)
         ax.set_xlabel("tokens spent (seeds excluded)")
-        ax.set_ylabel("best full-stage validation score")
+        ax.set_ylabel("best full-stage validation score (median, IQR)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -211,16 +230,24 @@ def _ci(ci: Any) -> list[float]:
 
 
 def strategy_summary(searched: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
-    """Per strategy, over its campaigns: how often a gain was confirmed (exact 95% CI), the mean
-    test gain of its best over the best seed, and the mean paired difference with `random` on the
-    same suite and seed (the same test samples) at the same budget, each with a seeded 95% CI over
-    campaigns (a percentile bootstrap: the campaign is the unit)."""
+    """Per suite and strategy (and per strategy over all suites, `suite` "all"), over its
+    campaigns: how often a gain was confirmed (exact 95% CI), the mean test gain of its best over
+    the best seed, and the mean paired difference with `random` on the same suite and seed (the
+    same test samples) at the same budget, each with a seeded 95% CI over campaigns (a percentile
+    bootstrap: the campaign is the unit); the mean tokens spent by the search (before the
+    confirmation) where the results record it."""
     from agentmeta.eval.stats import bootstrap_ci, clopper_pearson
 
     rows = []
     random_by = {(r["suite"], r["seed"]): r for r in searched if r["strategy"] == "random"}
-    for strategy in dict.fromkeys(r["strategy"] for r in searched):
-        mine = [r for r in searched if r["strategy"] == strategy]
+    suites = list(dict.fromkeys(r["suite"] for r in searched))
+    groups = [(suite, strategy) for suite in suites for strategy in dict.fromkeys(r["strategy"] for r in searched)]
+    if len(suites) > 1:
+        groups += [("all", strategy) for strategy in dict.fromkeys(r["strategy"] for r in searched)]
+    for suite, strategy in groups:
+        mine = [r for r in searched if r["strategy"] == strategy and suite in ("all", r["suite"])]
+        if not mine:
+            continue
         k = sum(bool(r.get("confirmed")) for r in mine)
         gains = [_gain(r) for r in mine]
         paired = [
@@ -228,8 +255,10 @@ def strategy_summary(searched: list[dict[str, Any]], seed: int = 0) -> list[dict
             for r in mine
             if strategy != "random" and (r["suite"], r["seed"]) in random_by
         ]
+        spends = [r["search_tokens"] for r in mine if "search_tokens" in r]
         row: dict[str, Any] = {
-            "strategy": strategy, "campaigns": len(mine), "confirmed": k,
+            "suite": suite, "strategy": strategy, "campaigns": len(mine), "confirmed": k,
+            "search_tokens_mean": sum(spends) / len(spends) if spends else None,
             "confirmed_ci": list(clopper_pearson(k, len(mine))),
             "gain_mean": sum(gains) / len(gains), "gain_ci": _ci(bootstrap_ci(gains, seed=seed)),
             "vs_random_n": len(paired),
@@ -262,7 +291,7 @@ def finish(results: list[dict[str, Any]], runs: list[dict[str, Any]], out_path: 
     for r in searched:
         print(fmt_row(r))
     print(f"\nconfirmed gains: {summary['gain'] or 'none'}; confirmed savings: {summary['saving'] or 'none'}")
-    print(f"\n{'strategy':10} campaigns confirmed [95% CI]   test gain vs best seed [95% CI]   vs random, paired [95% CI]")
+    print(f"\n{'suite':22} {'strategy':10} campaigns confirmed [95% CI]   test gain vs best seed [95% CI]   vs random, paired [95% CI]")
     for row in summary["strategies"]:
         lo, hi = row["confirmed_ci"]
         vs = (
@@ -271,7 +300,7 @@ def finish(results: list[dict[str, Any]], runs: list[dict[str, Any]], out_path: 
             else "-"
         )
         print(
-            f"{row['strategy']:10} {row['campaigns']:>9} {row['confirmed']}/{row['campaigns']} [{lo:.2f}, {hi:.2f}]"
+            f"{row.get('suite', 'all')[:22]:22} {row['strategy']:10} {row['campaigns']:>9} {row['confirmed']}/{row['campaigns']} [{lo:.2f}, {hi:.2f}]"
             f"      {row['gain_mean']:+.3f} [{row['gain_ci'][0]:+.3f}, {row['gain_ci'][1]:+.3f}]        {vs}"
         )
     print(f"wrote {out_path} and {out_path.with_suffix('.png')}")

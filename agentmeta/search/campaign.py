@@ -183,6 +183,10 @@ class CampaignResult:
     """The best candidate by validation: the first entry of `full_stage_board` (None if no
     candidate reached the full stage)."""
     tokens: int = 0
+    """Tokens this run spent, the confirmation's included."""
+    search_tokens: int = 0
+    """Tokens the campaign had spent (over all its runs) when its search stopped, before the
+    confirmation: what the token budget limits."""
     wall_s: float = 0.0
     confirmation: Any = None
     """The `Confirmation` on held-out test samples (None when `SearchConfig.confirm` is off)."""
@@ -749,6 +753,7 @@ class Campaign:
                 self.archive.update_campaign(self.record.id, state={"iterations_done": i + 1})
                 self._save_spend()
             self.result.best = self.best()
+            self.result.search_tokens = self.spent_tokens()
             if self.config.confirm:  # after the search: nothing above ever saw a test sample
                 self.result.confirmation = self.confirm()
                 self._save_spend()

@@ -172,3 +172,28 @@ def test_a_slow_agent_gets_504_and_a_bad_content_length_400() -> None:
         bad = httpx.post(f"{srv.url}/chat/completions", json={"messages": [{"role": "user", "content": "hi"}],
                                                              "seed": "x"})  # fmt: skip
         assert bad.status_code == 400 and "seed" in bad.json()["error"]["message"]
+
+
+@pytest.mark.embedded
+def test_an_archived_candidate_served_on_the_embedded_model_answers_as_it_evaluates(tmp_path) -> None:
+    """`agentmeta serve ID --archive A` on the embedded model: `agentmeta eval passthrough` through
+    it gives the candidate's own test answers (greedy: batching across requests changes nothing)."""
+    from agentmeta.archive import Archive, Candidate
+    from agentmeta.cli.options import load_agent
+    from agentmeta.eval import load_suite
+    from agentmeta.search.campaign import campaign_seeds
+    from agentmeta.serve import create_app
+
+    spec = campaign_seeds("graph", ["cot"])[0]
+    archive = Archive(tmp_path / "a.db")
+    cid = archive.add(Candidate(kind=spec.kind, name="the winner", thought=spec.thought, source=spec.source))
+    agent, name, _ = load_agent(cid[:8], str(tmp_path / "a.db"))
+    model = get_model("smollm2")
+    suite = load_suite("rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false", split="test", limit=6)
+    direct = evaluate(agent, suite, model=model, seed=3)
+    with Server(create_app(agent, model, name="winner", api_key="k", concurrency=6)) as srv:
+        remote = get_model("openai/winner", base_url=srv.url, api_key="k", cache=False)
+        through = evaluate("passthrough", suite, model=remote, seed=3, concurrency=6)
+    assert [r.outcome for r in through.records] == ["scored"] * 6
+    assert [r.answer for r in through.records] == [r.answer for r in direct.records]
+    assert [r.score for r in through.records] == [r.score for r in direct.records]
