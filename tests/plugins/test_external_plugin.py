@@ -1,6 +1,6 @@
 """A real third-party package, built and installed, extends agentmeta through the entry point only.
 
-The package is the README's "Extending agentmeta" example, verbatim: the test builds it with pip
+The package is the example of docs/guides/plugins.md, verbatim: the test builds it with pip
 into a private folder (the test environment is not changed) and runs the agentmeta command with
 that folder on PYTHONPATH, so the plugin is found through `importlib.metadata` like any installed
 distribution.
@@ -21,8 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _readme_example() -> tuple[str, str]:
-    text = (ROOT / "README.md").read_text()
-    section = text.split("## Extending agentmeta", 1)[1].split("\n## ", 1)[0]
+    section = (ROOT / "docs" / "guides" / "plugins.md").read_text()
     python = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     toml = re.findall(r"```toml\n(.*?)```", section, flags=re.S)[0]
     return python, toml
