@@ -56,6 +56,7 @@ def run_campaign(
         max_tokens=args.budget if iterations else None, confirm_limit=args.confirm_limit,
         concurrency=args.concurrency, reflexion_rounds=1, name=f"{strategy}:{suite}:s{seed}",
         race=[int(x) for x in args.race.split(",") if x] if args.race else [],
+        parallel=getattr(args, "parallel", 1),
     )  # fmt: skip
     curve: list[dict[str, Any]] = []
     camp = Campaign(config, archive, model=model, meta_model=model)
@@ -169,6 +170,7 @@ def main() -> None:
     ap.add_argument("--max-iterations", type=int, default=8)
     ap.add_argument("--subset", type=int, default=8)
     ap.add_argument("--race", default="", help="racing rungs, e.g. 16 (off by default)")
+    ap.add_argument("--parallel", type=int, default=1, help="candidates evaluated at once (1: one at a time)")
     ap.add_argument("--full", type=int, default=32)
     ap.add_argument("--confirm-limit", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)

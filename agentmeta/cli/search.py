@@ -196,6 +196,15 @@ def register(app: typer.Typer) -> None:
         max_tokens: Annotated[int | None, typer.Option(help="Token budget of the campaign.")] = None,
         max_wall_s: Annotated[float | None, typer.Option(help="Wall-clock budget in seconds.")] = None,
         concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
+        parallel: Annotated[
+            int,
+            typer.Option(
+                help="Candidates evaluated at once: each round proposes this many, then evaluates "
+                "them together (the engine batches their samples).",
+                min=1,
+                max=64,
+            ),
+        ] = 1,
         name: Annotated[
             str | None, typer.Option(help="Campaign name (re-run the same name to resume).")
         ] = None,
@@ -251,6 +260,7 @@ def register(app: typer.Typer) -> None:
             max_tokens=max_tokens,
             max_wall_s=max_wall_s,
             concurrency=concurrency,
+            parallel=parallel,
             name=name,
             confirm=confirm,
             confirm_limit=confirm_limit,

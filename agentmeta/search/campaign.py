@@ -32,6 +32,7 @@ from agentmeta.eval.executor import Executor
 from agentmeta.eval.types import EvalResult, Suite
 from agentmeta.models import Model, get_model
 from agentmeta.search.looks import check_earlier_looks
+from agentmeta.search.parallel import run_round
 from agentmeta.search.racing import race
 from agentmeta.search.strategies import get_strategy
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext, Strategy
@@ -45,7 +46,7 @@ NOT_IDENTITY = {
     "name", "iterations", "max_tokens", "max_wall_s", "concurrency", "confirm", "confirm_limit", "confirm_margin",
 }  # fmt: skip
 """Settings that do not define what a campaign searches: a re-run may change them and resume."""
-ADDED_LATER = ("models", "race")
+ADDED_LATER = ("models", "race", "parallel")
 """Identity settings newer than some stored campaigns: left out of the identity at their defaults."""
 
 
@@ -77,6 +78,11 @@ class SearchConfig(BaseModel):
     """Racing rungs between the subset and the full stage (e.g. [16]): a promoted candidate is
     evaluated on the first 16 full-stage samples and dropped there if its paired 95% interval
     against the incumbent lies below 0 (`agentmeta.search.racing`). Empty: straight to the full stage."""
+    parallel: int = Field(default=1, ge=1, le=64)
+    """Candidates evaluated at once (`agentmeta.search.parallel`): each round proposes `parallel`
+    candidates one after the other from the archive as it stands, then evaluates them together, so
+    the engine batches their samples; the round's candidates do not see each other's scores (a
+    pending one counts as 0 to `bayes`), and replay stays exact. 1: one candidate per iteration."""
     objective: Literal["score", "pareto"] = "score"
     """What parents are selected for: `score` (validation score) or `pareto` (the score x
     tokens-per-sample Pareto front: `evolve` draws only from it, `prompt` limits its per-sample
@@ -134,12 +140,12 @@ class SearchConfig(BaseModel):
         return campaign_seeds(self.kind, self.seeds)
 
     def identity(self) -> dict[str, Any]:
-        """What defines the campaign; settings added later (`models`, `race`) count only when set,
-        so a campaign stored before them resumes."""
+        """What defines the campaign; settings added later (`models`, `race`, `parallel`) count only
+        when not at their defaults, so a campaign stored before them resumes."""
         data = self.model_dump(exclude=NOT_IDENTITY)
         for key in ADDED_LATER:
-            if not data.get(key):
-                data.pop(key, None)
+            if key in data and data[key] == type(self).model_fields[key].get_default(call_default_factory=True):
+                data.pop(key)
         return data
 
     def campaign_name(self) -> str:
@@ -280,6 +286,8 @@ class Campaign:
             campaign=self.name, archive=str(getattr(archive, "location", archive)), stop_reason=""
         )
         self._start = time.monotonic()
+        self.pending: set[str] = set()
+        """Candidates of the round being evaluated together (`agentmeta.search.parallel`)."""
         self._tokens0 = self._tokens()
         state = self.record.state or {}
         self._spent_tokens0 = int(state.get("spent_tokens", 0))
@@ -416,7 +424,7 @@ class Campaign:
     def _best_subset(self, exclude: str) -> float | None:
         best = None
         for c in self._candidates():
-            if c.id == exclude:
+            if c.id == exclude or c.id in self.pending:
                 continue
             ev = self.archive.get_evaluation(c.id, self.config.suite, "validation", "subset")
             if ev is not None and ev.mean is not None and (best is None or ev.mean > best):
@@ -637,16 +645,24 @@ class Campaign:
         return res
 
     def run_iteration(self, i: int) -> None:
+        """Propose (or resume) iteration `i`'s candidate and evaluate it."""
+        pending = self.prepare_iteration(i)
+        if pending is not None:
+            self.evaluate_candidate(*pending)
+
+    def prepare_iteration(self, i: int) -> tuple[str, Any, EvalResult | None] | None:
+        """Iteration `i` up to its evaluation: the candidate proposed, validated and archived (or
+        found in the archive on resume); `(id, agent, dry run)` to evaluate, None when there is
+        nothing to evaluate (invalid, failed, or already done)."""
         key = f"iter:{i}"
         found = self._existing(key)
         if found is not None:
             if found.status in ("invalid", "error"):
                 self.result.skipped.append(f"iter:{found.id}")
-                return
+                return None
             spec = AgentSpec(kind=found.kind, name=found.name, thought=found.thought, source=found.source)
             self.progress({"event": "resume", "iteration": i, "id": found.id, "name": found.name})
-            self.evaluate_candidate(found.id, spec.build())
-            return
+            return found.id, spec.build(), None
         ctx = self._context(i)
         self.progress({"event": "propose", "iteration": i})
         proposal: Proposal | None
@@ -687,7 +703,7 @@ class Campaign:
             cid = self._add(spec, key, [], 1, meta, status="invalid", error=error)
             self.result.new_candidates.append(cid)
             self.progress({"event": "invalid", "iteration": i, "id": cid, "error": error})
-            return
+            return None
         meta["proposal_tokens"] = proposal.usage.total_tokens
         if isinstance(proposal.raw.get("params"), dict):  # a strategy's declared design-space point
             meta["params"] = proposal.raw["params"]
@@ -701,7 +717,7 @@ class Campaign:
             self.progress(
                 {"event": status, "iteration": i, "id": cid, "name": proposal.spec.name, "error": error}
             )
-            return
+            return None
         cid = self._add(proposal.spec, key, proposal.parent_ids, generation, meta)
         self.result.new_candidates.append(cid)
         self.progress(
@@ -713,12 +729,14 @@ class Campaign:
                 "parents": proposal.parent_ids,
             }
         )
-        self.evaluate_candidate(cid, agent, dry_run)
+        return cid, agent, dry_run
 
     def best(self) -> Any:
         """The best candidate by validation: the best full-stage score (`full_stage_board`; a
-        subset-only score is never compared with full-stage ones), or None."""
+        subset-only score is never compared with full-stage ones), or None. While a round of
+        candidates is evaluated together, its candidates are left out (`pending`)."""
         board = full_stage_board(self.archive, self.record.id, self.config.suite)
+        board = [c for c in board if c.id not in self.pending]
         return board[0] if board else None
 
     def confirm(self) -> Any:
@@ -744,13 +762,18 @@ class Campaign:
         try:
             self.run_seeds()
             stop = "iterations done"
-            for i in range(self.config.iterations):
+            step = self.config.parallel
+            for start in range(0, self.config.iterations, step):
                 reason = self._budget_left()
                 if reason is not None:
                     stop = reason
                     break
-                self.run_iteration(i)
-                self.archive.update_campaign(self.record.id, state={"iterations_done": i + 1})
+                if step == 1:
+                    self.run_iteration(start)
+                else:
+                    run_round(self, range(start, min(start + step, self.config.iterations)))
+                done = min(start + step, self.config.iterations)
+                self.archive.update_campaign(self.record.id, state={"iterations_done": done})
                 self._save_spend()
             self.result.best = self.best()
             self.result.search_tokens = self.spent_tokens()
