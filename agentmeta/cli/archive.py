@@ -359,6 +359,32 @@ def diff_command(
         console.print(f"left out: {d.left_out} samples ({', '.join(parts)})")
 
 
+@archive_app.command("config")
+def config_command(
+    campaign: Annotated[str, typer.Argument(metavar="CAMPAIGN", help="Campaign id or name.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout).")] = None,
+    archive: ArchiveOpt = None,
+) -> None:
+    """A campaign's settings as YAML, as its last run resolved them: `agentmeta search --config FILE`
+    runs the same campaign again (in another archive: the same search; in this one: a resume)."""
+    import yaml
+
+    with _open(archive) as a:
+        try:
+            camp = a.get_campaign(campaign)
+        except AgentMetaError as e:
+            raise _fail(str(e)) from None
+        config = (camp.state or {}).get("config")
+    if not config:
+        raise _fail(f"campaign {camp.name!r} has no stored settings (it ran before they were stored)")
+    text = yaml.safe_dump(config, sort_keys=False)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        typer.echo(f"wrote the settings of campaign {camp.name!r} to {out}", err=True)
+
+
 @archive_app.command("export")
 def export_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here (default: stdout).")] = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -144,10 +145,55 @@ def looks_table(looks: list[Any], title: str) -> Table:
     return table
 
 
+def resolve_config(ctx: typer.Context, values: dict[str, Any], path: Path | None) -> Any:
+    """The campaign's `SearchConfig`: the command line's values, or with `--config` the file's
+    settings with the options given on the command line (or through the environment) on top."""
+    from agentmeta.errors import ConfigError
+    from agentmeta.search import SearchConfig
+
+    if path is None:
+        if values.get("suite") is None:
+            raise ConfigError("give --suite, or --config with a suite")
+        return SearchConfig(**values)
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not YAML or JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(SearchConfig.model_fields))
+    if unknown:
+        raise ConfigError(
+            f"--config {path}: unknown settings {', '.join(unknown)}; known: {', '.join(SearchConfig.model_fields)}"
+        )
+    # by name: typer ships its own copy of click, whose ParameterSource is another class
+    given = {k for k in values if getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
+    merged = {**data, **{k: values[k] for k in given}}
+    if merged.get("suite") is None:
+        raise ConfigError(f"--config {path}: no suite (give it in the file or with --suite)")
+    return SearchConfig(**merged)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("search")
     def search_cmd(
-        suite: Annotated[str, typer.Option("--suite", help="Suite spec to search on (validation split).")],
+        ctx: typer.Context,
+        suite: Annotated[
+            str | None, typer.Option("--suite", help="Suite spec to search on (validation split).")
+        ] = None,
+        config_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--config",
+                help="A YAML or JSON file of the campaign's settings (the options below, by their "
+                "Python names: suite, strategy, kind, max_tokens, ...); options given on the command "
+                "line override it. `agentmeta archive config CAMPAIGN` writes a campaign's.",
+            ),
+        ] = None,
         strategy: Annotated[
             str, typer.Option(help="Search strategy (`agentmeta plugins strategy` lists them).")
         ] = "meta-agent",
@@ -239,10 +285,10 @@ def register(app: typer.Typer) -> None:
         archive write stay in this process. A killed run resumes with the same command."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
-        from agentmeta.search import Campaign, SearchConfig
+        from agentmeta.search import Campaign
 
         apply_unsafe_sandbox(unsafe_sandbox)
-        config = SearchConfig(
+        values = dict(
             suite=suite,
             strategy=strategy,
             kind=kind,
@@ -266,6 +312,8 @@ def register(app: typer.Typer) -> None:
             confirm_limit=confirm_limit,
             confirm_margin=confirm_margin,
         )
+        config = resolve_config(ctx, values, config_file)
+        iterations, model, meta_model = config.iterations, config.model, config.meta_model
         arch = Archive(archive)
         task_model = load_model_for_cli(model)
         meta = task_model if meta_model in (None, model) else load_model_for_cli(meta_model)

@@ -758,7 +758,10 @@ class Campaign:
         check_earlier_looks(
             self.archive, self.record.id, settings if self.config.confirm else None, self.progress
         )
-        self.archive.update_campaign(self.record.id, status="running")
+        # the resolved settings of this run: `agentmeta archive config` writes them for `search --config`
+        self.archive.update_campaign(
+            self.record.id, status="running", state={"config": self.config.model_dump(mode="json")}
+        )
         try:
             self.run_seeds()
             stop = "iterations done"
