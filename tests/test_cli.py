@@ -56,3 +56,19 @@ def test_generate_embedded(embedded):
     p = run("generate", "What is 2+3?", "--max-tokens", "16")
     assert p.returncode == 0, p.stderr
     assert "5" in p.stdout
+
+
+def test_the_cli_reference_page_has_every_command_and_its_options():
+    import typer
+
+    from agentmeta.cli import app
+    from agentmeta.cli.reference import markdown, on_page_markdown
+
+    text = markdown()
+    root = typer.main.get_command(app)
+    for name, cmd in root.commands.items():
+        assert f"## `agentmeta {name}`" in text
+        for sub in getattr(cmd, "commands", {}):
+            assert f"## `agentmeta {name} {sub}`" in text
+    assert "`--config <path>`" in text and "`--parallel <int range>`" in text
+    assert on_page_markdown("a\n<!-- cli-reference -->\n").startswith("a\n## `agentmeta ")
