@@ -91,6 +91,10 @@ def run_campaign(
     }
     if conf is not None:
         best, seed_row = row_of(conf, conf.best), row_of(conf, conf.best_seed)
+        for row in (best, seed_row):  # per-sample test scores: what pairs with peers run elsewhere
+            ev = archive.get_evaluation(row["id"], suite, "test", "confirm") if row else None
+            if row is not None and ev is not None:
+                row["test_scores"] = ev.score_by_id()
         out.update(
             confirmed=conf.confirmed, cheaper=conf.cheaper, verdict=conf.verdict, test_n=conf.n,
             best=best, best_seed=seed_row, saving=row_of(conf, conf.cheaper[0]) if conf.cheaper else None,
@@ -260,7 +264,7 @@ def strategy_summary(searched: list[dict[str, Any]], seed: int = 0) -> list[dict
         spends = [r["search_tokens"] for r in mine if "search_tokens" in r]
         row: dict[str, Any] = {
             "suite": suite, "strategy": strategy, "campaigns": len(mine), "confirmed": k,
-            "search_tokens_mean": sum(spends) / len(spends) if spends else None,
+            "search_tokens_mean": sum(spends) / len(spends) if spends else None, "search_tokens_n": len(spends),
             "confirmed_ci": list(clopper_pearson(k, len(mine))),
             "gain_mean": sum(gains) / len(gains), "gain_ci": _ci(bootstrap_ci(gains, seed=seed)),
             "vs_random_n": len(paired),

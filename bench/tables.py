@@ -62,7 +62,7 @@ def search_runs(data: dict[str, Any]) -> str:
 def search_summary(data: dict[str, Any]) -> str:
     out = [
         "| suite | strategy | campaigns | confirmed gains [95% CI] | test gain over the best seed [95% CI] "
-        "| vs `random`, paired [95% CI] | search tokens (mean) |",
+        "| vs `random`, paired [95% CI] | search tokens (mean; of how many campaigns where not all) |",
         "| --- | --- | ---: | --- | --- | --- | ---: |",
     ]
     for s in data["summary"]["strategies"]:
@@ -71,7 +71,10 @@ def search_summary(data: dict[str, Any]) -> str:
             if "vs_random_mean" in s
             else "-"
         )
-        spend = f"{s['search_tokens_mean']:,.0f}" if s.get("search_tokens_mean") else "-"
+        spend = "-"
+        if s.get("search_tokens_mean"):  # older campaigns' results do not record it
+            n = s.get("search_tokens_n", s["campaigns"])
+            spend = f"{s['search_tokens_mean']:,.0f}" + (f" (of {n})" if n < s["campaigns"] else "")
         out.append(
             f"| {_suite(s.get('suite', 'all'))} | {s['strategy']} | {s['campaigns']} | {s['confirmed']}/{s['campaigns']} "
             f"[{s['confirmed_ci'][0]:.2f}, {s['confirmed_ci'][1]:.2f}] | {s['gain_mean']:+.3f} "
