@@ -205,7 +205,7 @@ def _as_result(ev: Evaluation, name: str) -> EvalResult:
 
 def _resolve(archive: Any, campaign: Any) -> tuple[Any, Any, Any]:
     """(campaign record, SearchConfig, runner or None) of a campaign given by name, id, record or runner."""
-    from agentmeta.search.campaign import NOT_IDENTITY, SearchConfig
+    from agentmeta.search.config import NOT_IDENTITY, SearchConfig
 
     if hasattr(campaign, "record") and hasattr(campaign, "config"):  # a running `Campaign`
         return campaign.record, campaign.config, campaign
@@ -226,7 +226,7 @@ def _search_data(record: Any, config: Any, runner: Any) -> tuple[Suite, Suite] |
     """The validation and train samples the campaign ran on, checked against its data digest (so a
     test split read now is the held-out part of the very data that was searched); or why they
     cannot be loaded again."""
-    from agentmeta.search.campaign import data_digest, load_campaign_data
+    from agentmeta.search.config import data_digest, load_campaign_data
 
     if runner is not None:
         return runner.full_suite, runner.train_suite

@@ -37,7 +37,7 @@ from agentmeta.search.reflective import ReflectivePromptSearch
 from agentmeta.search.tree import TreeSearch
 
 if TYPE_CHECKING:
-    from agentmeta.search.campaign import SearchConfig
+    from agentmeta.search.config import SearchConfig
     from agentmeta.search.strategy import Strategy
 
 
