@@ -25,13 +25,17 @@ def _suite(tmp_path: Path) -> tuple[str, set[str], set[str]]:
     return str(path), hidden, shown
 
 
-@pytest.mark.parametrize("strategy", ["meta-agent", "evolve", "random", "prompt", "bayes", "tree"])
-def test_every_prompt_a_campaign_sends_is_free_of_validation_and_test_targets(tmp_path, strategy) -> None:
+@pytest.mark.parametrize(
+    ("strategy", "extra"),
+    [("meta-agent", {}), ("evolve", {}), ("random", {}), ("prompt", {}), ("bayes", {}), ("tree", {}),
+     ("random", {"race": [3], "promote_margin": 1.0}), ("bayes", {"parallel": 2})],  # racing, rounds
+)  # fmt: skip
+def test_every_prompt_a_campaign_sends_is_free_of_validation_and_test_targets(tmp_path, strategy, extra) -> None:
     suite, hidden, shown = _suite(tmp_path)
     task = get_model("mock", outputs=lambda req: "I am not sure.\nAnswer: unknown")
     meta = get_model("mock", outputs=graph_meta_reply([0]))
     config = SearchConfig(suite=suite, kind="graph", strategy=strategy, iterations=3, subset=2, full=4,
-                          reflexion_rounds=1)  # fmt: skip
+                          reflexion_rounds=1, **extra)  # fmt: skip
     Campaign(config, Archive(tmp_path / "a.db"), model=task, meta_model=meta).run()
     prompts = [m.content for r in task.provider.requests + meta.provider.requests for m in r.messages]
     assert prompts

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from agentmeta import get_model
 from agentmeta.archive import Archive
 from agentmeta.search import Campaign, SearchConfig
@@ -73,3 +75,25 @@ def test_settings_added_later_leave_the_identity_of_older_campaigns_alone():
     assert "race" not in plain.identity() and "models" not in plain.identity()
     raced = SearchConfig(suite="s.jsonl", kind="graph", strategy="random", race=[16], models=["mock"])
     assert raced.identity()["race"] == [16] and raced.identity()["models"] == ["mock"]
+
+
+@pytest.mark.embedded
+def test_racing_on_the_embedded_model_keeps_each_rung_evaluation(embedded, tmp_path):
+    """Every promoted candidate is scored on the first 4 full-stage samples first (stage `race-4`),
+    then goes on to the full stage or is dropped there with the reason; nothing is lost."""
+    suite = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
+    archive = Archive(tmp_path / "r.db")
+    config = SearchConfig(suite=suite, kind="graph", strategy="random", seeds=["cot"], iterations=2, subset=2,
+                          full=8, race=[4], promote_margin=1.0, confirm=False, concurrency=8)  # fmt: skip
+    camp = Campaign(config, archive, model=embedded, meta_model=embedded)
+    camp.run()
+    children = [c for c in archive.candidates(campaign=camp.record.id) if c.generation > 0 and c.status == "ok"]
+    assert children
+    for c in children:
+        rung = archive.get_evaluation(c.id, suite, "validation", "race-4")
+        full = archive.get_evaluation(c.id, suite, "validation", "full")
+        assert rung is not None and rung.n == 4 and rung.n_infra == 0
+        if full is None:  # dropped at the rung: the reason is kept
+            assert c.metadata["race"]["dropped_at"] == 4
+        else:  # the rung's samples are reused, not run again
+            assert full.n == 8 and full.score_by_id().keys() >= rung.score_by_id().keys()
