@@ -46,3 +46,11 @@ def base_url() -> str | None:
 
 def hub_offline() -> bool:
     return _flag("HF_HUB_OFFLINE", False) or _flag("TRANSFORMERS_OFFLINE", False)
+
+
+def llamacpp_extra_buffers() -> bool | None:
+    """`AGENTMETA_LLAMACPP_EXTRA_BUFFERS=0/1`: whether llama.cpp may use its extra weight buffer
+    types (AMX) for quantized weights; None when unset (a one-time probe decides,
+    `agentmeta.models.llamacpp.extra_buffers_work`)."""
+    name = "AGENTMETA_LLAMACPP_EXTRA_BUFFERS"
+    return _flag(name, True) if os.environ.get(name, "").strip() else None

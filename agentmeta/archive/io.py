@@ -5,14 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pydantic import ValidationError
 
+from agentmeta._paths import atomic_write
 from agentmeta.archive.records import Campaign, Candidate, ImportResult, utcnow
 from agentmeta.errors import ArchiveError, DataError
 
@@ -106,18 +105,6 @@ def _topological(cands: list[Candidate]) -> list[Candidate]:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_json(archive: Archive, path: str | Path | None, *, campaign: str | None) -> str:
     cands = _topological(archive.candidates(campaign=campaign, with_evaluations=True))
     camps = archive.campaigns()
@@ -133,7 +120,7 @@ def export_json(archive: Archive, path: str | Path | None, *, campaign: str | No
     }
     text = json.dumps(doc, indent=1, ensure_ascii=False)
     if path is not None:
-        _atomic_write(Path(path), text)
+        atomic_write(Path(path), text)
         log.info("exported %d candidates to %s", len(cands), path)
     return text
 
@@ -290,13 +277,13 @@ def export_candidate(archive: Archive, candidate_id: str, directory: str | Path)
     meta["evaluations"] = [
         {k: v for k, v in e.model_dump(mode="json").items() if k != "scores"} for e in cand.evaluations
     ]
-    _atomic_write(
+    atomic_write(
         out / source_name,
         cand.source if cand.source.endswith("\n") or not cand.source else cand.source + "\n",
     )
-    _atomic_write(
+    atomic_write(
         out / "evaluations.json",
         json.dumps([e.model_dump(mode="json") for e in cand.evaluations], indent=1, ensure_ascii=False),
     )
-    _atomic_write(meta_file, json.dumps(meta, indent=1, ensure_ascii=False))
+    atomic_write(meta_file, json.dumps(meta, indent=1, ensure_ascii=False))
     return out

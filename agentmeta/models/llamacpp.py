@@ -209,9 +209,11 @@ def extra_buffers_work(lib: Any) -> bool:
     would die at the first decode. The answer is kept in the cache directory per llama-cpp-python
     version and CPU; `AGENTMETA_LLAMACPP_EXTRA_BUFFERS=0/1` decides instead."""
     global _extra_buffers_ok
-    env = os.environ.get("AGENTMETA_LLAMACPP_EXTRA_BUFFERS", "").strip().lower()
-    if env:
-        return env not in {"0", "false", "no", "off"}
+    from agentmeta import config
+
+    chosen = config.llamacpp_extra_buffers()
+    if chosen is not None:
+        return chosen
     if _extra_buffers_ok is not None:
         return _extra_buffers_ok
     try:
@@ -225,7 +227,7 @@ def extra_buffers_work(lib: Any) -> bool:
         return True
     import subprocess
 
-    from agentmeta import config
+    from agentmeta._paths import atomic_write
     from agentmeta.models.hf import gguf_path
 
     key = digest({"llama_cpp": getattr(lib, "__version__", "?"), "flags": sorted(flags)})
@@ -250,13 +252,9 @@ def extra_buffers_work(lib: Any) -> bool:
             "running without them", code
         )
     _extra_buffers_ok = ok
-    with contextlib.suppress(OSError):
-        record.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # an unwritable cache only means probing again next time
         known = known if isinstance(known, dict) else {}
-        known[key] = ok
-        tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        tmp.replace(record)
+        atomic_write(record, json.dumps({**known, key: ok}))
     return ok
 
 
