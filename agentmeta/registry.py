@@ -1,5 +1,5 @@
 """One registry for everything a user can add: model providers, suites, scorers, agent kinds,
-built-in agents and search strategies.
+built-in agents, search strategies and graph operators.
 
 Register with the decorator (or `add`), look up by name; an unknown name is a `ConfigError` that
 lists what exists::
@@ -36,8 +36,8 @@ from agentmeta.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Category = Literal["provider", "suite", "scorer", "kind", "agent", "strategy"]
-CATEGORIES: tuple[Category, ...] = ("provider", "suite", "scorer", "kind", "agent", "strategy")
+Category = Literal["provider", "suite", "scorer", "kind", "agent", "strategy", "operator"]
+CATEGORIES: tuple[Category, ...] = ("provider", "suite", "scorer", "kind", "agent", "strategy", "operator")
 ENTRY_POINT_GROUP = "agentmeta.plugins"
 
 BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
@@ -47,6 +47,7 @@ BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "kind": ("agentmeta.agents.kinds", "agentmeta.conductor.agent"),
     "agent": ("agentmeta.agents.builtin",),
     "strategy": ("agentmeta.search.strategies",),
+    "operator": ("agentmeta.search.operators",),
 }
 """Modules whose import registers agentmeta's own entries, per category."""
 
@@ -57,6 +58,7 @@ _WHAT = {
     "kind": "agent kind",
     "agent": "agent",
     "strategy": "search strategy",
+    "operator": "graph operator",
 }
 
 T = TypeVar("T")
@@ -215,7 +217,9 @@ registry = Registry()
 """The process-wide registry."""
 
 
-def register(category: str, name: str | None = None, doc: str = "", *, replace: bool = False) -> Callable[[T], T]:
+def register(
+    category: str, name: str | None = None, doc: str = "", *, replace: bool = False
+) -> Callable[[T], T]:
     """Register into the process-wide registry (decorator). See `Registry.add`."""
     return registry.register(category, name, doc, replace=replace)
 

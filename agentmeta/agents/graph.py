@@ -41,6 +41,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from agentmeta.agents.answers import extract_answer, majority, vote_key
+from agentmeta.agents.slots import Demo as Demo  # a node's demonstrations (shared with prompt agents)
+from agentmeta.agents.slots import render_demo as render_demo
 from agentmeta.errors import InvalidAgentError
 
 if TYPE_CHECKING:
@@ -237,26 +239,6 @@ def pot_nodes(llm_id: str, python_id: str, instruction: str = "", previous: bool
     ]
 
 
-class Demo(BaseModel):
-    """A solved example shown to a node before its prompt (from a suite's train split only)."""
-
-    input: str = Field(min_length=1, max_length=4000)
-    """The example task."""
-    answer: str = Field(max_length=2000)
-    """Its reference answer (sent as `Answer: <answer>` unless it already has an `Answer:` line), or
-    with `verbatim` the node's own output on it."""
-    verbatim: bool = False
-    """Send `answer` as the assistant turn exactly as written: a bootstrapped demonstration, i.e. the
-    node's own output on a train sample the whole agent solved (e.g. program-of-thought's
-    `Expression: 3 + 4`)."""
-
-    def reply(self) -> str:
-        """The assistant turn of this example."""
-        if self.verbatim or "answer:" in self.answer.lower():
-            return self.answer
-        return f"Answer: {self.answer}"
-
-
 class Node(BaseModel):
     """One step of a graph agent."""
 
@@ -370,17 +352,6 @@ def parse_spec(source: str | dict[str, Any]) -> GraphSpec:
         first = e.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise InvalidAgentError(f"graph spec invalid at {where or 'top level'}: {first['msg']}") from e
-
-
-class _Blank(dict):  # type: ignore[type-arg]
-    def __missing__(self, key: str) -> str:
-        return ""
-
-
-def render_demo(template: str, demo_input: str) -> str:
-    """The user turn of a demonstration: `template` with `{input}` the example's input and every
-    other variable empty."""
-    return template.format_map(_Blank(input=demo_input))
 
 
 def _render(template: str, state: _State) -> str:

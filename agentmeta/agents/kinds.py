@@ -16,7 +16,13 @@ A kind is an `AgentKind` in the registry's "kind" category. agentmeta registers 
 
 Every part of agentmeta asks the registry for kinds: `AgentSpec` validates and builds through it,
 agent files are read by the kind that claims their suffix, the archive stores any registered kind,
-and a search can write any kind with a `proposal_schema` and `from_proposal`.
+and strategies ask a kind for what it can do, never for its name (`AgentKind.capabilities`):
+
+- `proposals` (`proposal_schema` and `from_proposal`): a meta-agent can write one (`meta-agent`);
+- `slots` (`slots` and `set_slot`, `agentmeta.agents.slots`): its model calls can be tuned one by
+  one (instruction, demonstrations, role, temperature, model) by `prompt` and `bayes`;
+- `operators` (`graph=True`): its source is a graph spec, so the graph operators apply (`evolve`,
+  `random`, `tree`, and `bayes`'s votes).
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from typing import Any
 
 from agentmeta.agents.base import Agent, AgentSpec, get_kind, kind_names
 from agentmeta.agents.code import CodeAgent
-from agentmeta.agents.graph import ANSWER_HINT, GraphAgent, spec_from_steps
+from agentmeta.agents.graph import ANSWER_HINT, POT_CODE, GraphAgent, parse_spec, spec_from_steps
 from agentmeta.agents.loader import SeedFiles, code_spec
-from agentmeta.agents.prompt import PromptAgent
+from agentmeta.agents.prompt import PromptAgent, parse_prompt_spec
+from agentmeta.agents.slots import ANSWER_LINE, Slot, check_changes, instruction_prompt, template_fields
 from agentmeta.errors import ConfigError, InvalidAgentError
 from agentmeta.registry import registry
 
@@ -81,6 +88,17 @@ class AgentKind:
     description and the schema's fields."""
     proposal_template: str | None = None
     """Name of a template in agentmeta's prompts/ (the built-in kinds' prompts)."""
+    slots: Callable[[AgentSpec], list[Slot]] | None = None
+    """The model calls of a spec that a search may tune (`agentmeta.agents.slots`); raise
+    `InvalidAgentError` if the source does not parse. None: `prompt` and `bayes` cannot search it."""
+    set_slot: Callable[[AgentSpec, int, dict[str, Any]], AgentSpec] | None = None
+    """A new spec with slot `index` changed (`agentmeta.agents.slots.SLOT_CHANGES`, plus `name` and
+    `thought`)."""
+    graph: bool = False
+    """Its source is a graph spec (`agentmeta.agents.graph.GraphSpec`): the graph operators apply."""
+    key: Callable[[AgentSpec], str] | None = None
+    """Two specs that behave the same share a key (duplicates are not evaluated twice). None: the
+    kind's name and the source text (graphs: `agentmeta.search.operators.canonical`)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not KIND_NAME.match(self.name):
@@ -96,6 +114,10 @@ class AgentKind:
                 f"agent kind {self.name!r}: give both proposal_schema and from_proposal (to be searchable) "
                 "or neither"
             )
+        if (self.slots is None) != (self.set_slot is None):
+            raise ConfigError(
+                f"agent kind {self.name!r}: give both slots and set_slot (to be tuned) or neither"
+            )
         if not self.filename:
             object.__setattr__(self, "filename", f"{self.name}.txt")
         # what the registry shows for the entry: this kind's line, the module that builds it
@@ -106,6 +128,65 @@ class AgentKind:
     def searchable(self) -> bool:
         """True if a meta-agent can write this kind (it has a proposal schema and `from_proposal`)."""
         return self.proposal_schema is not None and self.from_proposal is not None
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What strategies may do with it: `proposals`, `slots`, `operators` (see the module)."""
+        caps = {"proposals"} if self.searchable else set()
+        if self.slots is not None:
+            caps.add("slots")
+        if self.graph:
+            caps.add("operators")
+        return frozenset(caps)
+
+
+CAPABILITIES = {
+    "proposals": "proposals (a meta-agent writes it: proposal_schema, from_proposal)",
+    "slots": "slots (model calls a search tunes: slots, set_slot)",
+    "operators": "graph operators (graph=True: its source is a graph spec)",
+}
+"""Each capability in words, for errors and `agentmeta plugins`."""
+
+
+def kinds_with(capability: str) -> list[str]:
+    """The registered kinds that have `capability`."""
+    return [name for name in kind_names() if capability in get_kind(name).capabilities]
+
+
+def require_capability(kind: str, capability: str, who: str) -> AgentKind:
+    """The kind `kind` if it has `capability`; else `ConfigError` saying who needs it and which
+    registered kinds have it."""
+    if capability not in CAPABILITIES:
+        raise ConfigError(f"unknown kind capability {capability!r}; known: {', '.join(CAPABILITIES)}")
+    found = get_kind(kind)
+    if capability not in found.capabilities:
+        raise ConfigError(
+            f"{who} needs a kind with {CAPABILITIES[capability]}; --kind {kind} has none "
+            f"(kinds with them: {', '.join(kinds_with(capability)) or 'none'})"
+        )
+    return found
+
+
+def slots_of(spec: AgentSpec) -> list[Slot]:
+    """The slots of `spec` (none if its kind has no slots)."""
+    kind = get_kind(spec.kind)
+    return kind.slots(spec) if kind.slots is not None else []
+
+
+def set_slot(spec: AgentSpec, index: int, **changes: Any) -> AgentSpec:
+    """`spec` with slot `index` changed (`InvalidAgentError` if the kind has no slots, there is no
+    such slot, or the slot cannot take a change)."""
+    kind = get_kind(spec.kind)
+    if kind.slots is None or kind.set_slot is None:
+        raise InvalidAgentError(f"agent kind {spec.kind!r} has no slots to set")
+    slot = next((s for s in kind.slots(spec) if s.index == index), None)
+    if slot is None:
+        raise InvalidAgentError(f"{spec.name!r} has no slot {index}")
+    try:
+        check_changes(slot, changes)
+    except ValueError as e:
+        raise InvalidAgentError(str(e)) from e
+    return kind.set_slot(spec, index, changes)
 
 
 def register_kind(kind: AgentKind, *, replace: bool = False) -> AgentKind:
@@ -203,6 +284,49 @@ def _graph_from_proposal(data: dict[str, Any]) -> AgentSpec:
     )
 
 
+def _graph_slots(spec: AgentSpec) -> list[Slot]:
+    """A graph's llm and sample nodes (program-of-thought's expression node keeps its instruction)."""
+    graph = parse_spec(spec.source)
+    nodes = graph.nodes
+    out = []
+    for i, n in enumerate(nodes):
+        if n.type not in ("llm", "sample"):
+            continue
+        pot = (
+            n.type == "llm"
+            and i + 1 < len(nodes)
+            and nodes[i + 1].type == "python"
+            and nodes[i + 1].code == POT_CODE
+        )
+        out.append(Slot(
+            index=i, name=f"node {n.id}", prompt=n.prompt, role=n.role, temperature=n.temperature,
+            demos=tuple(d.model_dump(mode="json") for d in n.demos), model=n.model,
+            task_only=set(template_fields(n.prompt)) <= {"input"}, rewrite=not pot, trace_key=n.id,
+        ))  # fmt: skip
+    return out
+
+
+def _graph_set_slot(spec: AgentSpec, index: int, changes: dict[str, Any]) -> AgentSpec:
+    graph = parse_spec(spec.source)
+    nodes = [n.model_dump(mode="json") for n in graph.nodes]
+    node = dict(nodes[index])
+    for key, value in changes.items():
+        if key == "instruction":
+            node["prompt"] = instruction_prompt(node["prompt"], value)
+        elif key == "demos":
+            node["demos"] = [dict(d) for d in value]
+        elif key not in ("name", "thought"):
+            node[key] = value
+    nodes[index] = node
+    meta = {k: changes[k] for k in ("name", "thought") if k in changes}
+    data: dict[str, Any] = {**graph.model_dump(mode="json"), **meta, "nodes": nodes}
+    new = parse_spec(data)
+    return AgentSpec(
+        kind=spec.kind, name=meta.get("name", spec.name), thought=meta.get("thought", spec.thought),
+        source=new.model_dump_json(indent=2, exclude_defaults=True),
+    )  # fmt: skip
+
+
 GRAPH = AgentKind(
     name="graph",
     build=lambda spec: GraphAgent.from_source(spec.source, name=spec.name),
@@ -238,6 +362,9 @@ GRAPH = AgentKind(
     proposal_max_tokens=300,
     from_proposal=_graph_from_proposal,
     proposal_template="meta-agent-graph",
+    slots=_graph_slots,
+    set_slot=_graph_set_slot,
+    graph=True,
 )
 
 
@@ -250,6 +377,35 @@ def _prompt_from_proposal(data: dict[str, Any]) -> AgentSpec:
     system = str(data.get("system") or "You are a helpful assistant.").strip()
     source = json.dumps({"system": system, "template": "{input}\n\n" + instruction + "\n\n" + ANSWER_HINT})
     return AgentSpec(kind="prompt", name=name, thought=thought, source=source)
+
+
+def _prompt_slots(spec: AgentSpec) -> list[Slot]:
+    """A prompt agent's one call: its template (instruction, demonstrations, temperature)."""
+    p = parse_prompt_spec(spec.source)
+    return [Slot(
+        index=0, name="template", prompt=p.template, settable=frozenset({"instruction", "prompt", "temperature", "demos"}),
+        temperature=p.temperature, demos=tuple(d.model_dump(mode="json") for d in p.demos), trace_key="template",
+    )]  # fmt: skip
+
+
+def _prompt_set_slot(spec: AgentSpec, index: int, changes: dict[str, Any]) -> AgentSpec:
+    p = parse_prompt_spec(spec.source)
+    data = p.model_dump(mode="json")
+    for key, value in changes.items():
+        if key == "instruction":
+            data["template"] = "{input}\n\n" + value + "\n\n" + ANSWER_LINE
+        elif key == "prompt":
+            data["template"] = value
+        elif key in ("temperature", "demos"):
+            data[key] = [dict(d) for d in value] if key == "demos" else value
+    return AgentSpec(
+        kind=spec.kind, name=changes.get("name", spec.name), thought=changes.get("thought", spec.thought),
+        source=parse_prompt_spec(data).source(),
+    )  # fmt: skip
+
+
+def _prompt_key(spec: AgentSpec) -> str:
+    return "prompt:" + json.dumps(parse_prompt_spec(spec.source).model_dump(mode="json"), sort_keys=True)
 
 
 PROMPT = AgentKind(
@@ -274,6 +430,9 @@ PROMPT = AgentKind(
     proposal_max_tokens=260,
     from_proposal=_prompt_from_proposal,
     proposal_template="meta-agent-prompt",
+    slots=_prompt_slots,
+    set_slot=_prompt_set_slot,
+    key=_prompt_key,
 )
 
 for _kind in (CODE, GRAPH, PROMPT):

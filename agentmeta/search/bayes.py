@@ -1,8 +1,10 @@
 """Bayesian optimization over a declared design space (the `bayes` strategy), in the manner of DSPy's
 MIPROv2: Optuna's TPE sampler proposes combinations, minibatch scores feed it back.
 
-The space is declared for one node of the campaign's best seed (by full-stage validation score):
-its first calling node that asks the task alone (`bootstrap.bootstrap_targets`). Parameters:
+The space is declared for one slot of the campaign's best seed (by full-stage validation score):
+its first slot (`agentmeta.agents.slots`; a graph's llm or sample node) that asks the task alone.
+Any kind with slots can be searched; a parameter its slot cannot set stays at the seed's own value.
+Parameters:
 
 - `demo_set`: 0 (no demonstrations) or one of `demo_sets` sets bootstrapped from the train split
   (`bootstrap.bootstrap_demos`: the seed run on a different random pool of train samples, its own
@@ -13,7 +15,8 @@ its first calling node that asks the task alone (`bootstrap.bootstrap_targets`).
 - `temperature`: the node's own, 0.0, 0.3 or 0.7;
 - `model`: the node's own (the task model) or one of the campaign's other models
   (`SearchConfig.models`; only when it names some);
-- `votes`: 1 (one call) or 3 or 5 samples with a majority vote (where the node is the graph's output);
+- `votes`: 1 (one call) or 3 or 5 samples with a majority vote (graph-capable kinds, where the node
+  is the graph's output);
   off by default (`BayesSearch(votes=True)`): under a token budget a 5-vote candidate costs five
   candidates, and a search that draws them affords few others.
 
@@ -33,19 +36,14 @@ import random
 import warnings
 from typing import Any
 
-from agentmeta.agents.base import AgentSpec
-from agentmeta.agents.graph import GraphSpec
+from agentmeta.agents.base import AgentSpec, get_kind
+from agentmeta.agents.graph import GraphSpec, parse_spec
+from agentmeta.agents.kinds import set_slot, slots_of
+from agentmeta.agents.slots import Slot
 from agentmeta.errors import require
-from agentmeta.search.bootstrap import bootstrap_demos, bootstrap_targets
-from agentmeta.search.evolve import graph_of
-from agentmeta.search.operators import (
-    INSTRUCTIONS,
-    ROLES,
-    NotApplicable,
-    _dump,
-    _instruction_prompt,
-    canonical,
-)
+from agentmeta.search.bootstrap import bootstrap_slot
+from agentmeta.search.operators import INSTRUCTIONS, ROLES, NotApplicable, _dump
+from agentmeta.search.programs import graph_spec, named, slots_or_none, spec_key, spec_of
 from agentmeta.search.selection import best_seeds, subset_score
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
 
@@ -108,8 +106,12 @@ def _with_votes(spec: GraphSpec, index: int, n: int) -> GraphSpec:
     return GraphSpec.model_validate({**spec.model_dump(exclude_defaults=True), "nodes": nodes})
 
 
+def _capabilities(spec: AgentSpec) -> frozenset[str]:
+    return get_kind(spec.kind).capabilities
+
+
 class BayesSearch:
-    """TPE over demonstrations, instruction, role, temperature and votes of the best seed's node."""
+    """TPE over demonstrations, instruction, role, temperature and votes of the best seed's slot."""
 
     name = "bayes"
 
@@ -130,59 +132,70 @@ class BayesSearch:
 
     # -- the base and its demonstration sets ------------------------------------------------
     @staticmethod
-    def _base(ctx: ProposalContext) -> tuple[Any, GraphSpec, int]:
-        seeds = best_seeds(ctx)
+    def _base(ctx: ProposalContext) -> tuple[Any, AgentSpec, Slot]:
+        seeds = best_seeds(ctx, slots_or_none)
         if not seeds:
-            raise NoNewCandidateError("no seed graph has a full-stage score to build the design space on")
+            raise NoNewCandidateError("no seed has a full-stage score to build the design space on")
         for c in seeds:
-            graph = graph_of(c)
-            targets = bootstrap_targets(graph) if graph is not None else []
-            if graph is not None and targets:
-                return c, graph, targets[0]
-        raise NoNewCandidateError("no seed graph has a node that asks the task alone")
+            targets = [s for s in slots_or_none(c) or [] if s.task_only]
+            if targets:
+                return c, spec_of(c), targets[0]
+        raise NoNewCandidateError("no seed has a call (a slot) that asks the task alone")
 
     def _demo_set(
-        self, ctx: ProposalContext, base: Any, graph: GraphSpec, index: int, j: int
+        self, ctx: ProposalContext, base: Any, spec: AgentSpec, slot: Slot, j: int
     ) -> list[dict[str, Any]]:
         if (base.id, j) not in self._sets:
             rng = random.Random(f"{ctx.seed}:demo-set:{j}")
             try:
-                child, _ = bootstrap_demos(ctx, graph, index, rng, k=max(N_DEMOS), pool=self.pool)
-                demos = [d.model_dump(mode="json") for d in child.nodes[index].demos]
+                child, _ = bootstrap_slot(ctx, spec, slot.index, rng, k=max(N_DEMOS), pool=self.pool)
+                demos = next(list(s.demos) for s in slots_of(child) if s.index == slot.index)
             except NotApplicable:
                 demos = []
             self._sets[(base.id, j)] = demos
         return self._sets[(base.id, j)]
 
     def build(
-        self, ctx: ProposalContext, base: Any, graph: GraphSpec, index: int, params: dict[str, int]
-    ) -> tuple[GraphSpec, dict[str, int]]:
-        """The base graph with `params` applied to node `index`, and the parameters in effect (an
-        empty demonstration set is no demonstrations; votes where the node is not the output, one)."""
+        self, ctx: ProposalContext, base: Any, spec: AgentSpec, slot: Slot, params: dict[str, int]
+    ) -> tuple[AgentSpec, dict[str, int]]:
+        """The base with `params` applied to `slot`, and the parameters in effect (an empty
+        demonstration set is no demonstrations; what the slot cannot set, or votes where the slot is
+        not a graph's output, the seed's own)."""
         effective = dict(params)
-        nodes = _dump(graph)
-        node = dict(nodes[index])
-        demos = self._demo_set(ctx, base, graph, index, params["demo_set"]) if params["demo_set"] else []
+        changes: dict[str, Any] = {}
+        takes_demos = slot.takes("demos")
+        demos = (
+            self._demo_set(ctx, base, spec, slot, params["demo_set"])
+            if params["demo_set"] and takes_demos
+            else []
+        )
         if demos:
-            node["demos"] = demos[: N_DEMOS[params["n_demos"]]]
+            changes["demos"] = demos[: N_DEMOS[params["n_demos"]]]
         else:
             effective.update(demo_set=0, n_demos=BASE_PARAMS["n_demos"])
-        if params["instruction"]:
-            node["prompt"] = _instruction_prompt(node["prompt"], INSTRUCTIONS[params["instruction"] - 1])
-        if params["role"]:
-            node["role"] = ROLES[params["role"] - 1]
-        if TEMPERATURES[params["temperature"]] is not None:
-            node["temperature"] = TEMPERATURES[params["temperature"]]
-        if params.get("model"):
-            node["model"] = ctx.models[params["model"] - 1]
-        nodes[index] = node
-        spec = GraphSpec.model_validate({**graph.model_dump(exclude_defaults=True), "nodes": nodes})
+        settings = {
+            "instruction": INSTRUCTIONS[params["instruction"] - 1] if params["instruction"] else None,
+            "role": ROLES[params["role"] - 1] if params["role"] else None,
+            "temperature": TEMPERATURES[params["temperature"]],
+            "model": ctx.models[params["model"] - 1] if params.get("model") else None,
+        }
+        for name, value in settings.items():
+            if value is None:
+                continue
+            if slot.takes(name):
+                changes[name] = value
+            else:
+                effective[name] = BASE_PARAMS[name]
+        child = set_slot(spec, slot.index, **changes) if changes else spec
         if VOTES[params["votes"]] > 1:
             try:
-                spec = _with_votes(spec, index, VOTES[params["votes"]])
+                if "operators" not in _capabilities(spec):
+                    raise NotApplicable("votes apply to graph agents")
+                voted = _with_votes(parse_spec(child.source), slot.index, VOTES[params["votes"]])
+                child = graph_spec(voted, spec.kind, name=child.name, thought=child.thought)
             except NotApplicable:
                 effective["votes"] = BASE_PARAMS["votes"]
-        return spec, effective
+        return child, effective
 
     # -- the study, rebuilt from the archive -------------------------------------------------
     def _study(self, ctx: ProposalContext, base: Any) -> Any:
@@ -208,31 +221,28 @@ class BayesSearch:
         return study, space
 
     def propose(self, ctx: ProposalContext) -> Proposal:
-        base, graph, index = self._base(ctx)
+        base, spec, slot = self._base(ctx)
         study, space = self._study(ctx, base)
         optuna = require("optuna", "pip install 'agentmeta[bayes]'")
-        known = {}
-        for c in ctx.candidates:
-            g = graph_of(c)
-            if g is not None:
-                known[canonical(g)] = subset_score(ctx, c)
+        known = {
+            spec_key(c): subset_score(ctx, c) for c in ctx.candidates if c.kind == base.kind and c.source
+        }
         for _ in range(self.max_tries):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 trial = study.ask(space)
             params = {k: int(v) for k, v in trial.params.items()}
-            spec, effective = self.build(ctx, base, graph, index, params)
-            key = canonical(spec)
+            child, effective = self.build(ctx, base, spec, slot, params)
+            key = spec_key(child)
             if key in known:  # already evaluated: tell TPE what it scored and ask again
                 study.tell(trial, known[key])
                 continue
             what = describe(effective, ctx.models)
             name = f"bayes ({what}) of {base.name}"[:200]
-            source = AgentSpec(
-                kind="graph", name=name, thought=f"TPE trial on node {graph.nodes[index].id}: {what}",
-                source=spec.model_copy(update={"name": name}).model_dump_json(indent=2, exclude_defaults=True),
-            )  # fmt: skip
-            return Proposal(spec=source, parent_ids=[base.id], raw={"params": params, "operators": ["bayes"]})
+            proposal = named(child, name, f"TPE trial on {slot.name}: {what}")
+            return Proposal(
+                spec=proposal, parent_ids=[base.id], raw={"params": params, "operators": ["bayes"]}
+            )
         raise NoNewCandidateError(f"TPE proposed only known graphs in {self.max_tries} tries")
 
     def debug(self, ctx: ProposalContext, proposal: Proposal, error: str, attempt: int) -> Proposal | None:

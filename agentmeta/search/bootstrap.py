@@ -18,8 +18,11 @@ from collections.abc import Collection
 from typing import Any
 
 from agentmeta.agents.base import AgentSpec
-from agentmeta.agents.graph import GraphSpec
-from agentmeta.search.operators import CALLING, NotApplicable, _indices, _set, prompt_fields
+from agentmeta.agents.graph import GraphSpec, parse_spec
+from agentmeta.agents.kinds import set_slot, slots_of
+from agentmeta.agents.slots import Slot
+from agentmeta.search.operators import CALLING, NotApplicable, _indices, prompt_fields
+from agentmeta.search.programs import graph_spec
 
 BOOTSTRAP = "bootstrap_demos"
 """The operator name of a child whose demonstrations were bootstrapped."""
@@ -31,41 +34,60 @@ def bootstrap_targets(spec: GraphSpec) -> list[int]:
     return [i for i in _indices(spec, CALLING) if set(prompt_fields(spec.nodes[i].prompt)) <= {"input"}]
 
 
-def _graph_spec(spec: GraphSpec) -> AgentSpec:
-    return AgentSpec(kind="graph", name=spec.name, thought=spec.thought,
-                     source=spec.model_dump_json(indent=2, exclude_defaults=True))  # fmt: skip
+def slot_targets(spec: AgentSpec) -> list[Slot]:
+    """The slots of any kind a demonstration can be bootstrapped for (the same rule)."""
+    return [s for s in slots_of(spec) if s.task_only and s.takes("demos")]
+
+
+def bootstrap_slot(
+    ctx: Any, spec: AgentSpec, index: int, rng: random.Random, *, exclude: Collection[str] = (),
+    k: int = 3, pool: int = 8,
+) -> tuple[AgentSpec, dict[str, Any]]:  # fmt: skip
+    """`spec` with slot `index` showing up to `k` of its own outputs on solved train samples (see
+    the module; a kind without a trace shows the agent's answers). `NotApplicable` when the campaign
+    offers no train runs, the slot cannot take demonstrations, or the agent solved none of the
+    samples tried."""
+    if ctx.evaluate is None or ctx.trace is None:
+        raise NotApplicable("the campaign runs no candidate on train samples")
+    slot = next((s for s in slot_targets(spec) if s.index == index), None)
+    if slot is None:
+        raise NotApplicable("the node cannot show bootstrapped demonstrations")
+    samples = [s for s in ctx.train_samples if s.id not in set(exclude)]
+    if not samples:
+        raise NotApplicable("no train samples to bootstrap from")
+    picks = rng.sample(samples, min(pool, len(samples)))
+    result = ctx.evaluate(spec, picks)
+    scores = {r.id: r.score for r in result.records if r.outcome == "scored"}
+    answers = {r.id: getattr(r, "answer", "") for r in result.records}
+    solved = [s for s in picks if scores.get(s.id, 0.0) >= 1.0][:k]
+    if not solved:
+        raise NotApplicable(f"the graph solved none of {len(picks)} train samples: nothing to bootstrap")
+    demos = []
+    for s in solved:
+        if slot.trace_key is None:  # no trace: the agent's own answer, as an `Answer:` turn
+            text, verbatim = str(answers.get(s.id) or "").strip(), False
+        else:
+            out = ctx.trace(spec, s).get(slot.trace_key)
+            text, verbatim = (out[0] if isinstance(out, list) and out else str(out or "")).strip(), True
+        if text:
+            demos.append({"input": str(s.input)[:4000], "answer": text[:2000], "verbatim": verbatim})
+    if not demos:
+        raise NotApplicable("the solved samples left no output of the node")
+    if list(slot.demos) == demos:
+        raise NotApplicable("the node already shows these demonstrations")
+    where = slot.trace_key or slot.name
+    info = {"node": where, "demos_from": [s.id for s in solved], "tried": len(picks), "solved": len(solved)}
+    return set_slot(spec, index, demos=demos), info
 
 
 def bootstrap_demos(
     ctx: Any, spec: GraphSpec, index: int, rng: random.Random, *, exclude: Collection[str] = (),
     k: int = 3, pool: int = 8,
 ) -> tuple[GraphSpec, dict[str, Any]]:  # fmt: skip
-    """`spec` with node `index` showing up to `k` of its own outputs on solved train samples (see
-    the module). `NotApplicable` when the campaign offers no train runs, the node cannot take
-    demonstrations, or the graph solved none of the samples tried."""
+    """`bootstrap_slot` on a graph of the campaign's (graph-capable) kind: node `index`."""
     if ctx.evaluate is None or ctx.trace is None:
         raise NotApplicable("the campaign runs no candidate on train samples")
     if index not in bootstrap_targets(spec):
         raise NotApplicable("the node cannot show bootstrapped demonstrations")
-    samples = [s for s in ctx.train_samples if s.id not in set(exclude)]
-    if not samples:
-        raise NotApplicable("no train samples to bootstrap from")
-    picks = rng.sample(samples, min(pool, len(samples)))
-    result = ctx.evaluate(_graph_spec(spec), picks)
-    scores = {r.id: r.score for r in result.records if r.outcome == "scored"}
-    solved = [s for s in picks if scores.get(s.id, 0.0) >= 1.0][:k]
-    if not solved:
-        raise NotApplicable(f"the graph solved none of {len(picks)} train samples: nothing to bootstrap")
-    node = spec.nodes[index]
-    demos = []
-    for s in solved:
-        out = ctx.trace(_graph_spec(spec), s).get(node.id)
-        text = (out[0] if isinstance(out, list) and out else str(out or "")).strip()
-        if text:
-            demos.append({"input": str(s.input)[:4000], "answer": text[:2000], "verbatim": True})
-    if not demos:
-        raise NotApplicable("the solved samples left no output of the node")
-    if [d.model_dump(mode="json") for d in node.demos] == demos:
-        raise NotApplicable("the node already shows these demonstrations")
-    info = {"node": node.id, "demos_from": [s.id for s in solved], "tried": len(picks), "solved": len(solved)}
-    return _set(spec, index, demos=demos), info
+    child, info = bootstrap_slot(ctx, graph_spec(spec, ctx.kind), index, rng, exclude=exclude, k=k, pool=pool)
+    return parse_spec(child.source), info

@@ -30,21 +30,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.graph import GraphSpec, parse_spec
 from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
 from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_targets
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.operators import (
-    CROSSOVERS,
-    MODEL_MUTATIONS,
-    MUTATIONS,
     NotApplicable,
     OperatorContext,
     apply,
     canonical,
+    operator_names,
 )
+from agentmeta.search.programs import graph_of as graph_of  # re-exported: strategies import it from here
+from agentmeta.search.programs import graph_spec
 from agentmeta.search.selection import cost_front
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
 
@@ -68,11 +67,12 @@ def sigmoid(x: float) -> float:
 
 
 def mutations(ctx: ProposalContext) -> list[str]:
-    """The mutation operators a child can be made by: the operator library's, plus `bootstrap_demos`
-    (`agentmeta.search.bootstrap`) when the campaign can run candidates on train samples."""
+    """The mutation operators a child can be made by: the registered ones (`operators.register_operator`,
+    plugins' included), plus `bootstrap_demos` (`agentmeta.search.bootstrap`) when the campaign can
+    run candidates on train samples, plus the model operators when it names other models."""
     extra = [BOOTSTRAP] if ctx.evaluate is not None and ctx.trace is not None and ctx.train_samples else []
-    models = sorted(MODEL_MUTATIONS) if getattr(ctx, "models", None) else []
-    return sorted(MUTATIONS) + extra + models
+    models = operator_names("model") if getattr(ctx, "models", None) else []
+    return operator_names("mutation") + extra + models
 
 
 def eligible_parents(candidates: Sequence[Any]) -> list[Any]:
@@ -97,25 +97,15 @@ def parent_weights(candidates: Sequence[Any], k: float = 10.0, midpoint: float =
     }
 
 
-def graph_of(candidate: Any) -> GraphSpec | None:
-    """The candidate's graph, or None if it is not a graph agent that parses."""
-    if getattr(candidate, "kind", "graph") != "graph" or not candidate.source:
-        return None
-    try:
-        return parse_spec(candidate.source)
-    except InvalidAgentError:
-        return None
-
-
 def seen_keys(candidates: Sequence[Any]) -> set[str]:
     """Canonical keys of every graph in `candidates` (valid or not: none is worth proposing again)."""
     return {canonical(g) for g in (graph_of(c) for c in candidates) if g is not None}
 
 
-def _seed_parents() -> list[Parent]:
+def _seed_parents(kind: str) -> list[Parent]:
     from agentmeta.agents.loader import seed_agents
 
-    return [Parent(parse_spec(s.source), None, s.name) for s in seed_agents("graph")]
+    return [Parent(parse_spec(s.source), None, s.name) for s in seed_agents(kind)]
 
 
 def _merge(total: Usage, more: Usage) -> None:
@@ -152,7 +142,7 @@ class OperatorSearch:
         return self._breed(ctx, self._rng(ctx), exclude=set(), allow_llm=True)
 
     def _pool(self, ctx: ProposalContext) -> list[Parent]:
-        return self.parents(ctx) or _seed_parents()
+        return self.parents(ctx) or _seed_parents(ctx.kind)
 
     def _rewrite(
         self, ctx: ProposalContext, pool: list[Parent], rng: random.Random, seen: set[str], usage: Usage
@@ -197,7 +187,7 @@ class OperatorSearch:
                 duplicates += 1
                 continue
             raw = {"attempts": attempt, "duplicates": duplicates, "not_applicable": not_applicable, **extra}
-            return self._proposal(child, [op], parent, partner, usage, raw)
+            return self._proposal(ctx, child, [op], parent, partner, usage, raw)
         raise NoNewCandidateError(
             f"{self.name}: no new graph after {self.max_tries} tries ({duplicates} children duplicated a "
             f"graph the campaign already has, {not_applicable} times the operator did not apply); the "
@@ -206,6 +196,7 @@ class OperatorSearch:
 
     def _proposal(
         self,
+        ctx: ProposalContext,
         child: GraphSpec,
         ops: list[str],
         parent: Parent,
@@ -220,12 +211,7 @@ class OperatorSearch:
             thought += f", crossed with {partner.name}" + (f" [{partner.id}]" if partner.id else "")
         name = f"{'+'.join(ops)} of {parent.name}"[:60]
         child = child.model_copy(update={"name": name, "thought": thought + "."})
-        spec = AgentSpec(
-            kind="graph",
-            name=name,
-            thought=child.thought,
-            source=child.model_dump_json(indent=2, exclude_defaults=True),
-        )
+        spec = graph_spec(child, ctx.kind)
         return Proposal(
             spec=spec,
             parent_ids=[p.id for p in parents if p.id],
@@ -305,7 +291,7 @@ class EvolveSearch(OperatorSearch):
         parent = self.select(pool, ctx, rng)
         if len(pool) > 1 and rng.random() < self.crossover_rate:
             partner = self.select(pool, ctx, rng, exclude=parent)
-            return rng.choice(sorted(CROSSOVERS)), parent, partner
+            return rng.choice(operator_names("crossover")), parent, partner
         return rng.choice(mutations(ctx)), parent, None
 
     def _rewrite(

@@ -1,4 +1,6 @@
-"""Mutation and crossover operators over graph agents, for the `evolve` and `random` strategies.
+"""Mutation and crossover operators over graph agents, for the `evolve`, `random` and `tree`
+strategies. They are entries of the registry's "operator" category (`register_operator`), so a
+plugin adds one the same way and the strategies draw it with the built-ins.
 
 An operator is a pure function `(GraphSpec, rng, ctx) -> GraphSpec`: it never changes its input,
 draws every choice from `rng` (a `random.Random`), needs no model, and returns a valid spec or
@@ -32,10 +34,13 @@ import random
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from agentmeta.agents.graph import POT_CODE, GraphSpec, parse_spec, pot_nodes, step_prompt
-from agentmeta.errors import InvalidAgentError
+from agentmeta.agents.slots import instruction_prompt as _instruction_prompt
+from agentmeta.agents.slots import template_fields as prompt_fields
+from agentmeta.errors import ConfigError, InvalidAgentError
+from agentmeta.registry import registry
 
 Operator = Callable[[GraphSpec, random.Random, "OperatorContext"], GraphSpec]
 NodeDict = dict[str, Any]
@@ -95,15 +100,6 @@ CALLING = ("llm", "sample")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def prompt_fields(prompt: str) -> list[str]:
-    """The `{variables}` of a prompt template, in order, without repeats."""
-    out: list[str] = []
-    for _, field, _, _ in string.Formatter().parse(prompt):
-        if field and field not in out:
-            out.append(field)
-    return out
 
 
 def _rewrite_prompt(prompt: str, mapping: dict[str, str]) -> str:
@@ -368,18 +364,6 @@ def change_role(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> Gr
     return _change_field(spec, rng, ("llm", "sample", "reflect"), "role", lambda node: ROLES, "a role")
 
 
-def _instruction_prompt(old: str, instruction: str) -> str:
-    fields = prompt_fields(old)
-    refs = [f for f in fields if f not in ("input", "last")]
-    return (
-        "Task: {input}\n\n"
-        + ("Previous step:\n{last}\n\n" if "last" in fields else "")
-        + "".join(f"Output of step {f}:\n{{{f}}}\n\n" for f in refs)
-        + instruction
-        + "\n\nEnd with a line 'Answer: <your answer>'."
-    )
-
-
 def change_instruction(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
     """Rewrite an llm/sample node's prompt around another instruction from `INSTRUCTIONS` (it keeps
     the task and the outputs the prompt showed)."""
@@ -506,19 +490,71 @@ MUTATIONS: dict[str, Operator] = {
 """Operators on one parent."""
 CROSSOVERS: dict[str, Operator] = {"crossover": crossover, "crossover_demos": crossover_demos}
 """Operators on two parents (`OperatorContext.partner` is the second)."""
-OPERATORS: dict[str, Operator] = {**MUTATIONS, **MODEL_MUTATIONS, **CROSSOVERS}
+BUILTIN_OPERATORS: dict[str, Operator] = {**MUTATIONS, **MODEL_MUTATIONS, **CROSSOVERS}
+"""agentmeta's own operators (the registry may hold plugins' too)."""
+
+OperatorGroup = Literal["mutation", "model", "crossover"]
+GROUPS: tuple[OperatorGroup, ...] = ("mutation", "model", "crossover")
+
+
+@dataclass(frozen=True)
+class GraphOperator:
+    """A registered operator: the function and how strategies draw it."""
+
+    fn: Operator
+    group: OperatorGroup = "mutation"
+    """`mutation` (one parent), `model` (one parent; drawn only when the campaign names other
+    models) or `crossover` (two parents: `OperatorContext.partner` is the second)."""
+
+    def __post_init__(self) -> None:
+        if self.group not in GROUPS:
+            raise ConfigError(f"operator group must be one of {', '.join(GROUPS)}; got {self.group!r}")
+        if not callable(self.fn):
+            raise ConfigError(
+                f"an operator is a function (spec, rng, ctx) -> spec; got {type(self.fn).__name__}"
+            )
+        object.__setattr__(self, "__doc__", (getattr(self.fn, "__doc__", None) or "").strip())
+        object.__setattr__(self, "__module__", getattr(self.fn, "__module__", None) or __name__)
+
+
+def register_operator(
+    name: str, fn: Operator, group: OperatorGroup = "mutation", doc: str = "", *, replace: bool = False
+) -> Operator:
+    """Register a graph operator in the registry's "operator" category, where `evolve`, `random` and
+    `tree` draw from (a plugin adds one the same way)::
+
+        from agentmeta.search.operators import register_operator
+
+        def shorter(spec, rng, ctx):            # (GraphSpec, random.Random, OperatorContext) -> GraphSpec
+            ...                                  # or raise NotApplicable
+
+        register_operator("shorter", shorter)
+    """
+    registry.add("operator", name, GraphOperator(fn, group), doc, replace=replace)
+    return fn
+
+
+def operator_names(group: OperatorGroup) -> list[str]:
+    """The registered operators of `group`, sorted by name (the order strategies draw from)."""
+    return sorted(n for n in registry.names("operator") if registry.get("operator", n).group == group)
+
+
+for _group, _table in (("mutation", MUTATIONS), ("model", MODEL_MUTATIONS), ("crossover", CROSSOVERS)):
+    for _name, _fn in _table.items():
+        register_operator(_name, _fn, _group)  # type: ignore[arg-type]
 
 
 def apply(name: str, spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> GraphSpec:
-    """Apply the operator `name`; the child keeps the parent's name and thought (the strategy sets
-    its own). `NotApplicable` if it does not apply; a child that is not a valid graph is reported
-    as `NotApplicable` too, with the reason."""
-    if name not in OPERATORS:
-        raise ValueError(f"unknown operator {name!r}; known: {', '.join(OPERATORS)}")
+    """Apply the registered operator `name`; the child keeps the parent's name and thought (the
+    strategy sets its own). `NotApplicable` if it does not apply; a child that is not a valid graph
+    is reported as `NotApplicable` too, with the reason. `ConfigError` for an unknown name."""
+    op: GraphOperator = registry.get("operator", name)
     try:
-        child = OPERATORS[name](spec, rng, ctx)
+        child = op.fn(spec, rng, ctx)
     except InvalidAgentError as e:
         raise NotApplicable(f"{name} made an invalid graph: {e}") from e
+    if not isinstance(child, GraphSpec):
+        raise NotApplicable(f"{name} returned {type(child).__name__}, not a graph spec")
     return child
 
 
@@ -563,13 +599,16 @@ def canonical(spec: GraphSpec) -> str:
 
 
 __all__ = [
+    "BUILTIN_OPERATORS",
     "CROSSOVERS",
     "MODEL_MUTATIONS",
     "MUTATIONS",
-    "OPERATORS",
+    "GraphOperator",
     "NotApplicable",
     "OperatorContext",
     "apply",
+    "operator_names",
+    "register_operator",
     "canonical",
     "make_unit",
     "unit_kind",

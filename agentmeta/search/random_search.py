@@ -1,6 +1,6 @@
 """Random search over the graph operator library (the `random` strategy): the baseline.
 
-Each iteration applies a uniformly drawn operator of `agentmeta.search.operators` (crossovers
+Each iteration applies a uniformly drawn registered operator (`agentmeta.search.operators`; crossovers
 included, with a second parent drawn uniformly; `bootstrap_demos` too, as in `evolve`) to a uniformly drawn valid candidate of the
 campaign (seeds included; the seed files while none is valid). No fitness is looked at: any
 strategy that selects should beat it at the same budget. Duplicates are rejected as in `evolve`,
@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from agentmeta.search.evolve import OperatorSearch, Parent, graph_of, mutations
-from agentmeta.search.operators import CROSSOVERS
+from agentmeta.search.operators import operator_names
 from agentmeta.search.strategy import ProposalContext
 
 
@@ -33,8 +33,8 @@ class RandomSearch(OperatorSearch):
         self, pool: list[Parent], ctx: ProposalContext, rng: random.Random
     ) -> tuple[str, Parent, Parent | None]:
         parent = rng.choice(pool)
-        ops = mutations(ctx) + (sorted(CROSSOVERS) if len(pool) > 1 else [])
-        op = rng.choice(ops)
-        if op in CROSSOVERS:
+        crossovers = operator_names("crossover") if len(pool) > 1 else []
+        op = rng.choice(mutations(ctx) + crossovers)
+        if op in crossovers:
             return op, parent, rng.choice([p for p in pool if p is not parent])
         return op, parent, None

@@ -10,12 +10,13 @@ Each iteration:
    With `--objective pareto` the draw is further limited to the score x tokens-per-sample front.
 2. **Minibatch** of `minibatch` samples of the suite's *train* split (never validation or test),
    drawn by the campaign's seed and the iteration. The parent runs on it with the task model.
-3. **Mutation** of one module of the parent (round robin over the modules: the llm and sample
-   nodes of a graph, or a prompt agent's template), by one of two moves:
+3. **Mutation** of one module of the parent (round robin over the modules: the slots of its kind,
+   `agentmeta.agents.slots`, e.g. a graph's llm and sample nodes or a prompt agent's template), by
+   one of two moves:
    - *reflection*: the meta-model reads, for each minibatch item, the input, the parent's response
      and the scorer's feedback (right, or wrong with the expected answer: a train target), and
      writes a new instruction for the module;
-   - *bootstrapped demonstrations* (graph nodes that read only the task, probability
+   - *bootstrapped demonstrations* (slots that read only the task and take demonstrations, probability
      `bootstrap_rate`): the module is shown its own outputs on train samples outside the minibatch
      that the parent solved (`agentmeta.search.bootstrap`, as DSPy's BootstrapFewShot; MIPRO
      searches instructions and such demonstrations together).
@@ -35,7 +36,6 @@ tokens spent on minibatches count toward the campaign's budget like any other.
 from __future__ import annotations
 
 import itertools
-import json
 import random
 import re
 from collections.abc import Sequence
@@ -43,24 +43,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentmeta.agents.base import AgentSpec
-from agentmeta.agents.graph import GraphSpec, parse_spec
-from agentmeta.agents.prompt import PromptSpec, parse_prompt_spec
-from agentmeta.errors import ConfigError, InvalidAgentError
+from agentmeta.agents.kinds import set_slot
+from agentmeta.agents.slots import ANSWER_LINE, Slot
+from agentmeta.errors import ConfigError
 from agentmeta.models.types import Usage
 from agentmeta.prompts import render
-from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_targets
-from agentmeta.search.operators import (
-    CALLING,
-    NotApplicable,
-    _indices,
-    _instruction_prompt,
-    canonical,
-    prompt_fields,
-)
+from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_slot, slot_targets
+from agentmeta.search.operators import NotApplicable, prompt_fields
+from agentmeta.search.programs import named, slots_or_none, spec_key, spec_of
 from agentmeta.search.selection import cost_front, full_stage_scores
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext
 
-ANSWER_LINE = "End with a line 'Answer: <your answer>'."
 MAX_INSTRUCTION = 800
 """Longest instruction a reflection may write (characters)."""
 SHOWN_RESPONSE = 600
@@ -72,49 +65,39 @@ SHOWN_RESPONSE = 600
 
 @dataclass(frozen=True)
 class Program:
-    """A candidate the strategy can rewrite: its parsed spec and where its instructions are."""
+    """A candidate the strategy can rewrite: its spec and its slots (where its instructions are)."""
 
     id: str
     name: str
     kind: str
-    spec: GraphSpec | PromptSpec
+    spec: AgentSpec
+    slots: tuple[Slot, ...]
     fitness: float
     parent_ids: tuple[str, ...] = ()
 
     def modules(self) -> list[int]:
-        """Indices of the rewritable modules: llm/sample nodes (not program-of-thought's expression
-        node) of a graph; 0 (the template) of a prompt agent."""
-        if isinstance(self.spec, PromptSpec):
-            return [0]
-        return _indices(self.spec, CALLING, pot_llm=False)
+        """Indices of the rewritable modules: the slots whose instruction a reflection may rewrite
+        (not program-of-thought's expression node)."""
+        return [s.index for s in self.slots if s.rewrite and s.takes("instruction")]
+
+    def slot(self, module: int) -> Slot:
+        return next(s for s in self.slots if s.index == module)
 
     def text(self, module: int) -> str:
         """The module's prompt template."""
-        if isinstance(self.spec, PromptSpec):
-            return self.spec.template
-        return self.spec.nodes[module].prompt
+        return self.slot(module).prompt
 
     def key(self) -> str:
-        return program_key(self.spec)
+        return spec_key(self.spec)
 
 
-def program_key(spec: GraphSpec | PromptSpec) -> str:
-    """The duplicate key: `operators.canonical` for graphs, the sorted JSON for prompt agents."""
-    if isinstance(spec, GraphSpec):
-        return canonical(spec)
-    return "prompt:" + json.dumps(spec.model_dump(mode="json"), sort_keys=True)
-
-
-def parse_program(candidate: Any) -> GraphSpec | PromptSpec | None:
-    """A graph or prompt candidate's parsed spec, or None if it has no source or does not parse."""
-    if not candidate.source:
+def program_of(candidate: Any) -> Program | None:
+    """A candidate with slots that parse as a `Program` (None otherwise)."""
+    slots = slots_or_none(candidate)
+    if slots is None:
         return None
-    try:
-        if candidate.kind == "graph":
-            return parse_spec(candidate.source)
-        return parse_prompt_spec(candidate.source)
-    except InvalidAgentError:
-        return None
+    return Program(candidate.id, candidate.name, candidate.kind, spec_of(candidate), tuple(slots),
+                   float(candidate.fitness), tuple(candidate.parent_ids))  # fmt: skip
 
 
 def instruction_of(template: str) -> str:
@@ -131,14 +114,10 @@ def instruction_of(template: str) -> str:
     return "\n".join(keep) or "(no instruction: the task only)"
 
 
-def with_instruction(program: Program, module: int, instruction: str) -> GraphSpec | PromptSpec:
-    """The program with module `module` asking `instruction` (task slots and answer line kept)."""
-    if isinstance(program.spec, PromptSpec):
-        template = "{input}\n\n" + instruction + "\n\n" + ANSWER_LINE
-        return program.spec.model_copy(update={"template": template})
-    nodes = [n.model_dump(mode="json") for n in program.spec.nodes]
-    nodes[module]["prompt"] = _instruction_prompt(nodes[module]["prompt"], instruction)
-    return parse_spec({**program.spec.model_dump(mode="json"), "nodes": nodes})
+def with_instruction(program: Program, module: int, instruction: str) -> AgentSpec:
+    """The program with module `module` asking `instruction` (its kind keeps the task slots and the
+    answer line)."""
+    return set_slot(program.spec, module, instruction=instruction)
 
 
 def clean_instruction(reply: str) -> str:
@@ -215,9 +194,9 @@ class ReflectivePromptSearch:
         for c in ctx.candidates:
             if c.status != "ok" or c.kind != ctx.kind or c.fitness is None:
                 continue
-            spec = parse_program(c)
-            if spec is not None:
-                out.append(Program(c.id, c.name, c.kind, spec, float(c.fitness), tuple(c.parent_ids)))
+            program = program_of(c)
+            if program is not None:
+                out.append(program)
         return out
 
     def front(self, ctx: ProposalContext, programs: list[Program]) -> dict[str, int]:
@@ -240,8 +219,6 @@ class ReflectivePromptSearch:
                 f"the prompt strategy reflects on train-split samples and suite {ctx.suite or ctx.kind!r} "
                 "has none (give the data a train split, e.g. `?train=0.2`, or use another strategy)"
             )
-        if ctx.kind not in ("graph", "prompt"):
-            raise ConfigError(f"the prompt strategy rewrites graph or prompt agents; got --kind {ctx.kind}")
         rng = random.Random(f"{self.name}:{ctx.seed}:{ctx.iteration}")
         programs = self.programs(ctx)
         if not programs:
@@ -258,7 +235,7 @@ class ReflectivePromptSearch:
         options = sorted(weights)
         for attempt in range(1, self.max_tries + 1):
             parent = by_id[rng.choices(options, weights=[weights[c] for c in options])[0]]
-            boot = bootstrap_targets(parent.spec) if isinstance(parent.spec, GraphSpec) else []
+            boot = [t.index for t in slot_targets(parent.spec)]
             bootstrap = bool(boot) and ctx.trace is not None and rng.random() < self.bootstrap_rate
             modules = boot if bootstrap else parent.modules()
             if not modules:
@@ -277,8 +254,8 @@ class ReflectivePromptSearch:
             extra: dict[str, Any]
             if bootstrap:
                 try:
-                    child, extra = bootstrap_demos(
-                        ctx, parent.spec, module, rng, exclude={s.id for s in batch}  # type: ignore[arg-type]
+                    child, extra = bootstrap_slot(
+                        ctx, parent.spec, module, rng, exclude={s.id for s in batch}
                     )
                 except NotApplicable as e:
                     tried.append(f"bootstrap on {parent.name}: {e}")
@@ -291,10 +268,10 @@ class ReflectivePromptSearch:
                     continue
                 child = with_instruction(parent, module, instruction)
                 op, what, extra = "reflect", "reflective rewrite", {"instruction": instruction}
-            if program_key(child) in seen:
+            if spec_key(child) in seen:
                 tried.append(f"the {what} duplicated a known candidate")
                 continue
-            seen.add(program_key(child))
+            seen.add(spec_key(child))
             label = "bootstrap" if bootstrap else "reflect"
             name = f"{label}[{where}] of {parent.name}"[:60]
             thought = f"{self.name}: {what} of {where} of {parent.name} [{parent.id}]."
@@ -319,23 +296,14 @@ class ReflectivePromptSearch:
 
     def _seen_keys(self, ctx: ProposalContext) -> set[str]:
         """Keys of every candidate of the campaign's kind that parses (valid or not)."""
-        specs = (parse_program(c) for c in ctx.candidates if c.kind == ctx.kind)
-        return {program_key(spec) for spec in specs if spec is not None}
+        return {spec_key(c) for c in ctx.candidates if c.kind == ctx.kind and slots_or_none(c) is not None}
 
     @staticmethod
     def _module_name(program: Program, module: int) -> str:
-        if isinstance(program.spec, PromptSpec):
-            return "template"
-        return f"node {program.spec.nodes[module].id}"
+        return program.slot(module).name
 
-    def _spec(self, spec: GraphSpec | PromptSpec, name: str, thought: str) -> AgentSpec:
-        if isinstance(spec, GraphSpec):
-            spec = spec.model_copy(update={"name": name or spec.name, "thought": thought or spec.thought})
-            return AgentSpec(kind="graph", name=spec.name, thought=spec.thought,
-                             source=spec.model_dump_json(indent=2, exclude_defaults=True))  # fmt: skip
-        return AgentSpec(
-            kind="prompt", name=name or "prompt", thought=thought, source=spec.model_dump_json(indent=2)
-        )
+    def _spec(self, spec: AgentSpec, name: str, thought: str) -> AgentSpec:
+        return named(spec, name or spec.name, thought or spec.thought)
 
     def _reflect(self, ctx: ProposalContext, template: str, result: Any, batch: Sequence[Any],
                  usage: Usage) -> str:  # fmt: skip
@@ -384,7 +352,7 @@ class ReflectivePromptSearch:
         for a_id, b_id, anc_id in pairs:
             a, b, anc = by_id[a_id], by_id[b_id], by_id[anc_id]
             merged = merge_programs(a, b, anc)
-            if merged is None or program_key(merged) in seen:
+            if merged is None or spec_key(merged) in seen:
                 continue
             batch = rng.sample(list(ctx.train_samples), min(self.minibatch, len(ctx.train_samples)))
             name = f"merge of {a.name} + {b.name}"[:60]
@@ -412,35 +380,22 @@ class ReflectivePromptSearch:
         return None
 
 
-def merge_programs(a: Program, b: Program, ancestor: Program) -> GraphSpec | PromptSpec | None:
+def merge_programs(a: Program, b: Program, ancestor: Program) -> AgentSpec | None:
     """`a` with, module by module, `b`'s version where only `b`'s lineage changed it (where both
-    changed it, the better of the two by fitness). None when the three do not share one module
-    layout or the merge equals `a` or `b`."""
-    if type(a.spec) is not type(b.spec) or type(a.spec) is not type(ancestor.spec):
+    changed it, the better of the two by fitness). None when the three do not share one kind and
+    one layout of slots, or the merge equals `a` or `b`."""
+    shape = [(s.index, s.name) for s in a.slots]
+    if len({a.kind, b.kind, ancestor.kind}) > 1 or any(
+        [(s.index, s.name) for s in p.slots] != shape for p in (b, ancestor)
+    ):
         return None
-    if isinstance(a.spec, GraphSpec):
-        shape = [(n.id, n.type) for n in a.spec.nodes]
-        if shape != [(n.id, n.type) for n in b.spec.nodes] or shape != [
-            (n.id, n.type) for n in ancestor.spec.nodes
-        ]:  # type: ignore[union-attr]
-            return None
-        modules = a.modules()
-        get = lambda p, i: p.spec.nodes[i].prompt  # noqa: E731
-    else:
-        modules = [0]
-        get = lambda p, i: p.spec.template  # noqa: E731
     better = a if (a.fitness, a.id) >= (b.fitness, b.id) else b
-    chosen = {}
-    for i in modules:
-        va, vb, vo = get(a, i), get(b, i), get(ancestor, i)
-        chosen[i] = vb if va == vo else va if vb == vo else get(better, i)
-    if isinstance(a.spec, PromptSpec):
-        merged: GraphSpec | PromptSpec = a.spec.model_copy(update={"template": chosen[0]})
-    else:
-        nodes = [n.model_dump(mode="json") for n in a.spec.nodes]
-        for i, text in chosen.items():
-            nodes[i]["prompt"] = text
-        merged = parse_spec({**a.spec.model_dump(mode="json"), "nodes": nodes})
-    if program_key(merged) in (a.key(), b.key()):
+    merged = a.spec
+    for i in a.modules():
+        va, vb, vo = a.text(i), b.text(i), ancestor.text(i)
+        chosen = vb if va == vo else va if vb == vo else better.text(i)
+        if chosen != va:
+            merged = set_slot(merged, i, prompt=chosen)
+    if spec_key(merged) in (a.key(), b.key()):
         return None
     return merged

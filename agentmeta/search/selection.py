@@ -54,14 +54,14 @@ def cost_front(ctx: Any, ids: Sequence[str]) -> list[str]:
     return pareto_front(cost_points(ctx, ids))
 
 
-def best_seeds(ctx: Any) -> list[Any]:
-    """The campaign's valid seed graphs with a full-stage score, best first (what `bayes` and `tree`
-    build on)."""
-    from agentmeta.search.evolve import graph_of
+def best_seeds(ctx: Any, parse: Any = None) -> list[Any]:
+    """The campaign's valid seeds with a full-stage score that `parse` reads (default: as graphs,
+    `programs.graph_of`; `bayes` passes `programs.slots_or_none`), best first (what `bayes` and
+    `tree` build on)."""
+    from agentmeta.search.programs import graph_of
 
-    seeds = [
-        c for c in ctx.candidates if c.metadata.get("seed") and c.status == "ok" and graph_of(c) is not None
-    ]
+    parse = parse or graph_of
+    seeds = [c for c in ctx.candidates if c.metadata.get("seed") and c.status == "ok" and parse(c) is not None]
     full = [c for c in seeds if c.fitness is not None and c.fitness_stage == "full"]
     return sorted(full, key=lambda c: -(c.fitness or 0.0))
 

@@ -5,10 +5,14 @@
   library of `agentmeta.search.operators`, crossover, some meta-agent rewrites).
 - `prompt`: reflective instruction evolution in GEPA's manner (per-sample Pareto parents, the
   meta-model rewrites an instruction from train-minibatch feedback, kept only if it beats its
-  parent on that minibatch, merges of lineages), graph or prompt agents.
+  parent on that minibatch, merges of lineages), any kind with slots.
 - `random`: a random operator on a random candidate, no selection (the baseline).
-- `bayes`: Optuna's TPE over a declared design space of the best seed's node (bootstrapped
+- `bayes`: Optuna's TPE over a declared design space of the best seed's slot (bootstrapped
   demonstration sets, instruction, role, temperature, votes), fed by subset scores (MIPROv2's idea).
+
+Each factory asks the campaign's kind for the capability it needs (`AgentKind.capabilities`:
+`proposals`, `slots`, `operators`), never for a kind by name, so a plugin's kind with that capability
+is searched like the built-in ones.
 - `tree`: AB-MCTS (treequest) over the campaign's candidates: wider (a new child) or deeper (into a
   child), by a mutation or a refinement from train-split failures, chosen by Thompson sampling.
 
@@ -26,8 +30,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from agentmeta.agents.kinds import searchable_kind
-from agentmeta.errors import ConfigError
+from agentmeta.agents.kinds import require_capability
 from agentmeta.registry import registry
 from agentmeta.search.bayes import BayesSearch
 from agentmeta.search.evolve import EvolveSearch
@@ -45,15 +48,12 @@ if TYPE_CHECKING:
     "strategy", "meta-agent", "Meta Agent Search (ADAS): archive in the prompt, reflexion, debug"
 )
 def meta_agent(config: SearchConfig) -> MetaAgentSearch:
-    searchable_kind(config.kind)  # a kind the meta-agent cannot write fails before any work
+    require_capability(config.kind, "proposals", "strategy 'meta-agent'")  # fails before any work
     return MetaAgentSearch(reflexion_rounds=config.reflexion_rounds)
 
 
 def _graph_only(strategy: str, config: SearchConfig) -> None:
-    if config.kind != "graph":
-        raise ConfigError(
-            f"strategy {strategy!r} mutates graph agents only; use --kind graph (got --kind {config.kind})"
-        )
+    require_capability(config.kind, "operators", f"strategy {strategy!r} (it mutates graphs)")
 
 
 @registry.register(
@@ -80,20 +80,17 @@ def random_search(config: SearchConfig) -> RandomSearch:
     "reflective instruction evolution (GEPA-style): train-minibatch feedback, Pareto parents, merges",
 )
 def prompt_search(config: SearchConfig) -> ReflectivePromptSearch:
-    if config.kind not in ("graph", "prompt"):
-        raise ConfigError(
-            f"strategy 'prompt' rewrites graph or prompt agents; use --kind graph or --kind prompt (got --kind {config.kind})"
-        )
+    require_capability(config.kind, "slots", "strategy 'prompt' (it rewrites instructions)")
     return ReflectivePromptSearch()
 
 
 @registry.register(
     "strategy",
     "bayes",
-    "TPE (Optuna) over bootstrapped demos, instruction, role and temperature of the best seed's node",
+    "TPE (Optuna) over bootstrapped demos, instruction, role and temperature of the best seed's slot",
 )
 def bayes_search(config: SearchConfig) -> BayesSearch:
-    _graph_only("bayes", config)
+    require_capability(config.kind, "slots", "strategy 'bayes' (it tunes instructions and demonstrations)")
     return BayesSearch()
 
 

@@ -91,7 +91,7 @@ class TreeSearch:
         if ctx.evaluate is None or not ctx.train_samples:
             raise NotApplicable("the campaign runs no candidate on train samples")
         picks = rng.sample(list(ctx.train_samples), min(REFINE_BATCH, len(ctx.train_samples)))
-        spec = AgentSpec(kind="graph", name=graph.name, source=graph.model_dump_json(exclude_defaults=True))
+        spec = AgentSpec(kind=ctx.kind, name=graph.name, source=graph.model_dump_json(exclude_defaults=True))
         result = ctx.evaluate(spec, picks)
         failed_ids = {r.id for r in result.records if r.outcome != "infra_error" and r.score < 1.0}
         failed = [s for s in picks if s.id in failed_ids]
@@ -137,7 +137,7 @@ class TreeSearch:
             deeper = "deeper" if trial.parent_state else "wider"
             name = f"{how.split(' ')[0]} of {parent.name}"[:200]
             spec = AgentSpec(
-                kind="graph", name=name, thought=f"tree: {deeper}, {how} of {parent.name} ({parent.id})",
+                kind=ctx.kind, name=name, thought=f"tree: {deeper}, {how} of {parent.name} ({parent.id})",
                 source=child.model_copy(update={"name": name}).model_dump_json(indent=2, exclude_defaults=True),
             )  # fmt: skip
             params = {"action": trial.action, "node": trial.node_to_expand, "expanded": parent.id}

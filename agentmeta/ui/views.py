@@ -160,8 +160,13 @@ def campaign_view(archive: Archive, id_or_name: str, links: Links) -> CampaignVi
     best_id = max(evs, key=lambda k: evs[k].mean or 0.0) if evs else None
     tree = [
         svg.TreeNode(
-            c.id, c.name, c.generation, c.parent_ids, evs[c.id].mean if c.id in evs else None,
-            status=c.status, highlight=c.id == best_id,
+            c.id,
+            c.name,
+            c.generation,
+            c.parent_ids,
+            evs[c.id].mean if c.id in evs else None,
+            status=c.status,
+            highlight=c.id == best_id,
         )  # fmt: skip
         for c in cands
     ]
@@ -181,9 +186,13 @@ def campaign_view(archive: Archive, id_or_name: str, links: Links) -> CampaignVi
         looks = archive.test_looks(suite=suite)
         view.looks = [
             {
-                "id": x.id, "when": x.created_at.strftime("%Y-%m-%d %H:%M"), "n": len(x.sample_ids),
-                "settings": ", ".join(f"{k} {v}" for k, v in x.settings.items()), "evaluated": len(x.evaluated),
-                "repeat": x.repeat, "verdict": str(x.result.get("verdict", "")),
+                "id": x.id,
+                "when": x.created_at.strftime("%Y-%m-%d %H:%M"),
+                "n": len(x.sample_ids),
+                "settings": ", ".join(f"{k} {v}" for k, v in x.settings.items()),
+                "evaluated": len(x.evaluated),
+                "repeat": x.repeat,
+                "verdict": str(x.result.get("verdict", "")),
             }  # fmt: skip
             for x in looks
             if x.campaign == camp.id
@@ -212,7 +221,13 @@ def confirmation_rows(archive: Archive, cands: list[Candidate], conf: dict[str, 
         if seed_id and c.id != seed_id:
             try:
                 d = archive.diff(c.id, seed_id, suite=ev.suite, split=ev.split, stage=ev.stage)
-                row.update(diff=d.mean_diff, diff_low=d.ci_low, diff_high=d.ci_high, p_better=d.p_better, paired_n=d.n)
+                row.update(
+                    diff=d.mean_diff,
+                    diff_low=d.ci_low,
+                    diff_high=d.ci_high,
+                    p_better=d.p_better,
+                    paired_n=d.n,
+                )
             except AgentMetaError as e:
                 row["diff_note"] = str(e)
         rows.append(row)
@@ -224,10 +239,16 @@ def confirmation_rows(archive: Archive, cands: list[Candidate], conf: dict[str, 
 
 
 def graph_drawing(cand: Candidate) -> str | None:
-    """A graph agent's nodes and edges as SVG (None for other kinds or an unreadable spec)."""
-    if cand.kind != "graph":
-        return None
+    """A graph agent's nodes and edges as SVG (None for a kind whose source is not a graph spec, or
+    an unreadable spec)."""
+    from agentmeta.agents.base import get_kind
     from agentmeta.agents.graph import parse_spec
+
+    try:
+        if "operators" not in get_kind(cand.kind).capabilities:
+            return None
+    except AgentMetaError:  # a plugin's kind that is not installed here
+        return None
 
     try:
         spec = parse_spec(cand.source)
@@ -308,13 +329,19 @@ def candidate_view(
         tmap = found if isinstance(found, dict) else {}
         note = None if isinstance(found, dict) else found
         samples = [
-            SampleRow(s.sample_id, s.score, s.outcome, s.answer, *tmap.get(s.sample_id, (None, None)), s.error)
+            SampleRow(
+                s.sample_id, s.score, s.outcome, s.answer, *tmap.get(s.sample_id, (None, None)), s.error
+            )
             for s in ev.scores
         ]
         samples.sort(key=lambda r: (r.outcome == "scored" and r.score >= 1.0, r.score))  # failures first
     others = []
     if compare and cand.campaign:
-        others = [c for c in archive.candidates(campaign=cand.campaign, with_evaluations=True) if c.id != cand.id and c.evaluations]
+        others = [
+            c
+            for c in archive.candidates(campaign=cand.campaign, with_evaluations=True)
+            if c.id != cand.id and c.evaluations
+        ]
     return CandidateView(cand, parents, lin.children, graph_drawing(cand), ev, samples, note, others)
 
 

@@ -116,7 +116,7 @@ def test_bayes_refuses_other_kinds(tmp_path):
     from agentmeta.errors import ConfigError
     from agentmeta.search.strategies import get_strategy
 
-    with pytest.raises(ConfigError, match="--kind graph"):
+    with pytest.raises(ConfigError, match="needs a kind with slots.*--kind code has none"):
         get_strategy("bayes", SearchConfig(suite="x.jsonl", kind="code", strategy="bayes"))
 
 
@@ -148,7 +148,9 @@ def test_votes_enter_the_space_only_when_asked_for():
     from agentmeta.search.bayes import _space, _with_votes
 
     assert _space(3)["votes"].choices == (0,) and _space(3, votes=True)["votes"].choices == (0, 1, 2)
-    graph = GraphSpec.model_validate({"name": "g", "nodes": [{"id": "cot", "type": "llm", "prompt": "{input}"}]})
+    graph = GraphSpec.model_validate(
+        {"name": "g", "nodes": [{"id": "cot", "type": "llm", "prompt": "{input}"}]}
+    )
     voted = _with_votes(graph, 0, 5)
     assert [n.type for n in voted.nodes] == ["sample", "vote"] and voted.nodes[0].n == 5
 

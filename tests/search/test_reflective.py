@@ -16,12 +16,12 @@ from agentmeta.errors import ConfigError
 from agentmeta.search import Campaign, SearchConfig
 from agentmeta.search.evolve import EvolveSearch
 from agentmeta.search.reflective import (
-    Program,
     ReflectivePromptSearch,
     clean_instruction,
     instruction_of,
     merge_programs,
     per_sample_front,
+    program_of,
     with_instruction,
 )
 from agentmeta.search.strategy import ProposalContext
@@ -84,11 +84,19 @@ def test_per_sample_front_weights_by_samples_won_and_drops_dominated():
     assert per_sample_front({"a": {"1": 0}, "b": {"1": 0}}) == {}  # nothing solved: no front
 
 
+def prog(pid, spec, fitness, parents=(), kind="graph"):
+    """A `Program` of a graph (or a prompt spec's JSON with kind='prompt')."""
+    source = spec if isinstance(spec, str) else spec.model_dump_json()
+    cand = SimpleNamespace(id=pid, name=pid, kind=kind, thought="", source=source, fitness=fitness,
+                           parent_ids=list(parents))  # fmt: skip
+    return program_of(cand)
+
+
 def test_instructions_are_read_rewritten_and_cleaned():
     cot = parse_spec(next(s for s in seed_agents("graph") if s.name.startswith("Chain")).source)
-    program = Program("p", "cot", "graph", cot, 0.3)
+    program = prog("p", cot, 0.3)
     assert instruction_of(program.text(0)).startswith("Think step by step")
-    child = with_instruction(program, 0, "Add the numbers carefully.")
+    child = parse_spec(with_instruction(program, 0, "Add the numbers carefully.").source)
     assert "{input}" in child.nodes[0].prompt and "Add the numbers carefully." in child.nodes[0].prompt
     assert child.nodes[0].prompt.rstrip().endswith("'Answer: <your answer>'.")
     assert clean_instruction("blah\n```text\nDo {x} well.\n```\nmore") == "Do (x) well."
@@ -103,14 +111,24 @@ def test_merge_takes_each_module_from_the_lineage_that_changed_it():
             {"id": "b", "type": "llm", "prompt": "{last} B0"},
         ]
     }
-    anc = Program("o", "o", "graph", parse_spec(steps), 0.2)
-    left = with_instruction(anc, 0, "left change")
-    right = with_instruction(anc, 1, "right change")
-    pl, pr = Program("l", "l", "graph", left, 0.3, ("o",)), Program("r", "r", "graph", right, 0.4, ("o",))
+    anc = prog("o", parse_spec(steps), 0.2)
+    left = with_instruction(anc, 0, "left change").source
+    right = with_instruction(anc, 1, "right change").source
+    pl, pr = prog("l", left, 0.3, ("o",)), prog("r", right, 0.4, ("o",))
     merged = merge_programs(pl, pr, anc)
     assert merged is not None
-    assert "left change" in merged.nodes[0].prompt and "right change" in merged.nodes[1].prompt
+    nodes = parse_spec(merged.source).nodes
+    assert "left change" in nodes[0].prompt and "right change" in nodes[1].prompt
     assert merge_programs(pl, pl, anc) is None  # nothing to combine
+    # a prompt agent has one module: a merge could only equal a parent; other kinds do not merge
+    base = json.dumps({"template": "{input}\n\nA0"})
+    p0, p1 = (
+        prog("o", base, 0.2, kind="prompt"),
+        prog("l", base.replace("A0", "A1"), 0.3, ("o",), kind="prompt"),
+    )
+    p2 = prog("r", base, 0.4, ("o",), kind="prompt")
+    assert merge_programs(p2, p1, p0) is None
+    assert merge_programs(pl, p1, anc) is None
 
 
 # ----------------------------------------------------------------------------- campaigns
@@ -193,7 +211,7 @@ def test_prompt_kind_and_resume(tmp_path):
 
 def test_strategy_refuses_what_it_cannot_do(tmp_path):
     suite = write_suite(tmp_path)
-    with pytest.raises(ConfigError, match="graph or prompt"):
+    with pytest.raises(ConfigError, match="strategy 'prompt' .* needs a kind with slots"):
         Campaign(SearchConfig(suite=suite, kind="code", strategy="prompt"), Archive(tmp_path / "x.db"),
                  model=get_model("mock"))  # fmt: skip
     no_train = tmp_path / "v.jsonl"
@@ -263,7 +281,8 @@ def test_reflection_on_the_embedded_model(embedded, tmp_path):
         proposal = strategy.propose(camp._context(0))
     except NoNewCandidateError as e:  # the rewrite did not beat the seed on its minibatch, or solved it
         assert re.search(
-            r"scored [\d.]+/2 vs [\d.]+/2|solved its minibatch|gave no instruction|duplicated|nothing to bootstrap", str(e)
+            r"scored [\d.]+/2 vs [\d.]+/2|solved its minibatch|gave no instruction|duplicated|nothing to bootstrap",
+            str(e),
         ), e
     else:
         raw = proposal.raw
@@ -287,7 +306,7 @@ def test_bootstrap_takes_solved_train_samples_outside_the_excluded_ones():
         recs = [SimpleNamespace(id=s.id, score=float(int(s.id[1:]) % 2), outcome="scored") for s in samples]
         return SimpleNamespace(records=recs)
 
-    ctx = SimpleNamespace(train_samples=train, evaluate=evaluate,
+    ctx = SimpleNamespace(kind="graph", train_samples=train, evaluate=evaluate,
                           trace=lambda spec, s: {"write": f"Expression: {s.id[1:]} + 1"})  # fmt: skip
     pot = parse_spec(next(s for s in seed_agents("graph") if s.name.startswith("Program")).source)
     assert bootstrap_targets(pot) == [0]  # the expression node, not the calculator

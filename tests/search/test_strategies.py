@@ -25,8 +25,8 @@ from agentmeta.search.evolve import (
 )
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.operators import (
+    BUILTIN_OPERATORS,
     CROSSOVERS,
-    OPERATORS,
     NotApplicable,
     OperatorContext,
     apply,
@@ -142,7 +142,7 @@ def test_subset_scores_count_only_while_no_candidate_has_a_full_stage_score():
 # ----------------------------------------------------------------------------- operators
 
 
-@pytest.mark.parametrize("op", sorted(OPERATORS))
+@pytest.mark.parametrize("op", sorted(BUILTIN_OPERATORS))
 def test_each_operator_makes_a_valid_graph_that_builds_and_runs(op):
     parents = {**seeds(), "rich": rich_graph()}
     model = get_model("mock", outputs=task_reply)
@@ -168,7 +168,7 @@ def test_operators_are_pure_and_seeded():
     parent = rich_graph()
     before = parent.model_dump_json()
     ctx = OperatorContext(train_samples=TRAIN, partner=seeds()["Self-Refine (graph)"])
-    for op in OPERATORS:
+    for op in BUILTIN_OPERATORS:
         runs = []
         for _ in range(2):
             try:
@@ -334,7 +334,7 @@ def test_short_campaign_archives_children_with_parents_and_operators(tmp_path, s
         assert c.status == "ok" and c.fitness is not None
         assert c.parent_ids and set(c.parent_ids) <= ids
         assert c.thought.startswith(f"{strategy}: ")
-        assert any(op in c.thought for op in [*OPERATORS, LLM_REWRITE, BOOTSTRAP]), c.thought
+        assert any(op in c.thought for op in [*BUILTIN_OPERATORS, LLM_REWRITE, BOOTSTRAP]), c.thought
         parse_spec(c.source)
     assert len({canonical(parse_spec(c.source)) for c in cands}) == len(cands)  # no duplicate evaluated
     # the same seed proposes the same children
@@ -369,13 +369,23 @@ def test_evolve_rewrites_by_the_meta_agent_with_the_parent_in_view(tmp_path, sui
         assert f"Name: {by_id[pid].name}" in prompt.split("# The agent you build on")[1]
 
 
-def test_evolve_and_random_refuse_other_kinds(suite_file):
-    for name in ("evolve", "random"):
+def test_strategies_refuse_kinds_without_the_capability_they_need(suite_file):
+    for name in ("evolve", "random", "tree"):
         with pytest.raises(
-            ConfigError, match=f"strategy '{name}' mutates graph agents only; use --kind graph"
+            ConfigError,
+            match=rf"strategy '{name}' \(it mutates graphs\) needs a kind with graph operators.*--kind code has none \(kinds with them: graph",
         ):
             get_strategy(name, SearchConfig(suite=suite_file, kind="code"))
         assert get_strategy(name, SearchConfig(suite=suite_file, kind="graph")).name == name
+    for name in ("prompt", "bayes"):
+        with pytest.raises(
+            ConfigError,
+            match=r"needs a kind with slots.*--kind code has none \(kinds with them: graph, prompt",
+        ):
+            get_strategy(name, SearchConfig(suite=suite_file, kind="code"))
+        assert get_strategy(name, SearchConfig(suite=suite_file, kind="prompt")).name == name
+    with pytest.raises(ConfigError, match="strategy 'meta-agent' needs a kind with proposals"):
+        get_strategy("meta-agent", SearchConfig(suite=suite_file, kind="conductor"))
 
 
 @pytest.mark.embedded
