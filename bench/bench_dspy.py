@@ -7,6 +7,10 @@ dense weights (started here on 127.0.0.1 unless `--base-url` names a running ser
 - `bfrs`: BootstrapFewShotWithRandomSearch (demonstration sets bootstrapped from the train split,
   chosen by validation score; `--candidates` programs),
 - `mipro`: MIPROv2 with `auto="light"` (instructions and demonstration sets, chosen by Optuna's TPE),
+- `gepa`: GEPA (`dspy.GEPA`, the `gepa` package): reflective instruction evolution with per-sample
+  Pareto parents and merges, the same model reflecting (as `agentmeta search --strategy prompt` runs
+  it), feedback "Correct." or "Wrong. The expected answer is ..." on train samples, and a budget of
+  `--gepa-calls` metric calls (default: `auto="light"`),
 
 on the campaign's samples for each seed: the train split (`--train`), the validation samples of
 the full stage (`--val`, the first of the seeded validation split, as `agentmeta search` uses) and
@@ -21,7 +25,7 @@ the test evaluation apart). Per-sample test scores are kept, so the results pair
 Needs the `peers` extra (`pip install -c constraints/cpu.txt -e '.[peers]'`). Run it alone on the
 machine. Prints a table and writes bench/results/search-dspy.json:
 
-    python bench/bench_dspy.py [--suite S] [--seeds 0,1] [--optimizers bfrs,mipro] [--append]
+    python bench/bench_dspy.py [--suite S] [--seeds 0,1] [--optimizers bfrs,mipro,gepa] [--append]
 """
 
 from __future__ import annotations
@@ -74,6 +78,11 @@ def run_one(optimizer: str, suite_spec: str, seed: int, lm: Any, args: argparse.
         answer = str(getattr(pred, "answer", "") or "")
         return float(val.score(answer, by_id[example.sample_id]).value)
 
+    def feedback_metric(gold: Any, pred: Any, trace: Any = None, pred_name: Any = None, pred_trace: Any = None) -> Any:
+        score = metric(gold, pred)
+        text = "Correct." if score >= 1.0 else f"Wrong. The expected answer is {gold.answer}."
+        return dspy.Prediction(score=score, feedback=text)
+
     program = dspy.ChainOfThought("question -> answer")
     common = {"metric": metric, "num_threads": args.threads, "max_errors": args.max_errors}
     start, t0 = len(lm.history), time.perf_counter()
@@ -85,8 +94,13 @@ def run_one(optimizer: str, suite_spec: str, seed: int, lm: Any, args: argparse.
     elif optimizer == "mipro":
         opt = dspy.MIPROv2(**common, auto="light", seed=seed)
         best = opt.compile(program, trainset=examples(train), valset=examples(val), requires_permission_to_run=False)
+    elif optimizer == "gepa":
+        budget = {"max_metric_calls": args.gepa_calls} if args.gepa_calls else {"auto": "light"}
+        opt = dspy.GEPA(metric=feedback_metric, reflection_lm=lm, num_threads=args.threads, seed=seed,
+                        track_stats=False, **budget)  # fmt: skip
+        best = opt.compile(program, trainset=examples(train), valset=examples(val))
     else:
-        raise SystemExit(f"unknown optimizer {optimizer!r}: bfrs or mipro")
+        raise SystemExit(f"unknown optimizer {optimizer!r}: bfrs, mipro or gepa")
     search_tokens, search_s = usage(lm, start), time.perf_counter() - t0
 
     def on_test(prog: Any) -> tuple[dict[str, float], int]:
@@ -121,6 +135,7 @@ def main() -> None:
     ap.add_argument("--val", type=int, default=32)
     ap.add_argument("--test", type=int, default=64)
     ap.add_argument("--candidates", type=int, default=16, help="BootstrapFewShotWithRandomSearch's programs")
+    ap.add_argument("--gepa-calls", type=int, help="GEPA's budget in metric calls (default: auto='light')")
     ap.add_argument("--max-errors", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--max-tokens", type=int, default=256)

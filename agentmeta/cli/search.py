@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.markup import escape
@@ -239,6 +239,14 @@ def register(app: typer.Typer) -> None:
                 "candidate is dropped at a rung once its paired 95% CI against the best lies below 0."
             ),
         ] = None,
+        demos: Annotated[
+            Literal["bootstrap", "reprompt"],
+            typer.Option(
+                help="How demonstrations are made from the train split: bootstrap (one draw of the "
+                "agent's own solved outputs) or reprompt (Gibbs-style rounds that keep a recipe when "
+                "the set solves as many other train samples)."
+            ),
+        ] = "bootstrap",
         max_tokens: Annotated[int | None, typer.Option(help="Token budget of the campaign.")] = None,
         max_wall_s: Annotated[float | None, typer.Option(help="Wall-clock budget in seconds.")] = None,
         concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
@@ -307,6 +315,7 @@ def register(app: typer.Typer) -> None:
             max_wall_s=max_wall_s,
             concurrency=concurrency,
             parallel=parallel,
+            demos=demos,
             name=name,
             confirm=confirm,
             confirm_limit=confirm_limit,

@@ -8,7 +8,8 @@ is on) and returns the graph with up to `k` of them as that node's demonstration
 (`Demo.verbatim`): program-of-thought's expression node learns to write `Expression: 3 + 4`, a
 chain-of-thought node sees worked solutions that reached the right answer. Only train samples are
 used, and a caller that tests the child on a minibatch passes its ids in `exclude` so that no
-demonstration is one of the samples it is judged on.
+demonstration is one of the samples it is judged on. A campaign with `SearchConfig.demos =
+"reprompt"` goes on from that one draw with Gibbs-style rounds (`agentmeta.search.reprompt`).
 """
 
 from __future__ import annotations
@@ -77,7 +78,15 @@ def bootstrap_slot(
         raise NotApplicable("the node already shows these demonstrations")
     where = slot.trace_key or slot.name
     info = {"node": where, "demos_from": [s.id for s in solved], "tried": len(picks), "solved": len(solved)}
-    return set_slot(spec, index, demos=demos), info
+    child = set_slot(spec, index, demos=demos)
+    if getattr(ctx, "demos", "bootstrap") == "reprompt":
+        from agentmeta.search.reprompt import reprompt_slot
+
+        try:
+            return reprompt_slot(ctx, spec, index, rng, child, info, exclude=exclude)
+        except NotApplicable as e:
+            info["reprompt"] = {"skipped": str(e)}
+    return child, info
 
 
 def bootstrap_demos(

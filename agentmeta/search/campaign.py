@@ -435,6 +435,7 @@ class Campaign:
             task_model=self.model.spec,
             evaluate=self.evaluate_train,
             trace=self.trace_train,
+            demos=self.config.demos,
         )
 
     def _train_only(self, samples: list[Any]) -> None:

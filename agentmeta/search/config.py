@@ -20,7 +20,7 @@ NOT_IDENTITY = {
     "name", "iterations", "max_tokens", "max_wall_s", "concurrency", "confirm", "confirm_limit", "confirm_margin",
 }  # fmt: skip
 """Settings that do not define what a campaign searches: a re-run may change them and resume."""
-ADDED_LATER = ("models", "race", "parallel")
+ADDED_LATER = ("models", "race", "parallel", "demos")
 """Identity settings newer than some stored campaigns: left out of the identity at their defaults."""
 
 
@@ -57,6 +57,12 @@ class SearchConfig(BaseModel):
     candidates one after the other from the archive as it stands, then evaluates them together, so
     the engine batches their samples; the round's candidates do not see each other's scores (a
     pending one counts as 0 to `bayes`), and replay stays exact. 1: one candidate per iteration."""
+    demos: Literal["bootstrap", "reprompt"] = "bootstrap"
+    """How demonstrations are made from the train split wherever a strategy makes them (`bayes`'s
+    demonstration sets, `prompt`'s bootstrap move, the `bootstrap_demos` operator): `bootstrap`, one
+    draw of the agent's own outputs on train samples it solved (DSPy's BootstrapFewShot);
+    `reprompt`, that draw improved by Gibbs-style rounds that keep a recipe when the set solves at
+    least as many other train samples (Reprompting; `agentmeta.search.reprompt`)."""
     objective: Literal["score", "pareto"] = "score"
     """What parents are selected for: `score` (validation score) or `pareto` (the score x
     tokens-per-sample Pareto front: `evolve` draws only from it, `prompt` limits its per-sample

@@ -58,6 +58,9 @@ class ProposalContext:
     """Runs a spec on train samples (`TrainEvaluator`); None where the campaign offers none. A
     reflective strategy reads the scorer's feedback on these runs; validation and test samples
     are refused."""
+    demos: str = "bootstrap"
+    """How demonstrations are made from the train split (`SearchConfig.demos`): `bootstrap` (one
+    draw) or `reprompt` (Gibbs-style rounds, `agentmeta.search.reprompt`)."""
 
 
 @dataclass
