@@ -186,8 +186,6 @@ def main() -> None:
         merge(args.merge, Path(args.out))
         return
 
-    import torch
-
     from agentmeta import get_model
     from agentmeta.archive import Archive
     from agentmeta.models.base import Model
@@ -213,16 +211,21 @@ def main() -> None:
                 print(f"{suite} seed {seed}: {strategy}", flush=True)
                 results.append(run_campaign(archive, model, suite, seed, strategy, args, args.max_iterations))
                 print("  " + fmt_row(results[-1]), flush=True)
-                partial = {"partial": True, "results": results}
+                # a piece stopped here still has its settings on record (`--merge` finishes it)
+                partial = {"partial": True, "runs": earlier + [this_run(args, start)], "results": results}
                 Path(args.out).write_text(json.dumps(partial, indent=1) + "\n")
-    runs = earlier + [
-        {
-            "settings": {k: v for k, v in vars(args).items() if k not in ("out", "append", "merge")},
-            "wall_s": round(time.perf_counter() - start, 1),
-            "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
-        }
-    ]
-    finish(results, runs, Path(args.out))
+    finish(results, earlier + [this_run(args, start)], Path(args.out))
+
+
+def this_run(args: argparse.Namespace, start: float) -> dict[str, Any]:
+    """The settings, wall time so far and machine of this invocation."""
+    import torch
+
+    return {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "append", "merge")},
+        "wall_s": round(time.perf_counter() - start, 1),
+        "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
+    }
 
 
 def _gain(r: dict[str, Any]) -> float:
