@@ -30,7 +30,7 @@ _LAZY = {
     "AgentSpec": "agentmeta.agents",
     "Conductor": "agentmeta.conductor",
     "ConductorResult": "agentmeta.conductor",
-    "Sandbox": "agentmeta.agents.sandbox",
+    "Sandbox": "agentmeta.sandbox",
 }
 
 __all__ = [

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentmeta.agents.sandbox import Sandbox, SandboxLimits, bwrap_works, llm_from_model, unshare_works
 from agentmeta.models import get_model
+from agentmeta.sandbox import Sandbox, SandboxLimits, bwrap_works, llm_from_model, unshare_works
 
 AGENTS = {
     "llm_call": ("def forward(q):\n    return llm(q, max_tokens=8)['texts'][0]\n", ["What is 2+2?"]),

@@ -1,6 +1,6 @@
 """Layers only point down (ARCHITECTURE.md, "Extension points"):
 
-    cli -> ui -> search / train / conductor -> eval -> agents -> models -> core
+    cli -> ui -> search / train / conductor -> eval -> agents -> sandbox -> models -> core
 
 with archive beside search and train (it may use models and eval.stats). Every `agentmeta.*` import
 counts: at module level, inside functions and under `if TYPE_CHECKING:`. A function-local import
@@ -17,22 +17,23 @@ from pathlib import Path
 import agentmeta
 
 PACKAGE = Path(agentmeta.__file__).parent
-SUBPACKAGES = ("agents", "archive", "conductor", "eval", "models", "search", "train", "ui", "serve", "cli")
+SUBPACKAGES = ("sandbox", "agents", "archive", "conductor", "eval", "models", "search", "train", "ui", "serve", "cli")
 FACADE = {"agentmeta", "agentmeta.__main__"}
 """The top-level package (`agentmeta/__init__.py`: the curated public names) and `python -m`."""
 
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "models": {"core"},
-    "agents": {"core", "models"},
-    "eval": {"core", "models", "agents"},
+    "sandbox": {"core", "models"},  # the isolation boundary: below the agent kinds and the scorers
+    "agents": {"core", "models", "sandbox"},
+    "eval": {"core", "models", "sandbox", "agents"},
     "archive": {"core", "models", "eval"},  # eval: only eval.stats, see ARCHIVE_MAY_USE
-    "conductor": {"core", "models", "agents", "eval", "archive"},
-    "search": {"core", "models", "agents", "eval", "archive", "conductor", "train"},
-    "train": {"core", "models", "agents", "eval", "archive", "conductor", "search"},
-    "ui": {"core", "models", "agents", "eval", "archive", "conductor", "search"},
-    "serve": {"core", "models", "agents", "eval", "archive", "conductor"},
-    "cli": {"core", "models", "agents", "eval", "archive", "conductor", "search", "train", "ui", "serve"},
+    "conductor": {"core", "models", "sandbox", "agents", "eval", "archive"},
+    "search": {"core", "models", "sandbox", "agents", "eval", "archive", "conductor", "train"},
+    "train": {"core", "models", "sandbox", "agents", "eval", "archive", "conductor", "search"},
+    "ui": {"core", "models", "sandbox", "agents", "eval", "archive", "conductor", "search"},
+    "serve": {"core", "models", "sandbox", "agents", "eval", "archive", "conductor"},
+    "cli": {"core", "models", "sandbox", "agents", "eval", "archive", "conductor", "search", "train", "ui", "serve"},
 }
 """What each layer may import. Within the top layer (search, train, conductor) anything goes as
 long as it makes no cycle."""

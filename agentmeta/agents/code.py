@@ -4,7 +4,7 @@ The source is untrusted. The parent only compiles it (a syntax check, nothing ru
 its AST; everything else happens in a sandbox worker, whose model calls come back to the parent
 over a pipe and go through the model layer (batching, cache). Where no isolation works (neither
 bubblewrap nor unshare), running one raises `SandboxUnavailableError` unless the user opted in
-(AGENTMETA_UNSAFE_SANDBOX=1); see `agentmeta.agents.sandbox`.
+(AGENTMETA_UNSAFE_SANDBOX=1); see `agentmeta.sandbox`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from agentmeta.errors import InvalidAgentError
 
 if TYPE_CHECKING:
-    from agentmeta.agents.sandbox import Sandbox, SandboxResult
     from agentmeta.models import Model
+    from agentmeta.sandbox import Sandbox, SandboxResult
 
 ADAS_API = (Path(__file__).with_name("adas_api.py")).read_text()
 _ENTRY = "\n\ndef __agentmeta_entry(task_text):\n    return __agentmeta_run(task_text, forward)\n"
@@ -76,7 +76,7 @@ class CodeAgent:
     @property
     def sandbox(self) -> Sandbox:
         if self._sandbox is None:
-            from agentmeta.agents.sandbox import default_sandbox
+            from agentmeta.sandbox import default_sandbox
 
             self._sandbox = default_sandbox()
         return self._sandbox
@@ -87,7 +87,7 @@ class CodeAgent:
         When `model` carries a run seed (an evaluation's per-sample handle), the job's agent ids
         and its `random` module are seeded from (run seed, sample id), so a seeded run replays
         with the same prompts; otherwise they are drawn at random."""
-        from agentmeta.agents.sandbox import llm_from_model
+        from agentmeta.sandbox import llm_from_model
 
         llm = model if callable(model) and not hasattr(model, "generate") else llm_from_model(model)
         result = self.sandbox.run(

@@ -258,7 +258,7 @@ class Conductor:
             run.record(resp)
             found = _CODE.findall(resp.text + ("\n```" if resp.text.count("```") % 2 else ""))
             code = "\n".join(found) if found else resp.text
-        from agentmeta.agents.sandbox import run_code
+        from agentmeta.sandbox import run_code
 
         timeout = self.python_timeout_s
         left = run.seconds_left()

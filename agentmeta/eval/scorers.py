@@ -17,10 +17,10 @@ from functools import lru_cache
 from typing import Any
 
 from agentmeta.agents.answers import NUMBER_RE, answer_block, extract_answer, normalize_text, parse_number
-from agentmeta.agents.sandbox import Sandbox, SandboxLimits
 from agentmeta.errors import ConfigError
 from agentmeta.eval.types import Sample, Score, ScorerSpec
 from agentmeta.registry import registry
+from agentmeta.sandbox import Sandbox, SandboxLimits
 
 ScorerFn = Callable[[str, Sample], Score]
 ScorerFactory = Callable[..., ScorerFn]

@@ -402,9 +402,9 @@ def test_a_stalled_model_under_a_code_agent_is_infrastructure_not_the_agents_zer
     import time as _time
 
     from agentmeta.agents.code import CodeAgent
-    from agentmeta.agents.sandbox import Sandbox, SandboxLimits
     from agentmeta.models import Model
     from agentmeta.models.mock import MockProvider
+    from agentmeta.sandbox import Sandbox, SandboxLimits
 
     source = (Path(__file__).resolve().parents[2] / "archive" / "code" / "chain_of_thought.py").read_text()
     limits = SandboxLimits(cpu_seconds=5, memory_mb=512, wall_seconds=1.0, model_call_seconds=0.5)

@@ -175,7 +175,7 @@ def test_hostile_candidate_is_contained_and_campaign_goes_on(tmp_path, suite_fil
     config = SearchConfig(
         suite=suite_file, kind="code", iterations=1, subset=2, full=2, reflexion_rounds=0, debug_rounds=0
     )
-    from agentmeta.agents.sandbox import Sandbox, SandboxLimits
+    from agentmeta.sandbox import Sandbox, SandboxLimits
 
     camp = Campaign(
         config,
@@ -183,7 +183,7 @@ def test_hostile_candidate_is_contained_and_campaign_goes_on(tmp_path, suite_fil
         model=get_model("mock", outputs=task_reply),
         meta_model=get_model("mock", outputs=code_meta(code)),
     )
-    import agentmeta.agents.sandbox as sb
+    import agentmeta.sandbox as sb
 
     monkeypatch.setattr(sb, "_default", Sandbox(SandboxLimits(wall_seconds=3, cpu_seconds=2)))
     camp.run_iteration(0)

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-import agentmeta.agents.sandbox as sandbox_mod
+import agentmeta.sandbox as sandbox_mod
 from agentmeta.agents import CodeAgent
 from agentmeta.agents.graph import GraphAgent
-from agentmeta.agents.sandbox import (
+from agentmeta.errors import ConfigError, InfrastructureError, SandboxError
+from agentmeta.models import get_model
+from agentmeta.sandbox import (
     UNSAFE_ENV,
     Sandbox,
     SandboxLimits,
@@ -27,8 +29,6 @@ from agentmeta.agents.sandbox import (
     available_isolation,
     unshare_works,
 )
-from agentmeta.errors import ConfigError, InfrastructureError, SandboxError
-from agentmeta.models import get_model
 
 LIMITS = SandboxLimits(cpu_seconds=5, memory_mb=512, wall_seconds=15, tmp_mb=8)
 REPO = Path(__file__).resolve().parents[2]

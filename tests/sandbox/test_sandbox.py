@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from agentmeta.agents.sandbox import Sandbox, SandboxLimits, run_code
 from agentmeta.errors import SandboxError
 from agentmeta.models import get_model
+from agentmeta.sandbox import Sandbox, SandboxLimits, run_code
 
 LIMITS = SandboxLimits(cpu_seconds=5, memory_mb=512, wall_seconds=10)
 ASK = "def forward(question):\n    return llm(question, temperature=0.0)['texts'][0]\n"
@@ -134,7 +134,7 @@ def test_arguments_must_be_json(sb: Sandbox) -> None:
 
 
 def test_use_bwrap_true_fails_clearly_when_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agentmeta.agents.sandbox as sandbox_mod
+    import agentmeta.sandbox as sandbox_mod
 
     monkeypatch.setattr(sandbox_mod, "bwrap_works", lambda root=None: False)
     with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
@@ -156,7 +156,7 @@ def test_model_calls_per_job_are_capped() -> None:
 def test_idle_workers_outlive_the_thread_that_needed_them(mode: str) -> None:
     """A worker started for a job on a short-lived thread (an evaluation's thread pool) must not
     die with that thread: the next job on the warm worker would fail as a crash."""
-    from agentmeta.agents.sandbox import available_isolation, unshare_works
+    from agentmeta.sandbox import available_isolation, unshare_works
 
     if mode == "bwrap" and available_isolation() != "bwrap":
         pytest.skip("bubblewrap is not installed here (CI installs it)")
@@ -225,7 +225,7 @@ def _kill_worker_when_started(box: Sandbox, sig: int) -> threading.Thread:
     import os
     import time
 
-    from agentmeta.agents._sandbox_launch import _descendants
+    from agentmeta.sandbox.launch import _descendants
 
     def killer() -> None:
         deadline = time.monotonic() + 20

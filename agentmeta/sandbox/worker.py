@@ -3,7 +3,7 @@
 The parent starts this file as `python -I -S -c <this source> <settings json>`, inside bubblewrap,
 under `unshare` (new namespaces, this process their pid 1) or as a plain subprocess. It must not
 import agentmeta (the sandbox cannot see the package, and a worker that imported torch would blow
-the memory limit): the parent sends `_sandbox_reset.py`'s source ahead of this one, and the import
+the memory limit): the parent sends `reset.py`'s source ahead of this one, and the import
 of it below only serves linters and tests (in the sandbox it fails, and the names are there).
 
 Start-up, before any untrusted code runs. Under `unshare` first: build a minimal read-only root
@@ -33,7 +33,7 @@ import time
 import traceback
 
 try:  # noqa: SIM105 - in the package (linters, tests); in the sandbox that source comes first
-    from agentmeta.agents._sandbox_reset import (  # noqa: F401
+    from agentmeta.sandbox.reset import (  # noqa: F401
         TMP,
         child_pids,
         clear_dir,

@@ -1,6 +1,6 @@
 """How sandbox workers are launched here (bwrap or unshare argv, the mount plan both share, the
 interpreter, the uid, the environment), the probes that find out what works, and how a worker's
-processes are found and killed. Internal to `agentmeta.agents.sandbox`.
+processes are found and killed. Internal to `agentmeta.sandbox`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     pass
 
-log = logging.getLogger("agentmeta.agents.sandbox")
+log = logging.getLogger("agentmeta.sandbox")
 
 ErrorKind = Literal["timeout", "memory", "output", "exception", "invalid", "crash", "stall", "killed"]
 """`stall` (a model call outlived `model_call_seconds`) and `killed` (the worker was killed from
@@ -39,9 +39,9 @@ Isolation = Literal["bwrap", "unshare", "none"]
 LLMCallback = Callable[[dict[str, Any]], dict[str, Any]]
 
 WORKER_SOURCE = "\n\n".join(
-    Path(__file__).with_name(name).read_text() for name in ("_sandbox_reset.py", "_sandbox_worker.py")
+    Path(__file__).with_name(name).read_text() for name in ("reset.py", "worker.py")
 )
-"""The worker program: what one job could leave for the next (`_sandbox_reset.py`), then the worker."""
+"""The worker program: what one job could leave for the next (`reset.py`), then the worker."""
 _UID_RANGE = (2_000_000, 2_000_000_000)
 """Sandbox uids are drawn at random from this range (root only), one per worker."""
 
@@ -181,7 +181,7 @@ def _bwrap_argv(python: str, tmp_mb: int, ro_paths: tuple[str, ...], root: bool)
 def _unshare_argv(root: bool) -> list[str]:
     """New net (loopback only, down), mount, pid, ipc and uts namespaces; a user namespace with
     this user as its root when not root. The worker builds its root and pid 1 itself (see
-    `_sandbox_worker.build_root`); `--kill-child` kills that pid 1, and so the namespace, if
+    `worker.build_root`); `--kill-child` kills that pid 1, and so the namespace, if
     `unshare` dies."""
     argv = [_unshare_path() or "unshare"]
     if not root:
@@ -190,7 +190,7 @@ def _unshare_argv(root: bool) -> list[str]:
 
 
 def _namespace_cfg(python: str, tmp_mb: int, ro_paths: tuple[str, ...]) -> dict[str, Any]:
-    """What a worker under `unshare` mounts before anything else (see `_sandbox_worker.build_root`)."""
+    """What a worker under `unshare` mounts before anything else (see `worker.build_root`)."""
     return {"plan": _fs_plan(python, ro_paths), "tmp_mb": tmp_mb, "base": "/tmp"}
 
 

@@ -60,7 +60,7 @@ its functions, and the attributes of its classes and plain objects. A worker is 
 any job that changed one of them, that failed by a limit, crash or invalid message, that left
 threads or processes behind, that changed process-wide hooks (trace/profile hooks, excepthooks,
 gc callbacks, signal handlers, sys.meta_path, sys.path), or after `max_jobs_per_worker` jobs.
-tests/agents/test_sandbox_hostile.py tries each route. Not covered: mutable containers that a
+tests/sandbox/test_sandbox_hostile.py tries each route. Not covered: mutable containers that a
 module holds (a job could fill a module's cache dict, say), object state reached only through
 them, and the process-wide CPU counter (each job gets `cpu_seconds` more on its soft limit; the
 hard limit covers all jobs of the worker). Use `reuse=False` (a fresh worker per job, ~70-110 ms)
@@ -87,7 +87,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agentmeta.agents._sandbox_launch import (
+from agentmeta.errors import ModelStallError, SandboxError, SandboxUnavailableError, WorkerKilledError
+from agentmeta.sandbox.launch import (
     ErrorKind,
     Isolation,
     LLMCallback,
@@ -98,8 +99,7 @@ from agentmeta.agents._sandbox_launch import (
     bwrap_works,
     unshare_works,
 )
-from agentmeta.agents._sandbox_process import _Worker
-from agentmeta.errors import ModelStallError, SandboxError, SandboxUnavailableError, WorkerKilledError
+from agentmeta.sandbox.process import _Worker
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The parent's end of a sandbox worker: starting it, its control pipe, the clocks of a job's model
 calls, and how a job that ended badly is classified (whose failure it was). Internal to
-`agentmeta.agents.sandbox`.
+`agentmeta.sandbox`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from agentmeta.agents._sandbox_launch import (
+from agentmeta.errors import SandboxError
+from agentmeta.sandbox.launch import (
     OUTSIDE_SIGNALS,
     PARENT_ONLY_KINDS,
     WORKER_SOURCE,
@@ -30,10 +31,9 @@ from agentmeta.agents._sandbox_launch import (
     _random_uid,
     _user_task_count,
 )
-from agentmeta.errors import SandboxError
 
 if TYPE_CHECKING:
-    from agentmeta.agents.sandbox import Sandbox
+    from agentmeta.sandbox import Sandbox
 
 # ---------------------------------------------------------------------------------------------
 # One worker process

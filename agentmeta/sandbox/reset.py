@@ -1,6 +1,6 @@
 """What one sandboxed job could leave behind for the next job in the same worker, and how the
 worker undoes it or notices it. Standard library only: the parent sends this source ahead of
-`_sandbox_worker.py` as one program (see `_sandbox_launch.WORKER_SOURCE`); the worker imports these
+`worker.py` as one program (see `launch.WORKER_SOURCE`); the worker imports these
 names from here only when linted or tested in the package.
 """
 

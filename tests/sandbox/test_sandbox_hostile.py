@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmeta.agents.sandbox import Sandbox, SandboxLimits, bwrap_works, unshare_works
+from agentmeta.sandbox import Sandbox, SandboxLimits, bwrap_works, unshare_works
 
 LIMITS = SandboxLimits(
     cpu_seconds=2, memory_mb=256, max_processes=32, max_output_bytes=100_000, wall_seconds=4, tmp_mb=8
