@@ -19,6 +19,16 @@ def load_template(name: str) -> str:
     return path.read_text(encoding="utf-8")
 
 
+def prompt_line(name: str) -> str:
+    """A one-line prompt text (an instruction, a hint): `prompts/<name>.txt` without its newline."""
+    return load_template(name).strip("\n")
+
+
+def prompt_lines(name: str) -> tuple[str, ...]:
+    """A library of one-line texts (roles, instructions): the non-empty lines of `prompts/<name>.txt`."""
+    return tuple(line for line in load_template(name).splitlines() if line.strip())
+
+
 def template_variables(name: str) -> set[str]:
     return set(_VAR.findall(load_template(name)))
 

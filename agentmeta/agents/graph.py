@@ -45,12 +45,13 @@ from agentmeta.agents.answers import extract_answer, majority, vote_key
 from agentmeta.agents.slots import Demo as Demo  # a node's demonstrations (shared with prompt agents)
 from agentmeta.agents.slots import render_demo as render_demo
 from agentmeta.errors import InvalidAgentError
+from agentmeta.prompts import prompt_line
 
 if TYPE_CHECKING:
     from agentmeta.models import Model
 
 NodeType = Literal["llm", "sample", "vote", "reflect", "python", "cascade"]
-ANSWER_HINT = "Think it through briefly, then end with a line 'Answer: <your answer>'."
+ANSWER_HINT = prompt_line("answer-hint")
 
 
 POT_CODE = (Path(__file__).with_name("pot_tool.py")).read_text()
@@ -60,11 +61,7 @@ line), evaluates it by walking its syntax tree (no `eval`, no names but math con
 access but `math.<function>`, bounded integer sizes) and returns `Answer: <value>`, or `Error: ...`
 for anything else. Runs in the sandbox like any python node."""
 
-POT_INSTRUCTION = (
-    "Do not solve the task in words. Write one Python expression that computes the answer, using only "
-    "numbers, + - * / // % **, parentheses and math functions such as sqrt, floor, gcd or factorial. "
-    "Reply with one line: Expression: <python expression>"
-)
+POT_INSTRUCTION = prompt_line("pot-instruction")
 
 
 def step_prompt(instruction: str = "", previous: bool = False, hint: str = ANSWER_HINT) -> str:

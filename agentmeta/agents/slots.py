@@ -21,7 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-ANSWER_LINE = "End with a line 'Answer: <your answer>'."
+from agentmeta.prompts import prompt_line
+
+ANSWER_LINE = prompt_line("answer-line")
 """The answer-format line an instruction rewrite keeps at the end of a prompt."""
 
 SLOT_CHANGES = ("instruction", "prompt", "role", "temperature", "demos", "model")

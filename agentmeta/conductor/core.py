@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from agentmeta.errors import ConfigError
 from agentmeta.models import Model, get_model
 from agentmeta.models.types import GenerateResponse, Usage
-from agentmeta.prompts import render
+from agentmeta.prompts import prompt_line, render
 
 _FINAL = re.compile(r">>\s*FINAL\s+ANSWER\s*:?\s*(?:\"\"\"(.*?)(?:\"\"\"|$)|(.+))", re.S | re.I)
 _EXPERT = re.compile(
@@ -243,8 +243,7 @@ class Conductor:
             messages = [
                 {
                     "role": "system",
-                    "content": "You are Expert Python. Reply with one ```python code block that "
-                    "prints the result, and nothing else.",
+                    "content": prompt_line("expert-python-system"),
                 },
                 {"role": "user", "content": instruction},
             ]

@@ -40,6 +40,7 @@ from agentmeta.agents.graph import POT_CODE, GraphSpec, parse_spec, pot_nodes, s
 from agentmeta.agents.slots import instruction_prompt as _instruction_prompt
 from agentmeta.agents.slots import template_fields as prompt_fields
 from agentmeta.errors import ConfigError, InvalidAgentError
+from agentmeta.prompts import prompt_line, prompt_lines
 from agentmeta.registry import registry
 
 Operator = Callable[[GraphSpec, random.Random, "OperatorContext"], GraphSpec]
@@ -68,26 +69,12 @@ class OperatorContext:
     """The spec of the model the campaign runs candidates on (a cascade's first model)."""
 
 
-COT_HINT = "Think step by step, then end with a line 'Answer: <your answer>'."
-CHECK_PREVIOUS = "The previous step may contain mistakes: check it, then solve the task yourself."
-ROLES = (
-    "helpful assistant",
-    "careful mathematician",
-    "expert problem solver",
-    "meticulous teacher",
-    "logical reasoner",
-    "domain expert",
-)
-"""Roles `change_role` chooses from."""
-INSTRUCTIONS = (
-    "Think step by step.",
-    "Break the problem into small steps and solve each one.",
-    "Restate the question in your own words, then solve it.",
-    "Write down the key facts and numbers first, then work out the answer.",
-    "Solve the problem, then double-check the result before answering.",
-    "Answer concisely.",
-)
-"""Instructions `change_instruction` chooses from."""
+COT_HINT = prompt_line("cot-hint")
+CHECK_PREVIOUS = prompt_line("check-previous")
+ROLES = prompt_lines("roles")
+"""Roles `change_role` and `bayes` choose from (`prompts/roles.txt`, one per line)."""
+INSTRUCTIONS = prompt_lines("instructions")
+"""Instructions `change_instruction` and `bayes` choose from (`prompts/instructions.txt`)."""
 TEMPERATURES = (0.0, 0.3, 0.7, 1.0)
 SAMPLE_TEMPERATURES = (0.5, 0.8, 1.0, 1.2)
 SAMPLE_NS = (3, 5, 7, 9)
