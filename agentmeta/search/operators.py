@@ -22,16 +22,13 @@ graph.
 - crossover (two parents): `crossover` (a prefix of the first + a suffix of the second),
   `crossover_demos` (the second parent's demonstrations on a node of the first).
 
-`canonical(spec)` is the key duplicates are detected by: the graph's JSON with sorted keys,
-without its name and thought, node ids renamed by position, and only the fields each node type
-uses.
+`canonical(spec)` (`agentmeta.search.canonical`) is the key duplicates are detected by.
 """
 
 from __future__ import annotations
 
 import json
 import random
-import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,6 +39,8 @@ from agentmeta.agents.slots import template_fields as prompt_fields
 from agentmeta.errors import ConfigError, InvalidAgentError
 from agentmeta.prompts import prompt_line, prompt_lines
 from agentmeta.registry import registry
+from agentmeta.search.canonical import _dump, _rename
+from agentmeta.search.canonical import canonical as canonical  # the duplicate key, used with the operators
 
 Operator = Callable[[GraphSpec, random.Random, "OperatorContext"], GraphSpec]
 NodeDict = dict[str, Any]
@@ -87,39 +86,6 @@ CALLING = ("llm", "sample")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _rewrite_prompt(prompt: str, mapping: dict[str, str]) -> str:
-    out = []
-    for literal, field, spec, conv in string.Formatter().parse(prompt):
-        out.append(literal.replace("{", "{{").replace("}", "}}"))
-        if field is not None:
-            out.append(
-                "{"
-                + mapping.get(field, field)
-                + (f"!{conv}" if conv else "")
-                + (f":{spec}" if spec else "")
-                + "}"
-            )
-    return "".join(out)
-
-
-def _rename(nodes: list[NodeDict], mapping: dict[str, str]) -> list[NodeDict]:
-    """Nodes with ids renamed by `mapping`, references in prompts and vote sources included."""
-    out = []
-    for n in nodes:
-        m = dict(n)
-        m["id"] = mapping.get(m["id"], m["id"])
-        if "prompt" in m:
-            m["prompt"] = _rewrite_prompt(m["prompt"], mapping)
-        if m.get("source"):
-            m["source"] = mapping.get(m["source"], m["source"])
-        out.append(m)
-    return out
-
-
-def _dump(spec: GraphSpec) -> list[NodeDict]:
-    return [n.model_dump(mode="json") for n in spec.nodes]
 
 
 def _is_pot_python(n: NodeDict) -> bool:
@@ -543,46 +509,6 @@ def apply(name: str, spec: GraphSpec, rng: random.Random, ctx: OperatorContext) 
     if not isinstance(child, GraphSpec):
         raise NotApplicable(f"{name} returned {type(child).__name__}, not a graph spec")
     return child
-
-
-# ----------------------------------------------------------------------------- duplicates
-
-_FIELDS = {
-    "llm": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "model"),
-    "sample": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "n", "model", "models"),
-    "cascade": ("type", "prompt", "role", "temperature", "max_tokens", "n", "models", "agree"),
-    "vote": ("type", "source"),
-    "reflect": ("type", "role", "temperature", "max_tokens", "max_rounds", "model"),
-    "python": ("type", "code"),
-}
-
-
-def canonical(spec: GraphSpec) -> str:
-    """The key two graphs that behave the same share: JSON with sorted keys, without name and
-    thought, node ids renamed by position (`n0`, `n1`, ... in prompts, sources and edges too), a
-    vote's default source and the default entry, output and chain edges made explicit-free, and
-    only the fields each node type uses."""
-    nodes = _dump(spec)
-    ids = [n["id"] for n in nodes]
-    for i, n in enumerate(nodes):
-        if n["type"] == "vote" and not n.get("source") and i:
-            n["source"] = ids[i - 1]
-    mapping = {old: f"n{i}" for i, old in enumerate(ids)}
-    renamed = _rename(nodes, mapping)
-    slim = [{"id": n["id"], **{k: n[k] for k in _FIELDS[n["type"]]}} for n in renamed]
-    edges = [
-        {"source": mapping.get(e.source, e.source), "target": mapping.get(e.target, e.target), "when": e.when}
-        for e in spec.edges
-    ]
-    chain = [{"source": f"n{i}", "target": f"n{i + 1}", "when": None} for i in range(len(ids) - 1)]
-    data = {
-        "nodes": slim,
-        "edges": [] if edges == chain else edges,
-        "entry": None if spec.entry in (None, ids[0]) else mapping[spec.entry],
-        "output": None if spec.output in (None, ids[-1]) else mapping[spec.output],
-        "max_steps": spec.max_steps,
-    }
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
 __all__ = [
