@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from agentmeta.agents.base import AgentSpec
@@ -38,7 +37,9 @@ from agentmeta.search.config import (  # noqa: F401 - re-exported: the campaign'
 )
 from agentmeta.search.looks import check_earlier_looks
 from agentmeta.search.parallel import run_round
+from agentmeta.search.promotion import PromotionRules
 from agentmeta.search.racing import race
+from agentmeta.search.results import CampaignResult, full_stage_board
 from agentmeta.search.strategies import get_strategy
 from agentmeta.search.strategy import NoNewCandidateError, Proposal, ProposalContext, Strategy
 
@@ -47,39 +48,7 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-@dataclass
-class CampaignResult:
-    campaign: str
-    archive: str
-    stop_reason: str
-    new_candidates: list[str] = field(default_factory=list)
-    evaluated: list[str] = field(default_factory=list)
-    """Candidate ids evaluated by this run (stage:id)."""
-    skipped: list[str] = field(default_factory=list)
-    """Candidate ids whose work was already stored (resume)."""
-    best: Any = None
-    """The best candidate by validation: the first entry of `full_stage_board` (None if no
-    candidate reached the full stage)."""
-    tokens: int = 0
-    """Tokens this run spent, the confirmation's included."""
-    search_tokens: int = 0
-    """Tokens the campaign had spent (over all its runs) when its search stopped, before the
-    confirmation: what the token budget limits."""
-    wall_s: float = 0.0
-    confirmation: Any = None
-    """The `Confirmation` on held-out test samples (None when `SearchConfig.confirm` is off)."""
-
-
-def full_stage_board(archive: Any, campaign: str, suite: str) -> list[Any]:
-    """A campaign's candidates ranked by their full-stage validation score on `suite` (best first;
-    status ok, complete evaluations only): what `best` and the confirmation choose from. A
-    subset-only score is never compared with these."""
-    ok = {c.id for c in archive.candidates(campaign=campaign, status="ok")}
-    board = archive.leaderboard(suite, campaign=campaign, split="validation", stage="full")
-    return [e for e in board if e.id in ok and e.fitness is not None]
-
-
-class Campaign:
+class Campaign(PromotionRules):
     def __init__(
         self,
         config: SearchConfig,
@@ -253,63 +222,6 @@ class Campaign:
             first = next(iter(res.errors), "every sample failed")
             self.archive.update_status(cid, "error", f"every sample failed: {first}")
         return res
-
-    def _best_subset(self, exclude: str) -> float | None:
-        best = None
-        for c in self._candidates():
-            if c.id == exclude or c.id in self.pending:
-                continue
-            ev = self.archive.get_evaluation(c.id, self.config.suite, "validation", "subset")
-            if ev is not None and ev.mean is not None and (best is None or ev.mean > best):
-                best = ev.mean
-        return best
-
-    def promising(self, subset_mean: float | None, best: float | None) -> bool:
-        """The fallback promotion rule, when no parent has a comparable subset evaluation: within
-        `promote_margin` of the best subset score so far (see `SearchConfig.promote_margin`)."""
-        if best is None:
-            return True
-        mean = subset_mean or 0.0
-        if best > 0 and mean <= 0:
-            return False  # solves nothing on the subset while another candidate does
-        return mean >= best - self.config.promote_margin
-
-    def _parent_subset(self, parent_ids: list[str]) -> tuple[str, Any] | None:
-        """The first parent with a complete subset evaluation of this campaign's suite, and that evaluation."""
-        for pid in parent_ids:
-            ev = self.archive.get_evaluation(pid, self.config.suite, "validation", "subset")
-            if ev is not None and not ev.incomplete and ev.score_by_id():
-                return pid, ev
-        return None
-
-    def promotion(self, cid: str, sub: Any, parent_ids: list[str]) -> dict[str, Any]:
-        """Whether a candidate goes from the subset stage to the full stage, and on what basis.
-
-        Paired with its parent (see `SearchConfig.promote_margin`): both means are taken over the
-        subset samples both scored, so the comparison is on the same samples. Without a comparable
-        parent evaluation, the fallback rule `promising` (best subset score so far). `sub`: the
-        candidate's subset `EvalResult` or stored `Evaluation`.
-        """
-        best = self._best_subset(exclude=cid)
-        found = self._parent_subset(parent_ids)
-        mine = sub.score_by_id()
-        shared = [i for i in mine if found is not None and i in found[1].score_by_id()]
-        if found is None or not shared:
-            return {
-                "promote": self.promising(sub.mean, best), "basis": "best", "mean": sub.mean,
-                "best_subset": best,
-            }  # fmt: skip
-        pid, parent_ev = found
-        theirs = parent_ev.score_by_id()
-        mean = sum(mine[i] for i in shared) / len(shared)
-        parent_mean = sum(theirs[i] for i in shared) / len(shared)
-        promote = mean >= parent_mean - self.config.promote_margin - 1e-12
-        if best is not None and best > 0 and mean <= 0:
-            promote = False  # solves nothing on the subset while another candidate does
-        return {
-            "promote": promote, "basis": "parent", "mean": mean, "parent": pid, "parent_mean": parent_mean,
-            "n": len(shared), "best_subset": best,
-        }  # fmt: skip
 
     def evaluate_candidate(self, cid: str, agent: Any, dry_run: EvalResult | None = None) -> None:
         """Subset stage (reusing the validation dry run), then the full stage if promoted (`promotion`)."""
