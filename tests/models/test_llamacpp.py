@@ -163,8 +163,8 @@ def test_cot_evaluation_runs_on_it(lcpp):
 
 
 def test_it_runs_the_weights_smollm2_runs(lcpp, tmp_path, monkeypatch):
+    from agentmeta.models.gguf import file_type
     from agentmeta.models.hf import gguf_path
-    from agentmeta.models.llamacpp import file_type
 
     # the default: the shipped GGUF de-quantized once to float16, the values smollm2 holds in float32
     assert lcpp.spec == "llamacpp" and lcpp.provider.path != gguf_path()
@@ -222,23 +222,23 @@ def test_a_requantized_copy_is_written_once_and_cached_apart(tmp_path, monkeypat
 def test_extra_buffer_types_are_probed_once_per_machine(tmp_path, monkeypatch):
     # llama.cpp's AMX kernels (Q4_0/Q4_1/Q8_0/K-quant weights) kill the process with SIGILL or
     # SIGSEGV in virtual machines that report AMX but do not run it: a child process finds out
-    from agentmeta.models import llamacpp
+    from agentmeta.models import gguf
 
     monkeypatch.setenv("AGENTMETA_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(llamacpp, "_extra_buffers_ok", None)
+    monkeypatch.setattr(gguf, "_extra_buffers_ok", None)
     monkeypatch.setenv("AGENTMETA_LLAMACPP_EXTRA_BUFFERS", "0")
-    assert llamacpp.extra_buffers_work(llama_cpp) is False
+    assert gguf.extra_buffers_work(llama_cpp) is False
     monkeypatch.delenv("AGENTMETA_LLAMACPP_EXTRA_BUFFERS")
-    ok = llamacpp.extra_buffers_work(llama_cpp)
+    ok = gguf.extra_buffers_work(llama_cpp)
     amx = "amx" in Path("/proc/cpuinfo").read_text()
     record = tmp_path / "llamacpp-extra-buffers.json"
     assert record.is_file() == amx  # probed only where the CPU reports AMX
     if amx:
         assert list(json.loads(record.read_text()).values()) == [ok]
         # a second process reads the answer instead of probing again
-        monkeypatch.setattr(llamacpp, "_extra_buffers_ok", None)
-        monkeypatch.setattr(llamacpp, "_PROBE", "raise SystemExit(9)")
-        assert llamacpp.extra_buffers_work(llama_cpp) is ok
+        monkeypatch.setattr(gguf, "_extra_buffers_ok", None)
+        monkeypatch.setattr(gguf, "_PROBE", "raise SystemExit(9)")
+        assert gguf.extra_buffers_work(llama_cpp) is ok
     # whichever the answer, a Q4_1 model (a type with AMX kernels) decodes in this process
     model = get_model("llamacpp/q4_1", cache=False, shared=False, max_batch=2)
     try:
