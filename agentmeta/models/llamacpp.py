@@ -3,12 +3,11 @@
 
 `llamacpp` runs the embedded model's weights de-quantized once to float16 (`llamacpp/f16`, a
 270 MB copy written in about a second): the same values the `smollm2` default de-quantizes to
-float32, so greedy outputs mostly equal its (29 of 32 cot answers on rg/basic_arithmetic), and on
-an AVX2 CPU it is faster than the shipped 4-bit file, whose Q4_1 layers llama.cpp multiplies
-one row at a time and with 8-bit activations. `llamacpp/q4_1` runs the shipped file as it is.
+float32, so greedy outputs mostly equal its (the models guide has the measured agreement and
+speeds). `llamacpp/q4_1` runs the shipped file as it is.
 
 The model runs in-process through llama-cpp-python's C API (extra `llamacpp`: it builds llama.cpp
-from source, which needs cmake and a C++ compiler and takes about 6 minutes on 2 cores; build it
+from source, which needs cmake and a C++ compiler; build it
 with `CMAKE_ARGS="-DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF"`: on its own thread pool rather than OpenMP,
 so that it does not slow torch down in the same process, and without the multimodal library).
 Quantized weights use llama.cpp's extra buffer types (AMX tiles, repacked layouts) only where a
@@ -28,8 +27,7 @@ takes the free sequence whose cached tokens share the longest head with its prom
 instructions, demonstrations, an earlier turn) and prefills only the rest, as llama.cpp's server
 does with its slots. It is off by default: llama.cpp rounds a short prefill step slightly
 differently from a whole prompt's, so with it a greedy output can depend on which prompts came
-before (with it on, the same 32-sample `cot` evaluation wrote 3,723 tokens, then 3,719), and a
-sampled request would not repeat under its seed (sampled requests never reuse a head).
+before, and a sampled request would not repeat under its seed (sampled requests never reuse a head).
 """
 
 from __future__ import annotations
