@@ -47,20 +47,22 @@ def _console(stderr: bool = False) -> Console:
 
 
 def eval_command(
+    ctx: typer.Context,
     agent: Annotated[
-        str,
+        str | None,
         typer.Argument(
             help="A registered agent (direct, cot, cot-sc; `agentmeta plugins agent` lists them), a seed "
             "(graph/self_refine), an agent file (.py/.yaml/.json, or a plugin kind's), or an archive "
             "candidate id (with --archive)."
         ),
-    ],
+    ] = None,
     suite: Annotated[
-        list[str],
+        list[str] | None,
         typer.Option(
             "--suite", "-s", help="Suite spec (repeat for several): gsm8k, rg/countdown, data.jsonl?..."
         ),
-    ],
+    ] = None,
+    config_file: Annotated[Path | None, options.config_option("evaluation")] = None,
     split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "validation",
     limit: Annotated[int | None, typer.Option(help="At most this many samples per suite.")] = None,
     model: Annotated[str | None, typer.Option(help="Model spec; default: the embedded smollm2.")] = None,
@@ -90,9 +92,19 @@ def eval_command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+    from agentmeta.errors import ConfigError
     from agentmeta.eval.runner import evaluate
     from agentmeta.eval.suites import load_suite
 
+    given = dict(agent=agent, suite=suite, split=split, limit=limit, model=model, seed=seed,
+                 concurrency=concurrency, max_tokens=max_tokens, out=out, archive=archive)  # fmt: skip
+    values = options.merge_config(ctx, given, config_file)
+    agent, split, limit, model, seed = values["agent"], values["split"], values["limit"], values["model"], values["seed"]
+    concurrency, max_tokens, archive = values["concurrency"], values["max_tokens"], values["archive"]
+    out = Path(values["out"]) if values["out"] is not None else None
+    suite = [values["suite"]] if isinstance(values["suite"], str) else values["suite"]
+    if not agent or not suite:
+        raise ConfigError(f"give {'AGENT' if not agent else '--suite'}, on the command line or in --config")
     apply_unsafe_sandbox(unsafe_sandbox)
     err_console = Console(stderr=True)
     results: list[EvalResult] = []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -75,3 +77,50 @@ def load_agent(agent: str, archive: str | None) -> tuple[object, str, object]:
         return ConductorAgent(ConductorSpec()), "conductor", None
     built, name = get_agent(agent)
     return built, name, None
+
+
+def config_option(what: str) -> Any:
+    """The `--config FILE` option of a command whose options a YAML or JSON file can give."""
+    return typer.Option(
+        "--config",
+        help=f"A YAML or JSON file of the {what}'s settings (the options, by their Python names); options "
+        "given on the command line override it.",
+    )
+
+
+def read_config_file(path: Path, known: Iterable[str]) -> dict[str, Any]:
+    """The settings in a `--config` file: a mapping whose keys are all in `known` (`ConfigError`
+    naming the unknown ones and the known ones otherwise)."""
+    import yaml
+
+    from agentmeta.errors import ConfigError
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: not YAML or JSON ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
+    known = list(known)
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown settings {', '.join(unknown)}; known: {', '.join(known)}")
+    return data
+
+
+def given_on_command_line(ctx: typer.Context, names: Iterable[str]) -> set[str]:
+    """The parameters the user gave (command line or environment), not left at their defaults."""
+    # by name: typer ships its own copy of click, whose ParameterSource is another class
+    return {k for k in names if getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
+
+
+def merge_config(ctx: typer.Context, values: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """`values` (a command's parameters by name) with a `--config` file's settings under those the
+    command line gave: command line, then file, then defaults."""
+    if path is None:
+        return values
+    data = read_config_file(path, values)
+    given = given_on_command_line(ctx, values)
+    return {**values, **data, **{k: values[k] for k in given}}

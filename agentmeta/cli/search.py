@@ -155,24 +155,10 @@ def resolve_config(ctx: typer.Context, values: dict[str, Any], path: Path | None
         if values.get("suite") is None:
             raise ConfigError("give --suite, or --config with a suite")
         return SearchConfig(**values)
-    import yaml
+    from agentmeta.cli.options import given_on_command_line, read_config_file
 
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"--config {path}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--config {path}: not YAML or JSON ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(SearchConfig.model_fields))
-    if unknown:
-        raise ConfigError(
-            f"--config {path}: unknown settings {', '.join(unknown)}; known: {', '.join(SearchConfig.model_fields)}"
-        )
-    # by name: typer ships its own copy of click, whose ParameterSource is another class
-    given = {k for k in values if getattr(ctx.get_parameter_source(k), "name", "") in ("COMMANDLINE", "ENVIRONMENT")}
-    merged = {**data, **{k: values[k] for k in given}}
+    data = read_config_file(path, SearchConfig.model_fields)
+    merged = {**data, **{k: values[k] for k in given_on_command_line(ctx, values)}}
     if merged.get("suite") is None:
         raise ConfigError(f"--config {path}: no suite (give it in the file or with --suite)")
     return SearchConfig(**merged)
@@ -425,7 +411,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("confirm")
     def confirm_cmd(
-        campaign: Annotated[str, typer.Argument(metavar="CAMPAIGN", help="Campaign name or id.")],
+        ctx: typer.Context,
+        campaign: Annotated[str | None, typer.Argument(metavar="CAMPAIGN", help="Campaign name or id.")] = None,
+        config_file: Annotated[Path | None, options.config_option("confirmation")] = None,
         archive: Annotated[str, typer.Option(help="Archive path or SQLAlchemy URL.")] = os.environ.get(
             "AGENTMETA_ARCHIVE", "agentmeta-archive.db"
         ),
@@ -460,8 +448,16 @@ def register(app: typer.Typer) -> None:
         look with other settings needs --new-look."""
         from agentmeta.archive import Archive
         from agentmeta.cli import load_model_for_cli
+        from agentmeta.errors import ConfigError
         from agentmeta.search.confirm import confirm
 
+        given = dict(campaign=campaign, archive=archive, limit=limit, model=model, concurrency=concurrency,
+                     margin=margin, new_look=new_look)  # fmt: skip
+        values = options.merge_config(ctx, given, config_file)
+        campaign, archive, limit, model = values["campaign"], values["archive"], values["limit"], values["model"]
+        concurrency, margin, new_look = values["concurrency"], values["margin"], values["new_look"]
+        if not campaign:
+            raise ConfigError("give CAMPAIGN, on the command line or in --config")
         apply_unsafe_sandbox(unsafe_sandbox)
         arch = Archive(archive, create=False)
         record = arch.get_campaign(campaign)

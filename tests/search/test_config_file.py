@@ -81,3 +81,38 @@ def test_bad_config_files_are_one_line_errors(tmp_path, suite_file):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert "unknown settings strategie" in proc.stderr
+
+
+def test_eval_and_confirm_take_config_files_too(tmp_path, suite_file):
+    import json
+
+    runner = CliRunner()
+    run = tmp_path / "eval.yaml"
+    run.write_text(yaml.safe_dump({"agent": "cot", "suite": suite_file, "limit": 3, "model": MODEL, "seed": 2}))
+    res = runner.invoke(app, ["eval", "--config", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    (summary,) = json.loads(res.stdout)
+    assert summary["n"] == 3 and summary["agent"] == "cot"
+    # the command line wins over the file; the file fills what the command line leaves out
+    res = runner.invoke(app, ["eval", "--config", str(run), "--limit", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["n"] == 2
+    res = runner.invoke(app, ["eval", "direct", "--config", str(run), "--json"])
+    assert json.loads(res.stdout)[0]["agent"] == "direct"
+    (tmp_path / "bad.yaml").write_text("agent: cot\nsuites: x\n")
+    res = runner.invoke(app, ["eval", "--config", str(tmp_path / "bad.yaml")])
+    assert isinstance(res.exception, ConfigError) and "unknown settings suites" in str(res.exception)
+    res = runner.invoke(app, ["eval", "cot"])
+    assert isinstance(res.exception, ConfigError) and "give --suite" in str(res.exception)
+    # confirm: a campaign's confirmation from a file of its settings (a suite with a test split)
+    from tests.search.test_reflective import write_suite
+
+    db, with_test = str(tmp_path / "c.db"), write_suite(tmp_path)
+    args = ["search", "--suite", with_test, "--kind", "graph", "--strategy", "random", "--seeds", "cot",
+            "--iterations", "1", "--subset", "2", "--full", "4", "--no-confirm", "--model", MODEL, "--name", "c"]  # fmt: skip
+    assert runner.invoke(app, [*args, "--archive", db]).exit_code == 0
+    (tmp_path / "confirm.yaml").write_text(yaml.safe_dump({"campaign": "c", "archive": db, "limit": 3}))
+    res = runner.invoke(app, ["confirm", "--config", str(tmp_path / "confirm.yaml")])
+    assert res.exit_code == 0, res.output
+    looks = Archive(db, create=False).test_looks()
+    assert len(looks) == 1 and len(looks[0].sample_ids) == 3, res.output
