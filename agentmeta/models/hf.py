@@ -113,7 +113,7 @@ def peft_quiet() -> Iterator[None]:
 def embedded_provider(**options: Any) -> HFProvider:
     """The default model: SmolLM2-135M-Instruct, from its dense cached copy."""
     provider = HFProvider(str(ensure_dense_copy()), **options)
-    provider.spec = "smollm2"
+    provider.spec = "smollm2" + (f"+{options['adapter']}" if options.get("adapter") else "")
     return provider
 
 

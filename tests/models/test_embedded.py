@@ -110,3 +110,39 @@ def test_a_schema_xgrammar_cannot_compile_fails_alone_among_eight_callers(embedd
     assert "JSON schema not supported" in str(bad) and "foo" in str(bad) and "\n" not in str(bad)
     good = [p for i, p in enumerate(prompts) if i != 3]
     assert results == [r.text for r in embedded.generate_many(good, max_tokens=8)]
+
+
+def test_eval_runs_the_embedded_model_with_a_lora_adapter_from_its_spec(embedded, dense_model_dir, tmp_path):
+    """`--model smollm2:<dir>`: the embedded model with a LoRA adapter (an untrained one here, so
+    its answers are the base model's), its spec marked, through the command line."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    from agentmeta.models.hf import peft_quiet
+
+    adapter = tmp_path / "lora"
+    with peft_quiet():  # LoRA's B matrices start at 0: the adapter changes nothing until trained
+        model = transformers.AutoModelForCausalLM.from_pretrained(dense_model_dir, torch_dtype=torch.float32)
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    suite = tmp_path / "adds.jsonl"
+    suite.write_text("".join(json.dumps({"input": f"What is {i} + 2?", "target": str(i + 2), "split": "validation"}) + "\n"
+                             for i in range(2)))  # fmt: skip
+    runs = {}
+    for spec in ("smollm2", f"smollm2:{adapter}"):
+        out = tmp_path / f"{len(runs)}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", "agentmeta", "eval", "direct", "--suite", f"{suite}?scorer=numeric", "--model", spec,
+             "--out", str(out), "--json"], capture_output=True, text=True, timeout=600,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "AGENTMETA_CALL_CACHE": "0"},
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        runs[spec] = json.loads(out.read_text())
+    base, with_lora = runs["smollm2"], runs[f"smollm2:{adapter}"]
+    assert base["model"] == "smollm2" and with_lora["model"] == f"smollm2+{adapter}"
+    answers = [[r["answer"] for r in run["records"]] for run in (base, with_lora)]
+    assert len(answers[0]) == 2 and answers[0] == answers[1]

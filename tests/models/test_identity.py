@@ -218,3 +218,29 @@ def test_vllm_identity_covers_files_adapter_and_engine_args(base: Path, tmp_path
     _save_adapter(base, adapter, seed=2)
     _same_stat(adapter, stats)
     assert VLLMProvider(str(base), adapter=str(adapter)).identity() != first
+
+
+def test_an_adapter_is_part_of_the_model_spec(base: Path, tmp_path: Path):
+    """`hf/<model>:<dir>` (and `smollm2:<dir>`) load a LoRA adapter: the same model as `adapter=`,
+    its spec and cache identity marked, in every command that takes a model spec."""
+    from agentmeta.errors import ModelLoadError, ModelSpecError
+    from agentmeta.models import get_model, split_adapter
+
+    assert split_adapter("smollm2:/a/b") == ("smollm2", "/a/b")
+    assert split_adapter("hf/org/model:/x") == ("hf/org/model", "/x")
+    assert split_adapter("vllm/m:/x") == ("vllm/m:/x", None)  # vLLM parses its own
+    assert split_adapter("openai/gpt:4") == ("openai/gpt:4", None)
+    adapter = tmp_path / "lora"
+    _save_adapter(base, adapter, seed=3)
+    by_spec = get_model(f"hf/{base}:{adapter}", cache=False, shared=False)
+    by_option = get_model(f"hf/{base}", adapter=str(adapter), cache=False, shared=False)
+    plain = get_model(f"hf/{base}", cache=False, shared=False)
+    assert by_spec.spec == by_option.spec == f"{plain.spec}+{adapter}"
+    assert by_spec.provider.identity() == by_option.provider.identity() != plain.provider.identity()
+    prompt = [{"role": "user", "content": "abc"}]
+    out = by_spec.generate(prompt, max_tokens=6).text
+    assert out == by_option.generate(prompt, max_tokens=6).text != plain.generate(prompt, max_tokens=6).text
+    with pytest.raises(ModelSpecError, match="contradicts the spec"):
+        get_model(f"hf/{base}:{adapter}", adapter="/elsewhere", cache=False, shared=False)
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        get_model(f"hf/{base}:{tmp_path / 'missing'}", cache=False, shared=False)
