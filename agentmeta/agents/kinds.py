@@ -38,7 +38,7 @@ from typing import Any
 
 from agentmeta.agents.base import Agent, AgentSpec, get_kind, kind_names
 from agentmeta.agents.code import CodeAgent
-from agentmeta.agents.graph import ANSWER_HINT, POT_CODE, GraphAgent, parse_spec, spec_from_steps
+from agentmeta.agents.graph import ANSWER_HINT, POT_CODE, GraphAgent, GraphSpec, parse_spec, spec_from_steps
 from agentmeta.agents.loader import SeedFiles, code_spec
 from agentmeta.agents.prompt import PromptAgent, parse_prompt_spec
 from agentmeta.agents.slots import ANSWER_LINE, Slot, check_changes, instruction_prompt, template_fields
@@ -284,9 +284,8 @@ def _graph_from_proposal(data: dict[str, Any]) -> AgentSpec:
     )
 
 
-def _graph_slots(spec: AgentSpec) -> list[Slot]:
+def graph_slots(graph: GraphSpec) -> list[Slot]:
     """A graph's llm and sample nodes (program-of-thought's expression node keeps its instruction)."""
-    graph = parse_spec(spec.source)
     nodes = graph.nodes
     out = []
     for i, n in enumerate(nodes):
@@ -304,6 +303,10 @@ def _graph_slots(spec: AgentSpec) -> list[Slot]:
             task_only=set(template_fields(n.prompt)) <= {"input"}, rewrite=not pot, trace_key=n.id,
         ))  # fmt: skip
     return out
+
+
+def _graph_slots(spec: AgentSpec) -> list[Slot]:
+    return graph_slots(parse_spec(spec.source))
 
 
 def _graph_set_slot(spec: AgentSpec, index: int, changes: dict[str, Any]) -> AgentSpec:

@@ -20,24 +20,30 @@ from typing import Any
 
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.graph import GraphSpec, parse_spec
-from agentmeta.agents.kinds import set_slot, slots_of
+from agentmeta.agents.kinds import graph_slots, set_slot, slots_of
 from agentmeta.agents.slots import Slot
-from agentmeta.search.operators import CALLING, NotApplicable, _indices, prompt_fields
+from agentmeta.search.operators import NotApplicable
 from agentmeta.search.programs import graph_spec
 
 BOOTSTRAP = "bootstrap_demos"
 """The operator name of a child whose demonstrations were bootstrapped."""
 
 
+def _takes_bootstrapped_demos(slot: Slot) -> bool:
+    """A slot whose prompt uses only the task (`{input}`), so that a demonstration's user turn is
+    complete, and that takes demonstrations."""
+    return slot.task_only and slot.takes("demos")
+
+
 def bootstrap_targets(spec: GraphSpec) -> list[int]:
-    """Nodes a demonstration can be bootstrapped for: llm/sample nodes whose prompt uses only the
-    task (`{input}`), so that the demonstration's user turn is complete."""
-    return [i for i in _indices(spec, CALLING) if set(prompt_fields(spec.nodes[i].prompt)) <= {"input"}]
+    """Nodes of a graph a demonstration can be bootstrapped for (its llm/sample nodes that read only
+    the task)."""
+    return [s.index for s in graph_slots(spec) if _takes_bootstrapped_demos(s)]
 
 
 def slot_targets(spec: AgentSpec) -> list[Slot]:
     """The slots of any kind a demonstration can be bootstrapped for (the same rule)."""
-    return [s for s in slots_of(spec) if s.task_only and s.takes("demos")]
+    return [s for s in slots_of(spec) if _takes_bootstrapped_demos(s)]
 
 
 def bootstrap_slot(
@@ -94,9 +100,5 @@ def bootstrap_demos(
     k: int = 3, pool: int = 8,
 ) -> tuple[GraphSpec, dict[str, Any]]:  # fmt: skip
     """`bootstrap_slot` on a graph of the campaign's (graph-capable) kind: node `index`."""
-    if ctx.evaluate is None or ctx.trace is None:
-        raise NotApplicable("the campaign runs no candidate on train samples")
-    if index not in bootstrap_targets(spec):
-        raise NotApplicable("the node cannot show bootstrapped demonstrations")
     child, info = bootstrap_slot(ctx, graph_spec(spec, ctx.kind), index, rng, exclude=exclude, k=k, pool=pool)
     return parse_spec(child.source), info

@@ -71,11 +71,5 @@ def spec_key(spec: Any) -> str:
 def named(spec: AgentSpec, name: str, thought: str) -> AgentSpec:
     """`spec` with a new name and thought (a graph's source carries them too)."""
     if get_kind(spec.kind).graph:
-        graph = parse_spec(spec.source).model_copy(update={"name": name, "thought": thought})
-        return AgentSpec(
-            kind=spec.kind,
-            name=name,
-            thought=thought,
-            source=graph.model_dump_json(indent=2, exclude_defaults=True),
-        )
+        return graph_spec(parse_spec(spec.source).model_copy(update={"name": name, "thought": thought}), spec.kind)
     return spec.model_copy(update={"name": name, "thought": thought})
