@@ -46,6 +46,20 @@ def slot_targets(spec: AgentSpec) -> list[Slot]:
     return [s for s in slots_of(spec) if _takes_bootstrapped_demos(s)]
 
 
+def demo_of(ctx: Any, spec: AgentSpec, slot: Slot, sample: Any, answer: str) -> dict[str, Any] | None:
+    """A demonstration from a train sample `spec` solved: the slot's own output on it, sent verbatim
+    (`ctx.trace`, replayed from the call cache), or for a kind without a trace the agent's `answer`
+    as an `Answer:` turn. None if that is empty."""
+    if slot.trace_key is None:
+        text, verbatim = answer.strip(), False
+    else:
+        out = ctx.trace(spec, sample).get(slot.trace_key)
+        text, verbatim = (out[0] if isinstance(out, list) and out else str(out or "")).strip(), True
+    if not text:
+        return None
+    return {"input": str(sample.input)[:4000], "answer": text[:2000], "verbatim": verbatim}
+
+
 def bootstrap_slot(
     ctx: Any, spec: AgentSpec, index: int, rng: random.Random, *, exclude: Collection[str] = (),
     k: int = 3, pool: int = 8,
@@ -69,15 +83,7 @@ def bootstrap_slot(
     solved = [s for s in picks if scores.get(s.id, 0.0) >= 1.0][:k]
     if not solved:
         raise NotApplicable(f"the graph solved none of {len(picks)} train samples: nothing to bootstrap")
-    demos = []
-    for s in solved:
-        if slot.trace_key is None:  # no trace: the agent's own answer, as an `Answer:` turn
-            text, verbatim = str(answers.get(s.id) or "").strip(), False
-        else:
-            out = ctx.trace(spec, s).get(slot.trace_key)
-            text, verbatim = (out[0] if isinstance(out, list) and out else str(out or "")).strip(), True
-        if text:
-            demos.append({"input": str(s.input)[:4000], "answer": text[:2000], "verbatim": verbatim})
+    demos = [d for d in (demo_of(ctx, spec, slot, s, str(answers.get(s.id) or "")) for s in solved) if d]
     if not demos:
         raise NotApplicable("the solved samples left no output of the node")
     if list(slot.demos) == demos:

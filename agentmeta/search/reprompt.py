@@ -27,6 +27,7 @@ from typing import Any
 
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.kinds import set_slot
+from agentmeta.search.bootstrap import demo_of, slot_targets  # bootstrap imports this module lazily
 from agentmeta.search.operators import NotApplicable
 
 ROUNDS = 2
@@ -41,19 +42,6 @@ def _solved(ctx: Any, spec: AgentSpec, samples: list[Any]) -> tuple[float, dict[
     return sum(float(r.score) for r in records.values() if r.outcome == "scored"), records
 
 
-def _recipe(
-    ctx: Any, spec: AgentSpec, trace_key: str | None, sample: Any, answer: str
-) -> dict[str, Any] | None:
-    if trace_key is None:
-        text, verbatim = answer.strip(), False
-    else:
-        out = ctx.trace(spec, sample).get(trace_key)
-        text, verbatim = (out[0] if isinstance(out, list) and out else str(out or "")).strip(), True
-    if not text:
-        return None
-    return {"input": str(sample.input)[:4000], "answer": text[:2000], "verbatim": verbatim}
-
-
 def reprompt_slot(
     ctx: Any, spec: AgentSpec, index: int, rng: random.Random, start: AgentSpec, info: dict[str, Any], *,
     exclude: Collection[str] = (), rounds: int = ROUNDS, scoring: int = SCORING,
@@ -61,8 +49,6 @@ def reprompt_slot(
     """Gibbs rounds (see the module) from `start`, the one-draw child of `spec` that `info`
     describes (`bootstrap_slot`'s result). Returns the final spec and `info` with a `reprompt`
     record. `NotApplicable` when the train split leaves no samples to score or to draw from."""
-    from agentmeta.search.bootstrap import slot_targets
-
     slot = next(s for s in slot_targets(start) if s.index == index)
     recipes = [dict(d) for d in slot.demos]
     used = set(info.get("demos_from", []))
@@ -85,9 +71,7 @@ def reprompt_slot(
             score, records = _solved(ctx, probe, [sample])
             if score < 1.0:
                 continue
-            recipe = _recipe(
-                ctx, probe, slot.trace_key, sample, str(getattr(records[sample.id], "answer", "") or "")
-            )
+            recipe = demo_of(ctx, probe, slot, sample, str(getattr(records[sample.id], "answer", "") or ""))
             if recipe is None or recipe in recipes:
                 continue
             tried += 1
