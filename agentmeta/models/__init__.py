@@ -15,6 +15,8 @@ Spec forms:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -45,6 +47,20 @@ _shared_lock = threading.Lock()
 _building: dict[tuple[Any, ...], threading.Lock] = {}
 """One lock per model being loaded, so concurrent first users of a spec wait for one load."""
 _call_cache: CallCache | None = None
+
+
+def _close_shared() -> None:
+    """Stop every shared model's threads before the interpreter exits: a decode thread still
+    running torch at shutdown can abort the process after its work is done."""
+    with _shared_lock:
+        models = list(_shared.values())
+        _shared.clear()
+    for model in models:
+        with contextlib.suppress(Exception):  # exiting anyway: one model's failure must not keep others open
+            model.close()
+
+
+atexit.register(_close_shared)
 
 
 ProviderFactory = Callable[..., Provider]
