@@ -1,5 +1,6 @@
 """One registry for everything a user can add: model providers, suites, scorers, agent kinds,
-built-in agents, search strategies and graph operators.
+built-in agents, search strategies, graph operators, graph node types and meta-prompt policies
+(how the meta-agent's and reflector's own instructions are chosen).
 
 Register with the decorator (or `add`), look up by name; an unknown name is a `ConfigError` that
 lists what exists::
@@ -36,8 +37,10 @@ from agentmeta.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-Category = Literal["provider", "suite", "scorer", "kind", "agent", "strategy", "operator"]
-CATEGORIES: tuple[Category, ...] = ("provider", "suite", "scorer", "kind", "agent", "strategy", "operator")
+Category = Literal["provider", "suite", "scorer", "kind", "agent", "strategy", "operator", "node", "meta_prompt"]
+CATEGORIES: tuple[Category, ...] = (
+    "provider", "suite", "scorer", "kind", "agent", "strategy", "operator", "node", "meta_prompt",
+)  # fmt: skip
 ENTRY_POINT_GROUP = "agentmeta.plugins"
 
 BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
@@ -47,7 +50,9 @@ BUILTIN_MODULES: dict[str, tuple[str, ...]] = {
     "kind": ("agentmeta.agents.kinds", "agentmeta.conductor.agent"),
     "agent": ("agentmeta.agents.builtin",),
     "strategy": ("agentmeta.search.strategies",),
-    "operator": ("agentmeta.search.operators",),
+    "operator": ("agentmeta.search.operators", "agentmeta.search.bootstrap", "agentmeta.search.adaptive"),
+    "node": ("agentmeta.agents.graph", "agentmeta.agents.adaptive"),
+    "meta_prompt": ("agentmeta.search.meta_prompt",),
 }
 """Modules whose import registers agentmeta's own entries, per category."""
 
@@ -59,6 +64,8 @@ _WHAT = {
     "agent": "agent",
     "strategy": "search strategy",
     "operator": "graph operator",
+    "node": "graph node type",
+    "meta_prompt": "meta-prompt policy",
 }
 
 T = TypeVar("T")

@@ -25,6 +25,13 @@ run's and their tokens counted per model (`SampleRecord.tokens_by_model`).
   (numbers, arithmetic, comparisons, a few math functions; nothing else) and answers
   ``Answer: <value>``.
 
+- ``bandit`` and ``tree_search`` (`agentmeta.agents.adaptive`): a reasoning strategy chosen per input
+  from ``arms`` by a bandit whose statistics are learned on the train split; AB-MCTS over answers
+  (``treequest``) guided by a verifier that needs no target.
+
+Node types are entries of the registry's "node" category (`register_node`): a plugin adds one the
+same way, and `agentmeta plugins` lists them.
+
 Edges: ``{"source": a, "target": b}``, with an optional ``when`` (a substring, case-insensitive,
 that must be in ``a``'s output; prefix ``not:`` negates). Without edges, nodes form a chain in
 order. The answer is the text after the last ``Answer:`` in the ``output`` node (default: last).
@@ -35,6 +42,8 @@ from __future__ import annotations
 import json
 import string
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
@@ -46,11 +55,11 @@ from agentmeta.agents.slots import Demo as Demo  # a node's demonstrations (shar
 from agentmeta.agents.slots import render_demo as render_demo
 from agentmeta.errors import InvalidAgentError
 from agentmeta.prompts import prompt_line
+from agentmeta.registry import registry
 
 if TYPE_CHECKING:
     from agentmeta.models import Model
 
-NodeType = Literal["llm", "sample", "vote", "reflect", "python", "cascade"]
 ANSWER_HINT = prompt_line("answer-hint")
 
 
@@ -95,8 +104,9 @@ class Node(BaseModel):
 
     id: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     """Name of the node; its output is `{<id>}` in later prompts."""
-    type: NodeType = "llm"
-    """llm, sample, vote, reflect or python."""
+    type: str = "llm"
+    """A registered node type (`register_node`): llm, sample, vote, reflect, python, cascade,
+    bandit, tree_search, or a plugin's."""
     prompt: str = "{input}\n\n" + ANSWER_HINT
     """Prompt template (llm, sample, reflect's refine step)."""
     role: str = "helpful assistant"
@@ -123,6 +133,18 @@ class Node(BaseModel):
     agree: float = Field(default=0.6, gt=0.0, le=1.0)
     """cascade: the share of a model's `n` samples whose answers must agree for it to answer; below
     it the next model is asked."""
+    arms: list[str] = Field(default_factory=list, max_length=8)
+    """bandit: the reasoning strategies it chooses from (`agentmeta.agents.adaptive.ARMS`)."""
+    policy: Literal["thompson", "ucb"] = "thompson"
+    """bandit: how an arm is chosen from its statistics."""
+    stats: dict[str, list[float]] = Field(default_factory=dict)
+    """bandit: per arm, [reward sum, pulls] learned on the train split (frozen when evaluated)."""
+    pulls: int = Field(default=1, ge=1, le=8)
+    """bandit: most arms tried on one input; after the first, it stops when an answer agrees
+    with an earlier one (online within the sample only)."""
+    verifier: Literal["agreement", "self", "python"] = "agreement"
+    """tree_search: how an answer is scored without the target: agreement with the other
+    answers, the model's own yes/no check, or a program-of-thought computation."""
 
 
 class Edge(BaseModel):
@@ -157,6 +179,10 @@ class GraphSpec(BaseModel):
             if ref is not None and ref not in known:
                 raise ValueError(f"unknown node {ref!r} (nodes: {', '.join(ids)})")
         for i, n in enumerate(self.nodes):
+            if not registry.has("node", n.type):
+                raise ValueError(
+                    f"node {n.id!r}: unknown type {n.type!r}; registered: {', '.join(registry.names('node'))}"
+                )
             fields = {f for _, f, _, _ in string.Formatter().parse(n.prompt) if f}
             bad = fields - known - {"input", "last"}
             if bad:
@@ -174,8 +200,9 @@ class GraphSpec(BaseModel):
                 raise ValueError(f"cascade node {n.id!r} needs at least two models in `models`")
             if n.models and n.type not in ("cascade", "sample"):
                 raise ValueError(f"node {n.id!r}: `models` applies to cascade and sample nodes, not {n.type}")
-            if n.demos and n.type not in ("llm", "sample"):
+            if n.demos and not registry.get("node", n.type).takes_demos:
                 raise ValueError(f"node {n.id!r}: demos apply to llm and sample nodes, not {n.type}")
+            registry.get("node", n.type).check(n)
         return self
 
 
@@ -246,7 +273,7 @@ class GraphAgent:
         model: str | None = None,
     ) -> list[str]:  # fmt: skip
         messages = [{"role": "system", "content": f"You are a {node.role}."}]
-        if node.type in ("llm", "sample"):
+        if registry.get("node", node.type).takes_demos:
             for demo in node.demos:
                 messages.append({"role": "user", "content": render_demo(node.prompt, demo.input)})
                 messages.append({"role": "assistant", "content": demo.reply()})
@@ -286,30 +313,21 @@ class GraphAgent:
         raise AssertionError("unreachable: a cascade has at least two models")
 
     def _node_fn(self, node: Node, index: int):  # noqa: ANN202
-        ids = [n.id for n in self.spec.nodes]
+        run = registry.get("node", node.type).run
 
         def fn(state: _State) -> dict[str, Any]:
             if state["steps"] >= self.spec.max_steps:
                 raise InvalidAgentError(f"graph ran more than max_steps={self.spec.max_steps} steps")
-            out: Any
-            if node.type == "llm":
-                out = self._call(state, node, _render(node.prompt, state))[0]
-            elif node.type == "sample":
-                out = self._sample(node, state)
-            elif node.type == "cascade":
-                out = self._cascade(node, state)
-            elif node.type == "vote":
-                src = node.source or ids[index - 1]
-                samples = state["outputs"].get(src) or []
-                out = "Answer: " + extract_answer(majority(samples))
-            elif node.type == "reflect":
-                out = self._reflect(node, state)
-            else:
-                out = self._python(node, state)
+            out = run(self, node, state, index)
             last = "\n---\n".join(out) if isinstance(out, list) else str(out)
             return {"outputs": {**state["outputs"], node.id: out}, "last": last, "steps": state["steps"] + 1}
 
         return fn
+
+    def _vote(self, node: Node, state: _State, index: int) -> str:
+        src = node.source or self.spec.nodes[index - 1].id
+        samples = state["outputs"].get(src) or []
+        return "Answer: " + extract_answer(majority(samples))
 
     def _reflect(self, node: Node, state: _State) -> str:
         answer = state["last"]
@@ -398,6 +416,51 @@ class GraphAgent:
 
     def run(self, task_input: str, model: Model) -> str:
         return self.trace(task_input, model)[0]
+
+
+NodeRun = Callable[[GraphAgent, Node, Any, int], Any]
+"""How a node type runs: `(agent, node, state, index) -> output` (a text, or a list of texts).
+`state` holds `model` (the run's model handle), `input`, `last` and `outputs` (earlier nodes')."""
+
+COMMON_FIELDS = ("type", "prompt", "role", "temperature", "max_tokens", "model")
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A registered graph node type."""
+
+    run: NodeRun
+    fields: tuple[str, ...]
+    """The `Node` fields this type reads: the duplicate key (`search.canonical`) keeps only these."""
+    takes_demos: bool = False
+    """Its calls can be shown demonstrations (`Node.demos`)."""
+    check: Callable[[Node], None] = lambda node: None
+    """Raises `ValueError` for a node of this type that cannot run (checked when a spec is parsed)."""
+
+
+def register_node(
+    name: str, run: NodeRun, fields: tuple[str, ...], doc: str, *, takes_demos: bool = False,
+    check: Callable[[Node], None] | None = None, replace: bool = False,
+) -> NodeType:  # fmt: skip
+    """Register a graph node type (a plugin adds one the same way; `agentmeta plugins` lists it)."""
+    entry = NodeType(run, tuple(fields), takes_demos, check or (lambda node: None))
+    registry.add("node", name, entry, doc, replace=replace)
+    return entry
+
+
+register_node("llm", lambda a, n, s, i: a._call(s, n, _render(n.prompt, s))[0],
+              (*COMMON_FIELDS, "demos"), "one call of a prompt template", takes_demos=True)
+register_node("sample", lambda a, n, s, i: a._sample(n, s), (*COMMON_FIELDS, "demos", "n", "models"),
+              "n calls of a prompt (a list of texts), optionally spread over several models", takes_demos=True)
+register_node("cascade", lambda a, n, s, i: a._cascade(n, s), (*COMMON_FIELDS[:-1], "n", "models", "agree"),
+              "models asked in turn until one's samples agree (Language Model Cascades)")
+register_node("vote", lambda a, n, s, i: a._vote(n, s, i), ("type", "source"),
+              "majority vote over a sample node's answers")
+register_node("reflect", lambda a, n, s, i: a._reflect(n, s),
+              ("type", "role", "temperature", "max_tokens", "max_rounds", "model"),
+              "critique the previous answer and refine it until the critic says OK")
+register_node("python", lambda a, n, s, i: a._python(n, s), ("type", "code"),
+              "tool(input, last) run in the sandbox (program-of-thought's calculator)")  # fmt: skip
 
 
 DEMO_K = 3

@@ -233,6 +233,21 @@ def register(app: typer.Typer) -> None:
                 "the set solves as many other train samples)."
             ),
         ] = "bootstrap",
+        adaptive: Annotated[
+            bool,
+            typer.Option(
+                "--adaptive/--no-adaptive",
+                help="Let the search make adaptive-compute nodes: bandits over reasoning strategies "
+                "(statistics learned on train) and tree search over answers (AB-MCTS).",
+            ),
+        ] = False,
+        meta_prompt: Annotated[
+            str,
+            typer.Option(
+                help="How the meta-agent's and reflector's own instructions are chosen: fixed, or evolve "
+                "(candidates scored by how often their proposals beat their parents on train).",
+            ),
+        ] = "fixed",
         max_tokens: Annotated[int | None, typer.Option(help="Token budget of the campaign.")] = None,
         max_wall_s: Annotated[float | None, typer.Option(help="Wall-clock budget in seconds.")] = None,
         concurrency: Annotated[int, typer.Option(help="Samples evaluated at once.", min=1)] = 8,
@@ -302,6 +317,8 @@ def register(app: typer.Typer) -> None:
             concurrency=concurrency,
             parallel=parallel,
             demos=demos,
+            adaptive=adaptive,
+            meta_prompt=meta_prompt,
             name=name,
             confirm=confirm,
             confirm_limit=confirm_limit,

@@ -18,7 +18,11 @@ Parameters:
 - `votes`: 1 (one call) or 3 or 5 samples with a majority vote (graph-capable kinds, where the node
   is the graph's output);
   off by default (`BayesSearch(votes=True)`): under a token budget a 5-vote candidate costs five
-  candidates, and a search that draws them affords few others.
+  candidates, and a search that draws them affords few others;
+- `compute` (only with `SearchConfig.adaptive`): the node as it is, as a `tree_search` over its
+  answers (AB-MCTS, 5 answers, agreement verifier; it keeps the node's prompt and demonstrations),
+  or as a `bandit` over chain-of-thought, program-of-thought and a direct answer (its statistics
+  learned on the train split, `search.adaptive.learn_bandit`); where the node is the graph's output.
 
 Each proposal fits a `TPESampler` (seeded by the campaign's seed and the iteration, multivariate)
 on every earlier trial of the campaign, valued by its subset-stage validation score (the same first
@@ -41,6 +45,7 @@ from agentmeta.agents.graph import GraphSpec, parse_spec
 from agentmeta.agents.kinds import set_slot, slots_of
 from agentmeta.agents.slots import Slot
 from agentmeta.errors import require
+from agentmeta.search.adaptive import learn_bandits
 from agentmeta.search.bootstrap import bootstrap_slot
 from agentmeta.search.operators import INSTRUCTIONS, ROLES, NotApplicable, _dump
 from agentmeta.search.programs import graph_spec, named, slots_or_none, spec_key, spec_of
@@ -51,6 +56,8 @@ N_DEMOS = (1, 2, 4, 8)
 TEMPERATURES = (None, 0.0, 0.3, 0.7)
 """None: the node's own temperature."""
 VOTES = (1, 3, 5)
+COMPUTE = (None, "tree_search", "bandit")
+BANDIT_ARMS = ["cot", "program_of_thought", "direct"]
 BASE_PARAMS = {
     "demo_set": 0,
     "n_demos": 1,
@@ -60,13 +67,14 @@ BASE_PARAMS = {
     "votes": 0,
     "model": 0,
 }
-"""The seed's own settings, as indices into each parameter's choices."""
+"""The seed's own settings, as indices into each parameter's choices (`compute`, in the space only
+with `adaptive`, is 0 for the node as it is)."""
 
 
-def _space(demo_sets: int, votes: bool = False, models: int = 0) -> dict[str, Any]:
+def _space(demo_sets: int, votes: bool = False, models: int = 0, adaptive: bool = False) -> dict[str, Any]:
     optuna = require("optuna", "pip install 'agentmeta[bayes]'", "the bayes strategy's optuna")
     cat = optuna.distributions.CategoricalDistribution
-    return {
+    space = {
         "demo_set": cat(list(range(demo_sets + 1))),
         "n_demos": cat(list(range(len(N_DEMOS)))),
         "instruction": cat(list(range(len(INSTRUCTIONS) + 1))),
@@ -75,6 +83,9 @@ def _space(demo_sets: int, votes: bool = False, models: int = 0) -> dict[str, An
         "votes": cat(list(range(len(VOTES))) if votes else [0]),
         "model": cat(list(range(models + 1))),
     }
+    if adaptive:  # only then: a campaign without it samples exactly what it always did
+        space["compute"] = cat(list(range(len(COMPUTE))))
+    return space
 
 
 def describe(params: dict[str, int], models: list[str] | None = None) -> str:
@@ -92,6 +103,8 @@ def describe(params: dict[str, int], models: list[str] | None = None) -> str:
         parts.append(f"temperature {TEMPERATURES[params['temperature']]}")
     if VOTES[params["votes"]] > 1:
         parts.append(f"{VOTES[params['votes']]} votes")
+    if params.get("compute"):
+        parts.append(f"as a {COMPUTE[params['compute']]}")
     return ", ".join(parts) or "the seed's own settings"
 
 
@@ -103,6 +116,20 @@ def _with_votes(spec: GraphSpec, index: int, n: int) -> GraphSpec:
     node = nodes[index]
     nodes[index] = {**node, "type": "sample", "n": n, "temperature": node.get("temperature") or 0.8}
     nodes.append({"id": f"{node['id']}_vote", "type": "vote", "source": node["id"]})
+    return GraphSpec.model_validate({**spec.model_dump(exclude_defaults=True), "nodes": nodes})
+
+
+def _with_compute(spec: GraphSpec, index: int, what: str) -> GraphSpec:
+    """Node `index` (an llm node, the graph's output) as a tree_search or a bandit node."""
+    nodes = _dump(spec)
+    if index != len(nodes) - 1 or spec.edges or nodes[index]["type"] != "llm":
+        raise NotApplicable("adaptive compute applies to an llm node that is the graph's output")
+    node = nodes[index]
+    if what == "tree_search":
+        nodes[index] = {**node, "type": "tree_search", "n": 5, "verifier": "agreement"}
+    else:
+        keep = ("id", "role", "max_tokens", "model")
+        nodes[index] = {**{k: node[k] for k in keep if k in node}, "type": "bandit", "arms": BANDIT_ARMS}
     return GraphSpec.model_validate({**spec.model_dump(exclude_defaults=True), "nodes": nodes})
 
 
@@ -122,9 +149,11 @@ class BayesSearch:
         startup_trials: int = 4,
         max_tries: int = 40,
         votes: bool = False,
+        adaptive: bool = False,
     ) -> None:
         self.demo_sets = demo_sets
         self.votes = votes
+        self.adaptive = adaptive
         self.pool = pool
         self.startup_trials = startup_trials
         self.max_tries = max_tries
@@ -195,6 +224,15 @@ class BayesSearch:
                 child = graph_spec(voted, spec.kind, name=child.name, thought=child.thought)
             except NotApplicable:
                 effective["votes"] = BASE_PARAMS["votes"]
+        if params.get("compute"):
+            try:
+                if "operators" not in _capabilities(spec) or effective["votes"]:
+                    raise NotApplicable("adaptive compute applies to a graph's llm node")
+                graph = _with_compute(parse_spec(child.source), slot.index, COMPUTE[params["compute"]])
+                graph, _ = learn_bandits(ctx, graph, random.Random(f"{ctx.seed}:bandit:{spec_key(child)}"))
+                child = graph_spec(graph, spec.kind, name=child.name, thought=child.thought)
+            except NotApplicable:
+                effective["compute"] = 0
         return child, effective
 
     # -- the study, rebuilt from the archive -------------------------------------------------
@@ -208,7 +246,7 @@ class BayesSearch:
                 multivariate=True,
             )  # fmt: skip
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        space = _space(self.demo_sets, self.votes, len(ctx.models))
+        space = _space(self.demo_sets, self.votes, len(ctx.models), self.adaptive)
         trials = [(BASE_PARAMS, subset_score(ctx, base))]
         trials += [  # a parameter added since a trial was stored takes the seed's own value
             ({**BASE_PARAMS, **c.metadata["params"]}, subset_score(ctx, c))
@@ -216,6 +254,7 @@ class BayesSearch:
             if isinstance(c.metadata.get("params"), dict) and set(c.metadata["params"]) <= set(space)
         ]
         for params, value in trials:
+            params = {k: params.get(k, 0) for k in space}  # `compute` absent: the node as it is
             if all(params[k] in space[k].choices for k in space):  # stored under another space: skipped
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=space, value=value))
         return study, space

@@ -16,17 +16,40 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.graph import GraphSpec, parse_spec
 from agentmeta.agents.kinds import graph_slots, set_slot, slots_of
 from agentmeta.agents.slots import Slot
+from agentmeta.registry import registry
 from agentmeta.search.operators import NotApplicable
 from agentmeta.search.programs import graph_spec
 
 BOOTSTRAP = "bootstrap_demos"
 """The operator name of a child whose demonstrations were bootstrapped."""
+REPROMPT = "reprompt_demos"
+"""The operator name of a child whose bootstrapped demonstrations went through Reprompting's rounds
+(drawn instead of `bootstrap_demos` in a campaign with `SearchConfig.demos = "reprompt"`)."""
+
+
+@dataclass(frozen=True)
+class TrainOperator:
+    """An operator that runs the candidate on train samples (so it needs the campaign, not only the
+    graph): listed in the registry's "operator" category, group `train`; the strategies that draw
+    operators apply it themselves (`bootstrap_demos`)."""
+
+    doc: str
+    group: str = "train"
+
+
+def demo_operator(ctx: Any) -> str | None:
+    """The demonstration operator a campaign draws: `reprompt_demos` with `demos = "reprompt"`,
+    `bootstrap_demos` otherwise, None where it runs nothing on train samples."""
+    if ctx.evaluate is None or ctx.trace is None or not ctx.train_samples:
+        return None
+    return REPROMPT if getattr(ctx, "demos", "bootstrap") == "reprompt" else BOOTSTRAP
 
 
 def _takes_bootstrapped_demos(slot: Slot) -> bool:
@@ -108,3 +131,10 @@ def bootstrap_demos(
     """`bootstrap_slot` on a graph of the campaign's (graph-capable) kind: node `index`."""
     child, info = bootstrap_slot(ctx, graph_spec(spec, ctx.kind), index, rng, exclude=exclude, k=k, pool=pool)
     return parse_spec(child.source), info
+
+
+registry.add("operator", BOOTSTRAP, TrainOperator("a node shown its own outputs on train samples the graph solved (BootstrapFewShot)"))
+registry.add(
+    "operator", REPROMPT,
+    TrainOperator("bootstrap_demos followed by Reprompting's Gibbs rounds over the train split (--demos reprompt)"),
+)  # fmt: skip

@@ -348,6 +348,8 @@ class Campaign(PromotionRules):
             evaluate=self.evaluate_train,
             trace=self.trace_train,
             demos=self.config.demos,
+            adaptive=self.config.adaptive,
+            meta_prompt=self.config.meta_prompt,
         )
 
     def _train_only(self, samples: list[Any]) -> None:

@@ -9,6 +9,7 @@ import string
 from typing import Any
 
 from agentmeta.agents.graph import GraphSpec
+from agentmeta.registry import registry
 
 NodeDict = dict[str, Any]
 
@@ -46,14 +47,8 @@ def _dump(spec: GraphSpec) -> list[NodeDict]:
     return [n.model_dump(mode="json") for n in spec.nodes]
 
 
-_FIELDS = {
-    "llm": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "model"),
-    "sample": ("type", "prompt", "role", "temperature", "max_tokens", "demos", "n", "model", "models"),
-    "cascade": ("type", "prompt", "role", "temperature", "max_tokens", "n", "models", "agree"),
-    "vote": ("type", "source"),
-    "reflect": ("type", "role", "temperature", "max_tokens", "max_rounds", "model"),
-    "python": ("type", "code"),
-}
+def _fields(node_type: str) -> tuple[str, ...]:
+    return registry.get("node", node_type).fields
 
 
 def canonical(spec: GraphSpec) -> str:
@@ -68,7 +63,7 @@ def canonical(spec: GraphSpec) -> str:
             n["source"] = ids[i - 1]
     mapping = {old: f"n{i}" for i, old in enumerate(ids)}
     renamed = _rename(nodes, mapping)
-    slim = [{"id": n["id"], **{k: n[k] for k in _FIELDS[n["type"]]}} for n in renamed]
+    slim = [{"id": n["id"], **{k: n[k] for k in _fields(n["type"]) if k in n}} for n in renamed]
     edges = [
         {"source": mapping.get(e.source, e.source), "target": mapping.get(e.target, e.target), "when": e.when}
         for e in spec.edges

@@ -20,7 +20,7 @@ NOT_IDENTITY = {
     "name", "iterations", "max_tokens", "max_wall_s", "concurrency", "confirm", "confirm_limit", "confirm_margin",
 }  # fmt: skip
 """Settings that do not define what a campaign searches: a re-run may change them and resume."""
-ADDED_LATER = ("models", "race", "parallel", "demos")
+ADDED_LATER = ("models", "race", "parallel", "demos", "adaptive", "meta_prompt")
 """Identity settings newer than some stored campaigns: left out of the identity at their defaults."""
 
 
@@ -63,6 +63,16 @@ class SearchConfig(BaseModel):
     draw of the agent's own outputs on train samples it solved (DSPy's BootstrapFewShot);
     `reprompt`, that draw improved by Gibbs-style rounds that keep a recipe when the set solves at
     least as many other train samples (Reprompting; `agentmeta.search.reprompt`)."""
+    adaptive: bool = False
+    """Let the search make adaptive-compute nodes (`agentmeta.agents.adaptive`): `evolve`, `random`
+    and `tree` also draw `add_bandit` and `add_tree_search` (a new bandit's statistics learned on
+    the train split), and `bayes` adds a `compute` parameter (the slot as it is, as a `tree_search`
+    over its answers, or as a bandit over reasoning strategies). Off: what they always drew."""
+    meta_prompt: str = "fixed"
+    """How the meta-agent's and the reflector's own instructions are chosen (a registered
+    meta-prompt policy, `agentmeta plugins`): `fixed`, the built-in ones; `evolve`, candidates for
+    them scored by how often their proposals beat their parents on train minibatches
+    (metaTextGrad's idea; `agentmeta.search.meta_prompt`)."""
     objective: Literal["score", "pareto"] = "score"
     """What parents are selected for: `score` (validation score) or `pareto` (the score x
     tokens-per-sample Pareto front: `evolve` draws only from it, `prompt` limits its per-sample
@@ -108,6 +118,14 @@ class SearchConfig(BaseModel):
         if any(r < 1 for r in v):
             raise ValueError(f"racing rungs are sample counts >= 1; got {v}")
         return sorted(set(v))
+
+    @field_validator("meta_prompt")
+    @classmethod
+    def _registered_meta_prompt(cls, v: str) -> str:
+        from agentmeta.registry import registry
+
+        registry.get("meta_prompt", v)  # ConfigError listing the registered policies
+        return v
 
     @field_validator("kind")
     @classmethod

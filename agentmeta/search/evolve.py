@@ -33,7 +33,8 @@ from typing import Any
 from agentmeta.agents.graph import GraphSpec, parse_spec
 from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
-from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_targets
+from agentmeta.search.adaptive import learn_bandits
+from agentmeta.search.bootstrap import BOOTSTRAP, REPROMPT, bootstrap_demos, bootstrap_targets, demo_operator
 from agentmeta.search.meta_agent import MetaAgentSearch
 from agentmeta.search.operators import (
     NotApplicable,
@@ -69,10 +70,13 @@ def sigmoid(x: float) -> float:
 def mutations(ctx: ProposalContext) -> list[str]:
     """The mutation operators a child can be made by: the registered ones (`operators.register_operator`,
     plugins' included), plus `bootstrap_demos` (`agentmeta.search.bootstrap`) when the campaign can
-    run candidates on train samples, plus the model operators when it names other models."""
-    extra = [BOOTSTRAP] if ctx.evaluate is not None and ctx.trace is not None and ctx.train_samples else []
+    run candidates on train samples, plus the model operators when it names other models, plus the
+    adaptive-compute operators (`agentmeta.search.adaptive`) when it has `adaptive` on."""
+    demo_op = demo_operator(ctx)
+    extra = [demo_op] if demo_op else []
     models = operator_names("model") if getattr(ctx, "models", None) else []
-    return operator_names("mutation") + extra + models
+    adaptive = operator_names("adaptive") if getattr(ctx, "adaptive", False) else []
+    return operator_names("mutation") + extra + models + adaptive
 
 
 def eligible_parents(candidates: Sequence[Any]) -> list[Any]:
@@ -171,7 +175,7 @@ class OperatorSearch:
             op, parent, partner = self.choose(pool, ctx, rng)
             extra: dict[str, Any] = {}
             try:
-                if op == BOOTSTRAP:
+                if op in (BOOTSTRAP, REPROMPT):
                     targets = bootstrap_targets(parent.spec)
                     if not targets:
                         raise NotApplicable("no node can show bootstrapped demonstrations")
@@ -180,6 +184,7 @@ class OperatorSearch:
                     child = apply(
                         op, parent.spec, rng, replace(base, partner=partner.spec if partner else None)
                     )
+                    child, extra = learn_bandits(ctx, child, rng)
             except NotApplicable:
                 not_applicable += 1
                 continue

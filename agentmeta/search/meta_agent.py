@@ -20,6 +20,7 @@ from agentmeta.agents.kinds import AgentKind, proposal_demos, searchable_kind
 from agentmeta.errors import InvalidAgentError
 from agentmeta.models.types import Usage
 from agentmeta.prompts import render, render_text
+from agentmeta.search.meta_prompt import meta_prompts
 from agentmeta.search.selection import cost_front
 from agentmeta.search.strategy import Proposal, ProposalContext
 
@@ -96,11 +97,13 @@ class MetaAgentSearch:
     name = "meta-agent"
 
     def __init__(
-        self, reflexion_rounds: int = 2, temperature: float = 0.8, archive_entries: int = 12
-    ) -> None:
+        self, reflexion_rounds: int = 2, temperature: float = 0.8, archive_entries: int = 12,
+        system: str | None = None,
+    ) -> None:  # fmt: skip
         self.reflexion_rounds = reflexion_rounds
         self.temperature = temperature
         self.archive_entries = archive_entries
+        self.system = system
 
     def select_parents(self, ctx: ProposalContext) -> list[Any]:
         """The best scored candidate, plus one other scored candidate for inspiration (seeded; with
@@ -149,11 +152,11 @@ class MetaAgentSearch:
             archive=self._archive_text(ctx),
             parent=parent_text,
         )
+        usage = Usage()
         messages = [
-            {"role": "system", "content": render("meta-agent-system")},
+            {"role": "system", "content": self.system or meta_prompts(ctx, usage).system},
             {"role": "user", "content": user},
         ]
-        usage = Usage()
         text = self._call(ctx, messages, 0, usage)
         data = _parse(text)
         messages.append({"role": "assistant", "content": text})

@@ -446,8 +446,8 @@ CROSSOVERS: dict[str, Operator] = {"crossover": crossover, "crossover_demos": cr
 BUILTIN_OPERATORS: dict[str, Operator] = {**MUTATIONS, **MODEL_MUTATIONS, **CROSSOVERS}
 """agentmeta's own operators (the registry may hold plugins' too)."""
 
-OperatorGroup = Literal["mutation", "model", "crossover"]
-GROUPS: tuple[OperatorGroup, ...] = ("mutation", "model", "crossover")
+OperatorGroup = Literal["mutation", "model", "crossover", "adaptive"]
+GROUPS: tuple[OperatorGroup, ...] = ("mutation", "model", "crossover", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -457,7 +457,8 @@ class GraphOperator:
     fn: Operator
     group: OperatorGroup = "mutation"
     """`mutation` (one parent), `model` (one parent; drawn only when the campaign names other
-    models) or `crossover` (two parents: `OperatorContext.partner` is the second)."""
+    models), `adaptive` (one parent; drawn only in a campaign with `SearchConfig.adaptive`) or
+    `crossover` (two parents: `OperatorContext.partner` is the second)."""
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
@@ -502,6 +503,8 @@ def apply(name: str, spec: GraphSpec, rng: random.Random, ctx: OperatorContext) 
     strategy sets its own). `NotApplicable` if it does not apply; a child that is not a valid graph
     is reported as `NotApplicable` too, with the reason. `ConfigError` for an unknown name."""
     op: GraphOperator = registry.get("operator", name)
+    if not isinstance(op, GraphOperator):
+        raise ConfigError(f"operator {name!r} runs the candidate on train samples: the strategies apply it themselves")
     try:
         child = op.fn(spec, rng, ctx)
     except InvalidAgentError as e:

@@ -47,8 +47,9 @@ from agentmeta.agents.kinds import set_slot
 from agentmeta.agents.slots import ANSWER_LINE, Slot
 from agentmeta.errors import ConfigError
 from agentmeta.models.types import Usage
-from agentmeta.prompts import render
-from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_slot, slot_targets
+from agentmeta.prompts import render_text
+from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_slot, demo_operator, slot_targets
+from agentmeta.search.meta_prompt import meta_prompts
 from agentmeta.search.operators import NotApplicable, prompt_fields
 from agentmeta.search.programs import named, slots_or_none, spec_key, spec_of
 from agentmeta.search.selection import cost_front, full_stage_scores
@@ -260,7 +261,7 @@ class ReflectivePromptSearch:
                 except NotApplicable as e:
                     tried.append(f"bootstrap on {parent.name}: {e}")
                     continue
-                op, what = BOOTSTRAP, "bootstrapped demonstrations"
+                op, what = demo_operator(ctx) or BOOTSTRAP, "bootstrapped demonstrations"
             else:
                 instruction = self._reflect(ctx, parent.text(module), before, batch, usage)
                 if not instruction:
@@ -306,8 +307,9 @@ class ReflectivePromptSearch:
         return named(spec, name or spec.name, thought or spec.thought)
 
     def _reflect(self, ctx: ProposalContext, template: str, result: Any, batch: Sequence[Any],
-                 usage: Usage) -> str:  # fmt: skip
-        """Ask the meta-model for a new instruction, given the minibatch with feedback."""
+                 usage: Usage, reflector: str | None = None) -> str:  # fmt: skip
+        """Ask the meta-model for a new instruction, given the minibatch with feedback (`reflector`:
+        the template that asks for it; default the campaign's meta-prompt policy's)."""
         by_id = {s.id: s for s in batch}
         parts = []
         for i, r in enumerate(result.records, 1):
@@ -322,8 +324,9 @@ class ReflectivePromptSearch:
             parts.append(
                 f"### Example {i}\nInput: {sample.input}\nResponse: {response}\nFeedback: {feedback}"
             )
-        prompt = render(
-            "reflect-instruction", instruction=instruction_of(template), examples="\n\n".join(parts)
+        reflector = reflector or meta_prompts(ctx, usage).reflector
+        prompt = render_text(
+            reflector, "reflector template", instruction=instruction_of(template), examples="\n\n".join(parts)
         )
         resp = ctx.meta_model.generate(
             [{"role": "user", "content": prompt}],

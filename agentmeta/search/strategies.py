@@ -91,7 +91,7 @@ def prompt_search(config: SearchConfig) -> ReflectivePromptSearch:
 )
 def bayes_search(config: SearchConfig) -> BayesSearch:
     require_capability(config.kind, "slots", "strategy 'bayes' (it tunes instructions and demonstrations)")
-    return BayesSearch()
+    return BayesSearch(adaptive=config.adaptive)
 
 
 @registry.register(

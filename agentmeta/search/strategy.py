@@ -61,6 +61,10 @@ class ProposalContext:
     demos: str = "bootstrap"
     """How demonstrations are made from the train split (`SearchConfig.demos`): `bootstrap` (one
     draw) or `reprompt` (Gibbs-style rounds, `agentmeta.search.reprompt`)."""
+    meta_prompt: str = "fixed"
+    """The campaign's meta-prompt policy (`SearchConfig.meta_prompt`, `agentmeta.search.meta_prompt`)."""
+    adaptive: bool = False
+    """Whether the operators and `bayes` may make adaptive-compute nodes (`SearchConfig.adaptive`)."""
 
 
 @dataclass

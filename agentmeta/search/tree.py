@@ -31,7 +31,8 @@ from typing import Any
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.graph import GraphSpec
 from agentmeta.errors import require
-from agentmeta.search.bootstrap import BOOTSTRAP, bootstrap_demos, bootstrap_targets
+from agentmeta.search.adaptive import learn_bandits
+from agentmeta.search.bootstrap import BOOTSTRAP, REPROMPT, bootstrap_demos, bootstrap_targets
 from agentmeta.search.evolve import graph_of, mutations
 from agentmeta.search.operators import NotApplicable, OperatorContext, add_demos, apply, canonical
 from agentmeta.search.selection import best_seeds, subset_score
@@ -101,7 +102,7 @@ class TreeSearch:
 
     def _mutate(self, ctx: ProposalContext, graph: GraphSpec, rng: random.Random) -> tuple[GraphSpec, str]:
         op = rng.choice(mutations(ctx))
-        if op == BOOTSTRAP:
+        if op in (BOOTSTRAP, REPROMPT):
             targets = bootstrap_targets(graph)
             if not targets:
                 raise NotApplicable("no node takes bootstrapped demonstrations")
@@ -109,7 +110,7 @@ class TreeSearch:
         octx = OperatorContext(
             train_samples=ctx.train_samples, models=tuple(ctx.models), task_model=ctx.task_model
         )
-        return apply(op, graph, rng, octx), op
+        return learn_bandits(ctx, apply(op, graph, rng, octx), rng)[0], op
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         root = self._root(ctx)

@@ -163,3 +163,16 @@ def test_the_campaigns_other_models_enter_the_space(tmp_path):
     assert moved and all(f"model {other}" in c.name for c in moved)
     assert all(any(n.model == other for n in parse_spec(c.source).nodes) for c in moved)
     assert all(c.status == "ok" for c in children)
+
+
+def test_adaptive_compute_enters_the_space_only_when_asked_for(tmp_path):
+    from agentmeta.search.bayes import _space
+
+    assert "compute" not in _space(3) and _space(3, adaptive=True)["compute"].choices == (0, 1, 2)
+    archive, camp, _, _ = _campaign(tmp_path, iterations=10, adaptive=True)
+    children = [c for c in archive.candidates(campaign=camp.record.id) if c.generation > 0]
+    types = {c.metadata["params"].get("compute", 0): [n.type for n in parse_spec(c.source).nodes] for c in children}
+    assert types.get(1) == ["tree_search"] and types.get(2) == ["bandit"], types
+    bandit = next(parse_spec(c.source).nodes[0] for c in children if c.metadata["params"].get("compute") == 2)
+    assert sum(p for _, p in bandit.stats.values()) == 12  # learned on the 12 train samples, then frozen
+    assert all(c.status == "ok" for c in children)
