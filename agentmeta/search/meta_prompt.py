@@ -3,11 +3,12 @@
 Two texts steer the proposers: the reflector's template (`prompts/reflect-instruction.txt`, the
 `prompt` strategy rewrites an instruction with it) and the meta-agent's system message
 (`prompts/meta-agent-system.txt`, `meta-agent`). A policy is a registry entry of category
-"meta_prompt" (a plugin adds one the same way) with `texts(ctx, usage) -> MetaPrompts`:
+"meta_prompt" (a plugin adds one the same way) with `texts(ctx, usage, need) -> MetaPrompts`:
 
 - `fixed`: the built-in texts.
-- `evolve` (metaTextGrad's idea, optimizing the optimizer's prompts): the first time a proposal
-  needs them, the meta-model writes `VARIANTS` rewrites of the directive of each text; every
+- `evolve` (metaTextGrad's idea, optimizing the optimizer's prompts): the first time a strategy
+  needs its text (`prompt` the reflector's, `meta-agent` the system message), the meta-model writes
+  `VARIANTS` rewrites of it (of the reflector's closing directive); every
   variant, the built-in one included, then proposes a child of the campaign's best seed on the same
   `TRIALS` train minibatches, and scores the share of its children that beat that seed on their
   minibatch (its promotion rate; paired: every variant sees the same minibatches). The variant
@@ -54,7 +55,7 @@ def builtin() -> MetaPrompts:
 class FixedMetaPrompt:
     """The built-in texts."""
 
-    def texts(self, ctx: Any, usage: Usage | None = None) -> MetaPrompts:
+    def texts(self, ctx: Any, usage: Usage | None = None, need: str = "reflector") -> MetaPrompts:
         return builtin()
 
 
@@ -115,42 +116,44 @@ def calibrate(
 class EvolvedMetaPrompt:
     """Variants of the proposers' texts, the one whose proposals beat their parent most often kept."""
 
-    def texts(self, ctx: Any, usage: Usage | None = None) -> MetaPrompts:
+    def texts(self, ctx: Any, usage: Usage | None = None, need: str = "reflector") -> MetaPrompts:
+        """The texts, `need` (`reflector` or `system`: the one the asking strategy uses) calibrated
+        first if the campaign has not done so."""
         usage = usage if usage is not None else Usage()
-        camp = ctx.archive.get_campaign(ctx.campaign)
-        done = camp.state.get(STATE_KEY)
+        record: dict[str, Any] = dict(ctx.archive.get_campaign(ctx.campaign).state.get(STATE_KEY) or {})
+        if need not in record and ctx.evaluate is not None and ctx.train_samples:
+            done = self._calibrate(ctx, need, usage)
+            if done is not None:
+                record[need] = done
+                ctx.archive.update_campaign(ctx.campaign, state={STATE_KEY: record})
         base = builtin()
-        if isinstance(done, dict) and "reflector" in done and "system" in done:
-            return MetaPrompts(done["reflector"]["chosen_text"], done["system"]["chosen_text"])
-        if ctx.evaluate is None or not ctx.train_samples:
-            return base  # nothing to score the variants on: the built-in texts
+        return MetaPrompts(
+            record["reflector"]["chosen_text"] if "reflector" in record else base.reflector,
+            record["system"]["chosen_text"] if "system" in record else base.system,
+        )
+
+    @staticmethod
+    def _calibrate(ctx: Any, need: str, usage: Usage) -> dict[str, Any] | None:
+        from agentmeta.search.programs import spec_of
         from agentmeta.search.selection import best_seeds
 
         seeds = best_seeds(ctx)
         if not seeds:
-            return base
-        from agentmeta.search.programs import spec_of
-
+            return None  # nothing to propose children of yet: the built-in text meanwhile
         parent = spec_of(seeds[0])
-        record: dict[str, Any] = {}
-        head, directive = _split_reflector(base.reflector)
-        reflectors = [base.reflector] + [
-            head + _rewrite(ctx, directive, "closing directive of a prompt that asks for a better instruction", k, usage)
-            + "\n"
-            for k in range(VARIANTS)
-        ]  # fmt: skip
-        systems = [base.system] + [
-            _rewrite(ctx, base.system, "system message of an agent designer", k, usage) for k in range(VARIANTS)
-        ]
-        for what, variants, maker in (
-            ("reflector", reflectors, _reflector_child(ctx)),
-            ("system", systems, _system_child(ctx)),
-        ):
-            rows = calibrate(ctx, variants, maker, parent, usage)
-            best = max(range(len(rows)), key=lambda i: (rows[i]["wins"], -i))
-            record[what] = {"variants": rows, "chosen": best, "chosen_text": rows[best]["text"]}
-        ctx.archive.update_campaign(ctx.campaign, state={STATE_KEY: record})
-        return MetaPrompts(record["reflector"]["chosen_text"], record["system"]["chosen_text"])
+        base = builtin()
+        if need == "reflector":
+            head, directive = _split_reflector(base.reflector)
+            what = "closing directive of a prompt that asks for a better instruction"
+            variants = [base.reflector] + [head + _rewrite(ctx, directive, what, k, usage) + "\n" for k in range(VARIANTS)]
+            maker = _reflector_child(ctx)
+        else:
+            what = "system message of an agent designer"
+            variants = [base.system] + [_rewrite(ctx, base.system, what, k, usage) for k in range(VARIANTS)]
+            maker = _system_child(ctx)
+        rows = calibrate(ctx, variants, maker, parent, usage)
+        best = max(range(len(rows)), key=lambda i: (rows[i]["wins"], -i))
+        return {"variants": rows, "chosen": best, "chosen_text": rows[best]["text"], "parent": seeds[0].id}
 
 
 def _reflector_child(ctx: Any) -> Callable[..., AgentSpec | None]:
@@ -192,10 +195,11 @@ def _absorb(usage: Usage, other: Usage) -> None:
     usage.completion_tokens += other.completion_tokens
 
 
-def meta_prompts(ctx: Any, usage: Usage | None = None) -> MetaPrompts:
-    """The texts of the campaign's meta-prompt policy (`ProposalContext.meta_prompt`)."""
+def meta_prompts(ctx: Any, usage: Usage | None = None, need: str = "reflector") -> MetaPrompts:
+    """The texts of the campaign's meta-prompt policy (`ProposalContext.meta_prompt`); `need`: the
+    one the asking strategy uses (`reflector` or `system`)."""
     policy = registry.get("meta_prompt", getattr(ctx, "meta_prompt", "fixed") or "fixed")
-    return policy.texts(ctx, usage)
+    return policy.texts(ctx, usage, need)
 
 
 registry.add("meta_prompt", "fixed", FixedMetaPrompt(), "the built-in reflector template and meta-agent system message")

@@ -146,3 +146,31 @@ def test_an_arm_is_a_graph_with_the_nodes_role_and_budget():
     spec = arm_spec("program_of_thought", node)
     assert [n.type for n in spec.nodes] == ["llm", "python"]
     assert spec.nodes[0].role == "math teacher" and spec.nodes[0].max_tokens == 300
+
+
+ARITH = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
+
+
+@pytest.mark.embedded
+def test_adaptive_nodes_run_on_the_embedded_model(embedded, tmp_path):
+    """A bandit learned on train samples through a campaign's own train runs, then a tree search,
+    both on the real model: the statistics count the pulls, the runs replay."""
+    from agentmeta.archive import Archive
+    from agentmeta.eval import load_suite
+    from agentmeta.search import Campaign, SearchConfig
+
+    config = SearchConfig(suite=ARITH, kind="graph", strategy="random", seeds=["cot"], iterations=0,
+                          confirm=False, concurrency=8, adaptive=True)  # fmt: skip
+    pctx = Campaign(config, Archive(tmp_path / "a.db"), model=embedded, meta_model=embedded)._context(0)
+    pctx.train_samples = pctx.train_samples[:8]
+    graph = parse_spec({"nodes": [{"id": "b", "type": "bandit", "arms": ["direct", "cot"], "max_tokens": 96}]})
+    learned, info = learn_bandit(pctx, graph, 0, random.Random(0), samples=4, batch=2)
+    stats = learned.nodes[0].stats
+    assert sum(p for _, p in stats.values()) == 4 and set(info["learned_on"]) <= {s.id for s in pctx.train_samples}
+    val = Suite(name="v", samples=load_suite(ARITH, split="validation", limit=2).samples, scorer={"name": "numeric"})  # type: ignore[arg-type]
+    res = evaluate(GraphAgent(learned), val, model=embedded, seed=0)
+    assert all(r.outcome == "scored" and r.calls == 1 for r in res.records)
+    ts = GraphAgent(parse_spec({"nodes": [{"id": "t", "type": "tree_search", "n": 3, "max_tokens": 96,
+                                           "prompt": "Task: {input}\n\nThink step by step, then end with 'Answer: <answer>'."}]}))  # fmt: skip
+    first = evaluate(ts, val, model=embedded, seed=0)
+    assert all(r.outcome == "scored" and r.calls == 3 and r.answer for r in first.records)

@@ -51,7 +51,8 @@ def _meta(asked: list[str]):
 
 def _campaign(tmp_path: Path, asked: list[str], iterations: int = 2, **kw):
     archive = Archive(tmp_path / "a.db")
-    config = SearchConfig(suite=_suite(tmp_path), kind="graph", strategy="prompt", seeds=["cot"], iterations=iterations,
+    kw.setdefault("strategy", "prompt")
+    config = SearchConfig(suite=_suite(tmp_path), kind="graph", seeds=["cot"], iterations=iterations,
                           subset=4, full=8, confirm=False, **kw)  # fmt: skip
     camp = Campaign(config, archive, model=get_model("mock", outputs=_task), meta_model=get_model("mock", outputs=_meta(asked)))
     return archive, camp, camp.run()
@@ -71,12 +72,12 @@ def test_evolve_keeps_the_reflector_whose_proposals_beat_the_seed_and_records_it
     assert [v["wins"] for v in refl["variants"]] == [0, 3, 3] and refl["chosen"] == 1
     assert refl["variants"][0]["text"] == load_template("reflect-instruction")
     assert "MARK" in refl["chosen_text"] and "{examples}" in refl["chosen_text"]
-    assert state["system"]["chosen"] == 0  # no meta-agent proposal parsed: every variant 0 wins, the built-in kept
+    assert "system" not in state  # the prompt strategy uses the reflector only: the system text is not calibrated
     children = [c for c in archive.candidates(campaign=camp.record.id) if c.generation > 0]
     reflected = [c for c in children if c.name.startswith("reflect")]
     assert reflected and all("MARK" in c.source for c in reflected), [(c.name, c.source[:300]) for c in children]
     n = len(asked)
-    assert n == 4  # two rewrites of each text, once
+    assert n == 2  # two rewrites of the reflector, once
     _campaign(tmp_path, asked, iterations=3, meta_prompt="evolve")  # resumed: the stored choice, no new calibration
     assert len(asked) == n
 
@@ -87,3 +88,35 @@ def test_fixed_uses_the_built_in_reflector(tmp_path):
     assert STATE_KEY not in archive.get_campaign(camp.record.id).state and not asked
     children = [c for c in archive.candidates(campaign=camp.record.id) if c.generation > 0]
     assert not any("MARK" in c.source for c in children)
+
+
+def test_evolve_calibrates_the_meta_agents_system_message_for_the_meta_agent(tmp_path):
+    asked: list[str] = []
+    archive, camp, _ = _campaign(tmp_path, asked, iterations=1, meta_prompt="evolve", strategy="meta-agent")
+    state = archive.get_campaign(camp.record.id).state[STATE_KEY]
+    assert set(state) == {"system"} and len(state["system"]["variants"]) == 3
+    assert state["system"]["chosen"] == 0  # no proposal parsed, so no variant won: the built-in text is kept
+    assert all(v["trials"] == 3 and v["wins"] == 0 for v in state["system"]["variants"])
+
+
+@pytest.mark.embedded
+def test_evolve_calibrates_the_reflector_on_the_embedded_model(embedded, tmp_path, monkeypatch):
+    """The real model rewrites the reflector's directive and proposes with both texts; the choice
+    and each variant's wins are stored in the campaign."""
+    import agentmeta.search.meta_prompt as mp
+
+    monkeypatch.setattr(mp, "VARIANTS", 1)
+    monkeypatch.setattr(mp, "TRIALS", 1)
+    monkeypatch.setattr(mp, "MINIBATCH", 2)
+    suite = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
+    archive = Archive(tmp_path / "e.db")
+    config = SearchConfig(suite=suite, kind="graph", strategy="prompt", seeds=["cot"], iterations=0, subset=2,
+                          full=4, confirm=False, concurrency=8, meta_prompt="evolve")  # fmt: skip
+    camp = Campaign(config, archive, model=embedded, meta_model=embedded)
+    camp.run()  # the seed's full-stage score: the parent the variants propose children of
+    texts = mp.meta_prompts(camp._context(1), need="reflector")
+    state = archive.get_campaign(camp.record.id).state[STATE_KEY]["reflector"]
+    assert len(state["variants"]) == 2 and state["variants"][0]["text"] == load_template("reflect-instruction")
+    assert "{examples}" in state["variants"][1]["text"] and state["variants"][1]["text"] != state["variants"][0]["text"]
+    assert all(v["trials"] <= 1 for v in state["variants"]) and state["chosen"] in (0, 1)
+    assert texts.reflector == state["chosen_text"]
