@@ -31,6 +31,8 @@ def explorer(req) -> str:
     """A sampler right one time in three (wrong answers all differ), a refinement that is right,
     and a yes/no checker that knows the sum."""
     text = req.messages[-1].content
+    if "Write one Python expression" in text:
+        return "Expression: " + " + ".join(re.findall(r"\d+", _task(text)))
     if "Is the proposed answer correct?" in text:
         proposed = re.search(r"Proposed answer: (.*)", text).group(1).strip()
         return "yes" if proposed == str(_sum(text)) else "no"

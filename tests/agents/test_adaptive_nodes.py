@@ -104,13 +104,14 @@ def tree(verifier: str, n: int = 6) -> GraphAgent:
     return GraphAgent(parse_spec({"name": "tree", "nodes": [node]}))
 
 
-@pytest.mark.parametrize("verifier", ["agreement", "self"])
+@pytest.mark.parametrize("verifier", ["agreement", "self", "python"])
 def test_tree_search_finds_the_answer_its_verifier_prefers(verifier):
     model = get_model(M + "explorer", cache=False)
     res = evaluate(tree(verifier), _suite(3), model=model, seed=2)
     assert res.mean == 1.0
     calls = {r.calls for r in res.records}
-    assert calls == ({6} if verifier == "agreement" else {12})  # self: one yes/no check per answer
+    # self: one yes/no check per answer; python: one expression per input, run in the sandbox
+    assert calls == {"agreement": {6}, "self": {12}, "python": {7}}[verifier]
     again = evaluate(tree(verifier), _suite(3), model=model, seed=2)
     assert [r.answer for r in again.records] == [r.answer for r in res.records]
 
