@@ -179,7 +179,8 @@ def main() -> None:
     ap.add_argument("--confirm-limit", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "search.json"))
-    ap.add_argument("--append", action="store_true", help="add these runs to the results already in --out")
+    ap.add_argument("--append", action="store_true",
+                    help="add these runs to the results already in --out (campaigns already there are skipped)")  # fmt: skip
     ap.add_argument("--merge", nargs="+", metavar="JSON", help="only join these results files into --out")
     args = ap.parse_args()
     if args.merge:
@@ -201,13 +202,19 @@ def main() -> None:
         earlier = old.get("runs", [])
         results = old["results"]
     start = time.perf_counter()
+    done = {(r["suite"], r["seed"], r["strategy"]) for r in results}
+    """With --append, campaigns already in the file are not run again (a stopped piece resumes)."""
     for suite_i, suite in enumerate(args.suites.split(",")):
         for seed in [int(s) for s in args.seeds.split(",")]:
             # one call cache per (suite, seed): the seeds-only campaign fills it, every strategy shares it
             model = Model(base.provider, cache=CallCache(work / f"calls-{suite_i}-{seed}.sqlite"))
-            print(f"{suite} seed {seed}: seeds", flush=True)
-            results.append(run_campaign(archive, model, suite, seed, "seeds", args, iterations=0))
+            if (suite, seed, "seeds") not in done:
+                print(f"{suite} seed {seed}: seeds", flush=True)
+                results.append(run_campaign(archive, model, suite, seed, "seeds", args, iterations=0))
             for strategy in args.strategies.split(","):
+                if (suite, seed, strategy) in done:
+                    print(f"{suite} seed {seed}: {strategy} already in {args.out}", flush=True)
+                    continue
                 print(f"{suite} seed {seed}: {strategy}", flush=True)
                 results.append(run_campaign(archive, model, suite, seed, strategy, args, args.max_iterations))
                 print("  " + fmt_row(results[-1]), flush=True)
