@@ -38,6 +38,12 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 MAIN_SUITE = "rg/basic_arithmetic?max_terms=2&max_digits=1&allow_parentheses=false&allow_negation=false"
 STRATEGIES = "meta-agent,evolve,prompt,random,bayes,tree"
+STRATEGY_OPTIONS: dict[str, dict[str, Any]] = {
+    "adaptive": {"adaptive": True},
+    "meta-evolve": {"meta_prompt": "evolve"},
+    "reprompt": {"demos": "reprompt"},
+}
+"""Campaign settings a strategy label may add after `+` (e.g. `prompt+meta-evolve`, `random+adaptive`)."""
 
 
 def row_of(conf: Any, cid: str | None) -> dict[str, Any] | None:
@@ -50,8 +56,14 @@ def run_campaign(
 ) -> dict[str, Any]:
     from agentmeta.search import Campaign, SearchConfig
 
+    base, *flags = strategy.split("+")
+    options: dict[str, Any] = {}
+    for flag in flags:  # a strategy label such as prompt+meta-evolve or random+adaptive
+        if flag not in STRATEGY_OPTIONS:
+            raise SystemExit(f"unknown strategy option {flag!r} in {strategy!r}; options: {', '.join(STRATEGY_OPTIONS)}")
+        options.update(STRATEGY_OPTIONS[flag])
     config = SearchConfig(
-        suite=suite, strategy="random" if strategy == "seeds" else strategy, kind="graph", seed=seed, seeds=args.seed_agents.split(","),
+        suite=suite, strategy="random" if base == "seeds" else base, kind="graph", **options, seed=seed, seeds=args.seed_agents.split(","),
         subset=args.subset, full=args.full, iterations=iterations,
         max_tokens=args.budget if iterations else None, confirm_limit=args.confirm_limit,
         concurrency=args.concurrency, reflexion_rounds=1, name=f"{strategy}:{suite}:s{seed}",
@@ -168,7 +180,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suites", default=f"{MAIN_SUITE},drop-lite")
     ap.add_argument("--seeds", default="0,1", help="campaign seeds (sampling, selection)")
-    ap.add_argument("--strategies", default=STRATEGIES)
+    ap.add_argument("--strategies", default=STRATEGIES, help="strategy labels; NAME+adaptive, NAME+meta-evolve, NAME+reprompt add those campaign settings")
     ap.add_argument("--seed-agents", default="cot,program_of_thought", help="seed agents every campaign starts from")
     ap.add_argument("--budget", type=int, default=8000, help="tokens spent per campaign beyond the seeds")
     ap.add_argument("--max-iterations", type=int, default=8)
