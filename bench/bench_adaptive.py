@@ -21,6 +21,7 @@ The meta-prompt policy (`--meta-prompt evolve`) needs whole campaigns and is not
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -55,7 +56,8 @@ def run_suite(suite_spec: str, args: argparse.Namespace, work: Path) -> dict[str
     from agentmeta.search.bootstrap import bootstrap_slot
 
     base = get_model(cache=False)
-    model = Model(base.provider, cache=CallCache(work / f"calls-{abs(hash(suite_spec))}.sqlite"))
+    key = hashlib.sha256(suite_spec.encode()).hexdigest()[:12]
+    model = Model(base.provider, cache=CallCache(work / f"calls-{key}.sqlite"))
     val = load_suite(suite_spec, split="validation", limit=args.val)
     test = load_suite(suite_spec, split="test", limit=args.test)
     train = load_suite(suite_spec, split="train", limit=200)
@@ -103,8 +105,8 @@ def run_suite(suite_spec: str, args: argparse.Namespace, work: Path) -> dict[str
     rows = []
     ref = run(GraphAgent.from_source(seeds[best].source), test)
     ref_scores = {r.id: r.score for r in ref.records}
-    lo, hi = mean_ci([r.score for r in ref.records])
-    rows.append({"method": f"best seed ({best})", "test": ref.mean, "ci": [lo, hi], "tokens": tokens(ref),
+    ci = mean_ci([r.score for r in ref.records])
+    rows.append({"method": f"best seed ({best})", "test": ref.mean, "ci": [ci.low, ci.high], "tokens": tokens(ref),
                  "train_tokens": 0, "n": len(ref.records)})  # fmt: skip
     for name, graph in methods.items():
         start = time.perf_counter()
@@ -112,8 +114,8 @@ def run_suite(suite_spec: str, args: argparse.Namespace, work: Path) -> dict[str
         ids = [r.id for r in res.records if r.id in ref_scores]
         by_id = {r.id: r.score for r in res.records}
         cmp = paired_ci([by_id[i] for i in ids], [ref_scores[i] for i in ids])
-        lo, hi = mean_ci([r.score for r in res.records])
-        rows.append({"method": name, "test": res.mean, "ci": [lo, hi], "tokens": tokens(res),
+        ci = mean_ci([r.score for r in res.records])
+        rows.append({"method": name, "test": res.mean, "ci": [ci.low, ci.high], "tokens": tokens(res),
                      "train_tokens": spent.get(name, 0.0), "n": len(ids), "diff": cmp.mean_diff,
                      "diff_ci": [cmp.low, cmp.high], "p_better": cmp.p_better,
                      "wall_s": round(time.perf_counter() - start, 1)})  # fmt: skip
@@ -131,11 +133,13 @@ def main() -> None:
     ap.add_argument("--learn", type=int, default=16)
     ap.add_argument("--tree-n", type=int, default=5)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--work", help="folder of the call caches (a rerun with the same one replays its calls)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "adaptive.json"))
     args = ap.parse_args()
     import torch
 
-    work = Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench-adaptive-"))
+    work.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     results = []
     for suite in [s.replace("MAIN", MAIN_SUITE) for s in args.suites.split(",") if s]:

@@ -1,4 +1,5 @@
-"""`agentmeta train metaicl` and `agentmeta train grpo`. The main app calls `register(app)`.
+"""`agentmeta train metaicl`, `agentmeta train grpo` and `agentmeta train distill`. The main app
+calls `register(app)`.
 
 Each command turns its flags (and the `trainer:`/`lora:` sections of `--config`) into a
 `MetaICLConfig` / `GRPOConfig` and calls `train_metaicl` / `train_grpo` with it.
@@ -20,7 +21,8 @@ import typer
 from agentmeta.errors import ConfigError
 
 train_app = typer.Typer(
-    help="Train LoRA adapters: MetaICL (in-context learning) or GRPO (rewards = suite scorers).",
+    help="Train LoRA adapters: MetaICL (in-context learning), GRPO (rewards = suite scorers) or "
+    "distillation of a found agent.",
     no_args_is_help=True,
 )
 
@@ -208,6 +210,51 @@ def grpo_cmd(
     rewards = result.info.metrics.get("rewards") or []
     if rewards:
         typer.echo("rewards per step: " + json.dumps([r.get("reward") for r in rewards]))
+
+
+@train_app.command("distill")
+def distill_cmd(
+    suite: Annotated[str, typer.Option("--suite", "-s", help="Suite: train split for traces, test split to compare.")],
+    teacher: Annotated[
+        str, typer.Option(help="The graph agent distilled: a candidate id (with --teacher-archive), a seed or a file.")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Adapter directory to write.")],
+    teacher_archive: Annotated[str | None, typer.Option(help="Archive the teacher candidate is in.")] = None,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.", min=1)] = 30,
+    model: Annotated[str | None, typer.Option(help="Base model: smollm2 (default) or hf/<dir>.")] = None,
+    train_limit: Annotated[int, typer.Option(help="Train items the teacher runs on.", min=1)] = 64,
+    k: Annotated[int, typer.Option(help="Teacher runs per train item (evaluation seeds).", min=1)] = 1,
+    eval_limit: Annotated[int, typer.Option(help="Test samples before/after (0: skip).", min=0)] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Learning rate.")] = 2e-4,
+    batch_size: Annotated[int, typer.Option(help="Pairs per optimizer step.", min=1)] = 4,
+    max_new_tokens: Annotated[int, typer.Option(help="Most tokens per generated answer.", min=1)] = 256,
+    seed: Annotated[int, typer.Option(help="Seed of the traces, training and evaluation.")] = 0,
+    config: Annotated[Path | None, typer.Option(help="YAML with `trainer:` (SFTConfig) and `lora:`.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    archive: Annotated[str | None, typer.Option(help=_ARCHIVE_HELP)] = None,
+    no_register: Annotated[bool, typer.Option("--no-register", help="Do not add it to an archive.")] = False,
+) -> None:
+    """Distill a found graph agent into a LoRA adapter: fine-tune on its scorer-verified train
+    traces, then compare the agent without its demonstrations on the base model and on the adapter
+    (paired, test split), with the teacher beside it."""
+    from agentmeta.train.common import load_settings
+    from agentmeta.train.distill import DistillConfig, train_distill
+
+    run = DistillConfig(
+        suite=suite, teacher=teacher, teacher_archive=teacher_archive, output=output, steps=steps, model=model,
+        train_limit=train_limit, k=k, eval_limit=eval_limit, learning_rate=lr, batch_size=batch_size,
+        max_new_tokens=max_new_tokens, seed=seed, overwrite=overwrite, archive=_archive(archive, no_register),
+        **load_settings(config),
+    )  # fmt: skip
+    result = _run(train_distill, run)
+    _print_result(result, "the student (teacher without demonstrations): test score on the base model and on the adapter")
+    for row in result.table:
+        if "teacher" in row:
+            typer.echo(
+                f"teacher {row['teacher']:.3f} ({row['teacher_tokens']:.0f} tokens/sample); student on the adapter "
+                f"{row['after']:.3f} ({row['student_tokens_after']:.0f} tokens/sample), vs teacher "
+                f"{row['vs_teacher']:+.3f} [{row['vs_teacher_low']:+.3f}, {row['vs_teacher_high']:+.3f}]"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 __all__ = [
     "train_metaicl",
     "train_grpo",
+    "train_distill",
+    "DistillConfig",
     "MetaICLConfig",
     "GRPOConfig",
     "RunConfig",
@@ -28,6 +30,8 @@ __all__ = [
 _LAZY = {
     "train_metaicl": "agentmeta.train.metaicl",
     "train_grpo": "agentmeta.train.grpo",
+    "train_distill": "agentmeta.train.distill",
+    "DistillConfig": "agentmeta.train.distill",
     "MetaICLConfig": "agentmeta.train.metaicl",
     "GRPOConfig": "agentmeta.train.grpo",
     "RunConfig": "agentmeta.train.common",

@@ -117,3 +117,37 @@ def test_grpo_trainer_receives_the_suite_scorer_values(tmp_path: Path, dense_mod
     logged = [r["rewards/score/mean"] for r in result.info.metrics["rewards"]]
     values = [c[2] for c in reward.calls]
     assert logged == pytest.approx([sum(values[:2]) / 2, sum(values[2:]) / 2], abs=1e-6)
+
+
+def test_distill_command_trains_on_verified_teacher_traces(tmp_path: Path, dense_model_dir: Path):
+    """A graph seed with two demonstrations is the teacher: its solved train items give pairs
+    without the demonstrations, the adapter changes the model, the table has the teacher beside."""
+    from agentmeta.archive import Archive
+    from agentmeta.train.distill import DistillConfig
+
+    rows = [{"id": f"q{i}", "input": f"What is {i % 5 + 1} + {i % 3 + 1}?", "target": str(i % 5 + i % 3 + 2),
+             "split": "train" if i < 8 else "test"} for i in range(11)]  # fmt: skip
+    data = tmp_path / "adds.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    teacher = tmp_path / "teacher.yaml"
+    teacher.write_text(json.dumps({"name": "shown two", "nodes": [{
+        "id": "a", "type": "llm", "max_tokens": 48, "prompt": "Task: {input}\n\nEnd with 'Answer: <number>'.",
+        "demos": [{"input": "What is 2 + 2?", "answer": "2 + 2 = 4"}, {"input": "What is 3 + 1?", "answer": "3 + 1 = 4"}],
+    }]}))  # fmt: skip
+    out, db = tmp_path / "distill", tmp_path / "a.db"
+    p = cli(
+        "distill", "--suite", f"{data}?scorer=numeric", "--teacher", str(teacher), "--steps", "2", "--batch-size", "2",
+        "--eval-limit", "3", "--max-new-tokens", "48", "--lr", "5e-3", "--output", str(out), "--archive", str(db),
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "teacher" in p.stdout and "vs teacher" in p.stdout
+    info = json.loads((out / "agentmeta-adapter.json").read_text())
+    assert info["loop"] == "distill" and info["data"]["pairs"] >= 1 and info["data"]["train_items"] == 8
+    row = info["metrics"]["eval"][0]
+    assert row["n"] == 3 and {"teacher", "teacher_tokens", "vs_teacher"} <= set(row)
+    assert row["teacher_tokens"] > row["student_tokens_before"]  # the student leaves the demonstrations out
+    assert_adapter_changes_model(str(dense_model_dir), out)
+    assert DistillConfig.from_adapter(out).teacher == str(teacher)
+    with Archive(db) as arch:
+        assert [c.metadata["loop"] for c in arch.candidates() if c.kind == "model"] == ["distill"]
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["a.db", "adds.jsonl", "distill", "teacher.yaml"]
