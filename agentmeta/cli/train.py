@@ -237,8 +237,15 @@ def distill_cmd(
     """Distill a found graph agent into a LoRA adapter: fine-tune on its scorer-verified train
     traces, then compare the agent without its demonstrations on the base model and on the adapter
     (paired, test split), with the teacher beside it."""
+    import logging
+
     from agentmeta.train.common import load_settings
     from agentmeta.train.distill import DistillConfig, train_distill
+
+    phases = logging.getLogger("agentmeta.train.distill")  # the slow phases before training, on stderr
+    phases.setLevel(logging.INFO)
+    if not phases.handlers:
+        phases.addHandler(logging.StreamHandler())
 
     run = DistillConfig(
         suite=suite, teacher=teacher, teacher_archive=teacher_archive, output=output, steps=steps, model=model,
