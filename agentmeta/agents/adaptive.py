@@ -86,7 +86,7 @@ def rank_arms(arms: list[str], stats: dict[str, list[float]], policy: str, rng: 
     """Arms in the order the policy would pull them: Thompson draws from each arm's Beta(1 + reward,
     1 + pulls - reward) posterior; UCB1 ranks by mean + sqrt(2 ln N / pulls) (an unpulled arm
     first). Ties keep the order of `arms`."""
-    total = sum(stats.get(a, [0.0, 0.0])[1] for a in arms)
+    total = sum((list(stats.get(a) or [0.0, 0.0]) + [0.0, 0.0])[1] for a in arms)
     values = []
     for a in arms:
         reward, pulls = (list(stats.get(a) or [0.0, 0.0]) + [0.0, 0.0])[:2]
@@ -100,6 +100,9 @@ def rank_arms(arms: list[str], stats: dict[str, list[float]], policy: str, rng: 
 
 
 def _check_bandit(node: Node) -> None:
+    bad = [a for a, v in node.stats.items() if len(v) != 2 or not 0 <= v[0] <= v[1]]
+    if bad:
+        raise ValueError(f"bandit node {node.id!r}: stats are [reward sum, pulls] with 0 <= reward <= pulls; not for {bad}")
     unknown = [a for a in node.arms if a not in ARMS]
     if unknown:
         raise ValueError(f"bandit node {node.id!r}: unknown arm(s) {unknown}; arms: {', '.join(ARMS)}")
@@ -174,7 +177,7 @@ class _Verifier:
             return 0.0
         if how == "self":
             check = self.agent._call(
-                self.state, self.node,
+                self.state, self.node.model_copy(update={"demos": []}),
                 f"Task: {self.state['input']}\n\nProposed answer: {extract_answer(text)}\n\n"
                 "Is the proposed answer correct? Reply with yes or no.",
                 temperature=0.0,
@@ -211,7 +214,8 @@ def run_tree_search(agent: GraphAgent, node: Node, state: Any, index: int) -> st
         if parent is None:
             text = agent._call(state, node, prompt, temperature=temperature)[0]
         else:
-            text = agent._call(state, node, _refine_prompt(state["input"], parent["text"]), temperature=temperature)[0]
+            plain = node.model_copy(update={"demos": []})  # a refinement is not the task the demonstrations show
+            text = agent._call(state, plain, _refine_prompt(state["input"], parent["text"]), temperature=temperature)[0]
         key = vote_key(extract_answer(text))
         score = verifier.score(key, text, [k for k, _, _ in found])
         found.append((key, text, score))
@@ -233,7 +237,7 @@ def _check_tree_search(node: Node) -> None:
 
 
 register_node(
-    "bandit", run_bandit, ("type", "role", "max_tokens", "model", "arms", "policy", "stats", "pulls"),
+    "bandit", run_bandit, ("type", "role", "max_tokens", "model", "arms", "policy", "pulls"),
     "a reasoning strategy chosen per input by Thompson sampling or UCB, statistics learned on train",
     check=_check_bandit,
 )  # fmt: skip

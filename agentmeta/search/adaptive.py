@@ -101,12 +101,14 @@ def learn_bandit(ctx: Any, graph: GraphSpec, index: int, rng: random.Random,
 
 def learn_bandits(ctx: Any, graph: GraphSpec, rng: random.Random) -> tuple[GraphSpec, dict[str, Any]]:
     """Learn the statistics of every bandit node of `graph` that has none (no change where the
-    campaign runs nothing on train samples: such a bandit chooses by its uniform prior)."""
-    info: dict[str, Any] = {}
+    campaign runs nothing on train samples: such a bandit ranks its arms with no statistics, by
+    Thompson draws from uniform priors or, under UCB, in the order of its arms)."""
+    learned: list[dict[str, Any]] = []
     for i, node in enumerate(graph.nodes):
         if node.type == "bandit" and not node.stats and ctx.evaluate is not None and ctx.train_samples:
             graph, info = learn_bandit(ctx, graph, i, rng)
-    return graph, info
+            learned.append(info)
+    return graph, ({"bandits": learned} if learned else {})
 
 
 register_operator("add_bandit", add_bandit, "adaptive")

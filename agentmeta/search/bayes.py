@@ -229,8 +229,9 @@ class BayesSearch:
                 if "operators" not in _capabilities(spec) or effective["votes"]:
                     raise NotApplicable("adaptive compute applies to a graph's llm node")
                 graph = _with_compute(parse_spec(child.source), slot.index, COMPUTE[params["compute"]])
-                graph, _ = learn_bandits(ctx, graph, random.Random(f"{ctx.seed}:bandit:{spec_key(child)}"))
                 child = graph_spec(graph, spec.kind, name=child.name, thought=child.thought)
+                if COMPUTE[params["compute"]] == "bandit":  # the bandit's arms keep none of the slot's settings but its role
+                    effective.update(demo_set=0, n_demos=BASE_PARAMS["n_demos"], instruction=0, temperature=0)
             except NotApplicable:
                 effective["compute"] = 0
         return child, effective
@@ -276,6 +277,9 @@ class BayesSearch:
             if key in known:  # already evaluated: tell TPE what it scored and ask again
                 study.tell(trial, known[key])
                 continue
+            if effective.get("compute"):  # a new bandit: its statistics learned on train (after the duplicate check)
+                graph, _ = learn_bandits(ctx, parse_spec(child.source), random.Random(f"{ctx.seed}:bandit:{key}"))
+                child = graph_spec(graph, child.kind, name=child.name, thought=child.thought)
             what = describe(effective, ctx.models)
             name = f"bayes ({what}) of {base.name}"[:200]
             proposal = named(child, name, f"TPE trial on {slot.name}: {what}")

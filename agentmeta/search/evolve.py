@@ -184,13 +184,14 @@ class OperatorSearch:
                     child = apply(
                         op, parent.spec, rng, replace(base, partner=partner.spec if partner else None)
                     )
-                    child, extra = learn_bandits(ctx, child, rng)
             except NotApplicable:
                 not_applicable += 1
                 continue
             if canonical(child) in seen:
                 duplicates += 1
                 continue
+            child, learned = learn_bandits(ctx, child, rng)  # only for a child that is new
+            extra.update(learned)
             raw = {"attempts": attempt, "duplicates": duplicates, "not_applicable": not_applicable, **extra}
             return self._proposal(ctx, child, [op], parent, partner, usage, raw)
         raise NoNewCandidateError(

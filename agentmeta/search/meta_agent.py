@@ -154,7 +154,7 @@ class MetaAgentSearch:
         )
         usage = Usage()
         messages = [
-            {"role": "system", "content": self.system or meta_prompts(ctx, usage, "system").system},
+            {"role": "system", "content": self.system if self.system is not None else meta_prompts(ctx, usage, "system").system},
             {"role": "user", "content": user},
         ]
         text = self._call(ctx, messages, 0, usage)

@@ -8,8 +8,10 @@ Two texts steer the proposers: the reflector's template (`prompts/reflect-instru
 - `fixed`: the built-in texts.
 - `evolve` (metaTextGrad's idea, optimizing the optimizer's prompts): the first time a strategy
   needs its text (`prompt` the reflector's, `meta-agent` the system message), the meta-model writes
-  `VARIANTS` rewrites of it (of the reflector's closing directive); every
-  variant, the built-in one included, then proposes a child of the campaign's best seed on the same
+  `VARIANTS` rewrites of it (of the reflector's closing directive; an empty or repeated rewrite is
+  dropped); every variant, the built-in one included, then proposes a child of the campaign's best
+  seed (the reflector from the minibatch's feedback; the meta-agent with the seed as its parent,
+  its draw seeded per minibatch) on the same
   `TRIALS` train minibatches, and scores the share of its children that beat that seed on their
   minibatch (its promotion rate; paired: every variant sees the same minibatches). The variant
   with the highest rate (the built-in one on a tie) is used for the rest of the campaign. Variants,
@@ -49,7 +51,7 @@ class MetaPrompts:
 
 
 def builtin() -> MetaPrompts:
-    return MetaPrompts(load_template("reflect-instruction"), load_template("meta-agent-system").strip())
+    return MetaPrompts(load_template("reflect-instruction"), load_template("meta-agent-system"))
 
 
 class FixedMetaPrompt:
@@ -145,12 +147,14 @@ class EvolvedMetaPrompt:
         if need == "reflector":
             head, directive = _split_reflector(base.reflector)
             what = "closing directive of a prompt that asks for a better instruction"
-            variants = [base.reflector] + [head + _rewrite(ctx, directive, what, k, usage) + "\n" for k in range(VARIANTS)]
+            rewrites = [_rewrite(ctx, directive, what, k, usage) for k in range(VARIANTS)]
+            variants = [base.reflector] + [head + r + "\n" for r in dict.fromkeys(rewrites) if r]
             maker = _reflector_child(ctx)
         else:
             what = "system message of an agent designer"
-            variants = [base.system] + [_rewrite(ctx, base.system, what, k, usage) for k in range(VARIANTS)]
-            maker = _system_child(ctx)
+            rewrites = [_rewrite(ctx, base.system, what, k, usage) for k in range(VARIANTS)]
+            variants = [base.system] + [r for r in dict.fromkeys(rewrites) if r and r != base.system]
+            maker = _system_child(ctx, seeds[0])
         rows = calibrate(ctx, variants, maker, parent, usage)
         best = max(range(len(rows)), key=lambda i: (rows[i]["wins"], -i))
         return {"variants": rows, "chosen": best, "chosen_text": rows[best]["text"], "parent": seeds[0].id}
@@ -173,13 +177,19 @@ def _reflector_child(ctx: Any) -> Callable[..., AgentSpec | None]:
     return make
 
 
-def _system_child(ctx: Any) -> Callable[..., AgentSpec | None]:
+def _system_child(ctx: Any, seed: Any) -> Callable[..., AgentSpec | None]:
+    import copy
+    import hashlib
+
     from agentmeta.errors import InvalidAgentError
     from agentmeta.search.meta_agent import MetaAgentSearch
 
     def make(text: str, parent: AgentSpec, before: Any, batch: list[Any], usage: Usage) -> AgentSpec | None:
+        trial = copy.copy(ctx)  # each minibatch its own draw (the meta-agent seeds by the iteration)
+        ids = ",".join(s.id for s in batch)
+        trial.iteration = 100_000 + int(hashlib.sha256(ids.encode()).hexdigest()[:6], 16)
         try:
-            proposal = MetaAgentSearch(reflexion_rounds=0, system=text).propose(ctx)
+            proposal = MetaAgentSearch(reflexion_rounds=0, system=text).propose(trial, parents=[seed])
         except (InvalidAgentError, ValueError):
             return None
         _absorb(usage, proposal.usage)

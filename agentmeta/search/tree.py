@@ -28,6 +28,7 @@ import hashlib
 import random
 from typing import Any
 
+from agentmeta.agents.adaptive import _NP_LOCK
 from agentmeta.agents.base import AgentSpec
 from agentmeta.agents.graph import GraphSpec
 from agentmeta.errors import require
@@ -74,6 +75,7 @@ class TreeSearch:
             for c in ctx.candidates
             if c.generation > 0 and "iteration" in c.metadata
         }
+        _NP_LOCK.acquire()  # the tree_search node swaps numpy's global state under the same lock
         saved = np.random.get_state()
         try:
             for i in range(ctx.iteration + 1):
@@ -86,6 +88,7 @@ class TreeSearch:
                 state = algo.tell(state, trial.trial_id, (child.id if child is not None else "", score))
         finally:
             np.random.set_state(saved)
+            _NP_LOCK.release()
         raise AssertionError("unreachable")
 
     def _refine(self, ctx: ProposalContext, graph: GraphSpec, rng: random.Random) -> GraphSpec:
@@ -110,7 +113,7 @@ class TreeSearch:
         octx = OperatorContext(
             train_samples=ctx.train_samples, models=tuple(ctx.models), task_model=ctx.task_model
         )
-        return learn_bandits(ctx, apply(op, graph, rng, octx), rng)[0], op
+        return apply(op, graph, rng, octx), op
 
     def propose(self, ctx: ProposalContext) -> Proposal:
         root = self._root(ctx)
@@ -135,6 +138,7 @@ class TreeSearch:
                 continue
             if canonical(child) in known:
                 continue
+            child = learn_bandits(ctx, child, rng)[0]  # only for a child that is new
             deeper = "deeper" if trial.parent_state else "wider"
             name = f"{how.split(' ')[0]} of {parent.name}"[:200]
             spec = AgentSpec(

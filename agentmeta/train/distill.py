@@ -63,6 +63,7 @@ class DistillConfig(RunConfig):
     max_length: int = 768
     """Most tokens per training pair (longer ones are left out)."""
     max_new_tokens: int = 256
+    """Most new tokens per call of the student (its nodes' own budgets, capped at this)."""
     steps: int = 30
     eval_limit: int = 64
 
@@ -94,9 +95,10 @@ def load_teacher(reference: str, archive: str | None) -> tuple[str, GraphSpec]:
     return name, parse_spec(source)
 
 
-def student_of(teacher: GraphSpec) -> GraphSpec:
-    """The teacher with every node's demonstrations removed."""
-    nodes = [n.model_copy(update={"demos": []}) for n in teacher.nodes]
+def student_of(teacher: GraphSpec, max_tokens: int | None = None) -> GraphSpec:
+    """The teacher with every node's demonstrations removed (and its budgets capped at `max_tokens`)."""
+    cap = (lambda n: min(n.max_tokens, max_tokens)) if max_tokens else (lambda n: n.max_tokens)
+    nodes = [n.model_copy(update={"demos": [], "max_tokens": cap(n)}) for n in teacher.nodes]
     return teacher.model_copy(update={"nodes": nodes, "name": f"{teacher.name} (no demos)"})
 
 
@@ -113,7 +115,7 @@ def pairs_from(graph: GraphSpec, outputs: dict[str, Any], task: str) -> list[dic
             continue
         prompt = [
             {"role": "system", "content": f"You are a {node.role}."},
-            {"role": "user", "content": node.prompt.replace("{input}", task)},
+            {"role": "user", "content": node.prompt.format_map({"input": task})},  # as the graph renders it
         ]
         out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": text.strip()}]})
     return out
@@ -130,7 +132,7 @@ class Distill(Algorithm):
 
         c = self.config
         self.teacher_name, self.teacher = load_teacher(c.teacher, c.teacher_archive)
-        self.student = student_of(self.teacher)
+        self.student = student_of(self.teacher, c.max_new_tokens)
         self.train = load_suite(c.suite, split="train", limit=c.train_limit, seed=c.seed)
         self.test = load_suite(c.suite, split="test", limit=c.eval_limit, seed=c.seed) if c.eval_limit else None
         if not self.train.samples:
@@ -182,6 +184,7 @@ class Distill(Algorithm):
             evaluate(GraphAgent(self.teacher), self.test, model=model, seed=c.seed, concurrency=8) if self.test else None
         )
         self.evals = [(GraphAgent(self.student), self.test)] if self.test else []
+        model.close()  # the teacher's copy of the base model is not needed while training
 
     def _fit(self, pairs: list[dict[str, Any]], tokenizer: Any) -> list[dict[str, Any]]:
         seen, out = set(), []
@@ -252,4 +255,9 @@ def train_distill(
     """Distill `config.teacher` into a LoRA adapter (see the module); the before/after table
     compares the student (the teacher without demonstrations) on the base model and on the adapter,
     with the teacher beside it."""
-    return run_loop(Distill(config), progress=progress, callbacks=callbacks)
+    algo = Distill(config)
+    try:
+        return run_loop(algo, progress=progress, callbacks=callbacks)
+    finally:
+        if getattr(algo, "cache_dir", None) is not None:
+            shutil_rmtree(algo.cache_dir)  # the teacher's calls, also when the run fails

@@ -96,7 +96,8 @@ def test_learning_on_train_finds_the_better_arm():
     assert stats["cot"][0] == stats["cot"][1] > stats["direct"][0] == 0
     assert stats["cot"][1] > stats["direct"][1]  # Thompson sampling pulled the winner more
     assert {i for r in runs for i in r} <= {s.id for s in train}
-    assert info["stats"] == stats and canonical(learned) != canonical(graph)
+    assert info["stats"] == stats
+    assert canonical(learned) == canonical(graph)  # learned statistics do not make it another graph
 
 
 def tree(verifier: str, n: int = 6) -> GraphAgent:
