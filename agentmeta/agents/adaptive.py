@@ -13,13 +13,15 @@ the node's role and completion budget; it is not contextual (the statistics do n
 features of the input).
 
 ``tree_search`` (AB-MCTS at inference, Sakana AI's ``treequest``, algorithm AB-MCTS-A): up to
-``n`` answers; at each step the algorithm decides, by Thompson sampling over the scores so far,
+``n`` answers, the first at the node's own temperature (greedy for a chain-of-thought node), the
+rest sampled; at each step the algorithm decides, by Thompson sampling over the scores so far,
 between going wider (a new answer sampled from the node's prompt) and going deeper (a refinement of
 an existing answer, asked to check it and correct it). Every answer is scored by a ``verifier``
 that never sees the target: ``agreement`` (the share of earlier answers it agrees with), ``self``
 (the model's own yes/no check of the answer) or ``python`` (agreement with a program-of-thought
 computation of the task, run in the sandbox). The answer is the one with the largest total
-verifier score. treequest draws from numpy's global generator: each input gets its own seeded
+verifier score. Answers agree when they share `answer_key` (an answer in words is keyed by its last
+number, as a numeric scorer reads it). treequest draws from numpy's global generator: each input gets its own seeded
 state, swapped in under a lock, so concurrent runs replay exactly.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 import threading
 from collections import Counter
 from typing import Any
@@ -55,6 +58,21 @@ ARMS: dict[str, list[dict[str, Any]]] = {
     "reflect": [{"type": "llm", "instruction": "Think step by step, then give the final answer."}, {"type": "reflect"}],
 }
 """The reasoning strategies a bandit chooses from, as the meta-agent's step lists (`spec_from_steps`)."""
+
+
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
+
+
+def answer_key(text: str) -> str:
+    """What two answers must share to agree: `vote_key` of the extracted answer, except that an
+    answer in words with numbers in it ("so our answer is 28") is keyed by its last number, as a
+    numeric scorer reads it (small models rarely end with a bare `Answer:` line)."""
+    answer = extract_answer(text)
+    key = vote_key(answer)
+    numbers = _NUMBER.findall(answer)
+    if numbers and " " in answer.strip():
+        return vote_key(numbers[-1])
+    return key
 
 
 def _seed(*parts: object) -> int:
@@ -116,13 +134,13 @@ def run_bandit(agent: GraphAgent, node: Node, state: Any, index: int) -> str:
     tried: list[tuple[str, str]] = []
     for arm in order[: node.pulls]:
         answer, _ = _arm_agent(agent, node, arm).trace(state["input"], state["model"])
-        agrees = any(vote_key(answer) and vote_key(answer) == vote_key(a) for _, a in tried)
+        agrees = any(answer_key(answer) and answer_key(answer) == answer_key(a) for _, a in tried)
         tried.append((arm, answer))
         if agrees:
             break
-    counts = Counter(vote_key(a) for _, a in tried if vote_key(a))
+    counts = Counter(answer_key(a) for _, a in tried if answer_key(a))
     best = max(counts.values(), default=0)
-    answer = next((a for _, a in tried if vote_key(a) and counts[vote_key(a)] == best), tried[0][1])
+    answer = next((a for _, a in tried if answer_key(a) and counts[answer_key(a)] == best), tried[0][1])
     return f"Arms: {', '.join(arm for arm, _ in tried)}\nAnswer: {answer}"
 
 
@@ -195,7 +213,7 @@ class _Verifier:
                                     temperature=0.0)[0]  # fmt: skip
             res = default_sandbox().run(POT_CODE, entry="tool", args=[self.state["input"], expr])
             value = str(res.value) if res.ok else ""
-            self._pot = vote_key(extract_answer(value)) if value.startswith("Answer:") else ""
+            self._pot = answer_key(value) if value.startswith("Answer:") else ""
         return self._pot
 
 
@@ -211,12 +229,12 @@ def run_tree_search(agent: GraphAgent, node: Node, state: Any, index: int) -> st
     for _ in range(node.n):
         tree, trial = seeded(algo.ask, tree, ["answer"])
         parent = trial.parent_state
-        if parent is None:
-            text = agent._call(state, node, prompt, temperature=temperature)[0]
+        if parent is None:  # the first answer at the node's own temperature (greedy for a cot node), then sampled
+            text = agent._call(state, node, prompt, temperature=temperature if found else node.temperature)[0]
         else:
             plain = node.model_copy(update={"demos": []})  # a refinement is not the task the demonstrations show
             text = agent._call(state, plain, _refine_prompt(state["input"], parent["text"]), temperature=temperature)[0]
-        key = vote_key(extract_answer(text))
+        key = answer_key(text)
         score = verifier.score(key, text, [k for k, _, _ in found])
         found.append((key, text, score))
         tree = seeded(algo.tell, tree, trial.trial_id, ({"text": text}, score))
@@ -228,7 +246,8 @@ def run_tree_search(agent: GraphAgent, node: Node, state: Any, index: int) -> st
         return found[-1][1] if found else ""
     best = max(totals, key=lambda k: (totals[k], -next(i for i, f in enumerate(found) if f[0] == k)))
     text = max((f for f in found if f[0] == best), key=lambda f: f[2])[1]
-    return "Answer: " + extract_answer(text)
+    answer = extract_answer(text)
+    return "Answer: " + (best if best != vote_key(answer) and _NUMBER.fullmatch(best) else answer)
 
 
 def _check_tree_search(node: Node) -> None:

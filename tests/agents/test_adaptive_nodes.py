@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from agentmeta import get_model
-from agentmeta.agents.adaptive import ARMS, arm_spec, rank_arms
+from agentmeta.agents.adaptive import ARMS, answer_key, arm_spec, rank_arms
 from agentmeta.agents.graph import GraphAgent, parse_spec
 from agentmeta.errors import InvalidAgentError
 from agentmeta.eval import Sample, Suite, evaluate
@@ -176,3 +176,8 @@ def test_adaptive_nodes_run_on_the_embedded_model(embedded, tmp_path):
                                            "prompt": "Task: {input}\n\nThink step by step, then end with 'Answer: <answer>'."}]}))  # fmt: skip
     first = evaluate(ts, val, model=embedded, seed=0)
     assert all(r.outcome == "scored" and r.calls == 3 and r.answer for r in first.records)
+
+
+def test_answers_in_words_agree_by_their_last_number():
+    assert answer_key("10 + 8 = 18, so our answer is 18.") == answer_key("Answer: 18") == "18"
+    assert answer_key("Answer: Paris") == "paris" and answer_key("I am not sure") == "i am not sure"
