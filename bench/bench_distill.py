@@ -7,8 +7,10 @@
 3. On the same test samples: the student (the teacher without demonstrations) on the base model
    and on the adapter (paired), and the teacher, each with its tokens per sample.
 
-Writes bench/results/distill.json (`--from-adapter DIR` records a finished run's adapter metadata
-instead of training again).
+Writes the `distill` section of bench/results/train.json, beside bench_train.py's timing (the
+quality table: before/after on test with CIs, tokens per sample, wall time). `--from-adapter DIR`
+records a finished `agentmeta train distill` run from its adapter metadata instead of training again
+(`--note` says how it was run).
 
     python bench/bench_distill.py [--steps 40] [--train-limit 79]
 """
@@ -67,7 +69,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--from-adapter", help="record this finished distill run instead of training")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distill.json"))
+    ap.add_argument("--note", default="", help="how a --from-adapter run was made (kept with the results)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = ap.parse_args()
     start = time.perf_counter()
     if args.from_adapter:
@@ -92,9 +95,12 @@ def main() -> None:
         "s_per_step": info["metrics"].get("s_per_step"), "steps": info["steps"],
         "wall_s": None if args.from_adapter else round(time.perf_counter() - start, 1),
         "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
-        "table": table,
+        "table": table, "note": args.note,
     }  # fmt: skip
-    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    path = Path(args.out)
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results["distill"] = out  # the other sections (bench_train.py's timing) are kept
+    path.write_text(json.dumps(results, indent=1) + "\n")
     print("| agent | test | tokens/sample | vs base model, paired [95% CI] | vs teacher, paired [95% CI] |")
     print("| --- | ---: | ---: | --- | --- |")
     for r in table:

@@ -7,7 +7,9 @@ are served as `bench/<name>.png`. Tables:
 - `search-runs`: one row per search campaign (suite, seed, strategy, search tokens, candidates,
   the best by validation, its test score and paired difference with the best seed, verdict);
 - `search-summary`: per suite and strategy over its campaigns (confirmed-gain rate, test gain
-  over the best seed, paired difference with `random` at the same budget, with CIs).
+  over the best seed, paired difference with `random` at the same budget, with CIs);
+- `distill`: a distilled adapter's student before/after and its teacher (train.json `distill`);
+- `adaptive`: the seeds' methods (bandit, tree search, bootstrap, reprompt) against the best seed.
 
 `python bench/tables.py TABLE FILE` prints one.
 """
@@ -83,7 +85,40 @@ def search_summary(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-TABLES = {"search-runs": search_runs, "search-summary": search_summary}
+def _ci(lo: float, hi: float) -> str:
+    return f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def distill(data: dict[str, Any]) -> str:
+    """bench_distill.py's table (the `distill` section of train.json)."""
+    out = [
+        "| agent | test | tokens/sample | vs base model, paired [95% CI] | vs teacher, paired [95% CI] |",
+        "| --- | ---: | ---: | --- | --- |",
+    ]
+    for r in data["distill"]["table"]:
+        vb = f"{r['vs_base'][0]:+.3f} {_ci(*r['vs_base'][1:])}" if "vs_base" in r else "-"
+        vt = f"{r['vs_teacher'][0]:+.3f} {_ci(*r['vs_teacher'][1:])}" if "vs_teacher" in r else "-"
+        out.append(f"| {_agent(r['agent'])} | {r['test']:.3f} | {r['tokens']:.0f} | {vb} | {vt} |")
+    return "\n".join(out)
+
+
+def adaptive(data: dict[str, Any]) -> str:
+    """bench_adaptive.py's table: each method against the best seed on the same test samples."""
+    out = [
+        "| suite | method | test [95% CI] | vs best seed, paired [95% CI] | tokens/sample | train tokens |",
+        "| --- | --- | --- | --- | ---: | ---: |",
+    ]
+    for res in data["results"]:
+        for r in res["rows"]:
+            diff = f"{r['diff']:+.3f} {_ci(*r['diff_ci'])}" if "diff" in r else "-"
+            out.append(
+                f"| {_suite(res['suite'])} | {r['method']} | {r['test']:.3f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] "
+                f"| {diff} | {r['tokens']:.0f} | {r['train_tokens']:.0f} |"
+            )
+    return "\n".join(out)
+
+
+TABLES = {"search-runs": search_runs, "search-summary": search_summary, "distill": distill, "adaptive": adaptive}
 
 
 def render(table: str, file: str) -> str:
