@@ -72,3 +72,54 @@ def test_the_cli_reference_page_has_every_command_and_its_options():
             assert f"## `agentmeta {name} {sub}`" in text
     assert "`--config <path>`" in text and "`--parallel <int range>`" in text
     assert on_page_markdown("a\n<!-- cli-reference -->\n").startswith("a\n## `agentmeta ")
+
+
+def _campaign_archive(path) -> str:
+    """An archive holding one (mock-model) campaign, for `confirm`."""
+    from agentmeta import get_model
+    from agentmeta.archive import Archive
+    from agentmeta.search import Campaign, SearchConfig
+
+    config = SearchConfig(suite="rg/gcd", kind="graph", strategy="random", seeds=["cot"], iterations=0, full=2,
+                          subset=1, confirm=False, name="c")  # fmt: skip
+    Campaign(config, Archive(path), model=get_model("mock"), meta_model=get_model("mock")).run()
+    return str(path)
+
+
+def test_every_command_taking_a_model_takes_an_adapter_spec(tmp_path):
+    """`smollm2:<dir>` goes through the same spec parser in every command: a missing adapter is one
+    line and exit 2 before anything runs (the embedded tests run real adapters)."""
+    db = _campaign_archive(tmp_path / "a.db")
+    spec = "smollm2:" + str(tmp_path / "no-such-lora")
+    commands = [
+        ["generate", "hi", "--model", spec],
+        ["conduct", "hi", "--model", spec],
+        ["eval", "direct", "--suite", "rg/gcd", "--model", spec],
+        ["search", "--suite", "rg/gcd", "--kind", "graph", "--strategy", "random", "--model", spec,
+         "--archive", str(tmp_path / "b.db")],
+        ["confirm", "c", "--model", spec, "--archive", db],
+        ["serve", "cot", "--model", spec],
+    ]  # fmt: skip
+    for args in commands:
+        p = run(*args, timeout=120)
+        assert p.returncode == 2, (args, p.stderr)
+        assert "adapter directory" in p.stderr and "does not exist" in p.stderr and "Traceback" not in p.stderr, args
+
+
+@pytest.mark.embedded
+def test_generate_runs_the_embedded_model_with_an_adapter(embedded, dense_model_dir, tmp_path):
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    from agentmeta.models.hf import peft_quiet
+
+    adapter = tmp_path / "lora"
+    with peft_quiet():  # an untrained adapter: the answers are the base model's
+        model = transformers.AutoModelForCausalLM.from_pretrained(dense_model_dir, torch_dtype=torch.float32)
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    plain = run("generate", "What is 2+3?", "--max-tokens", "16", "--json")
+    tuned = run("generate", "What is 2+3?", "--max-tokens", "16", "--json", "--model", f"smollm2:{adapter}")
+    assert plain.returncode == 0 and tuned.returncode == 0, tuned.stderr
+    assert json.loads(tuned.stdout)["texts"] == json.loads(plain.stdout)["texts"]
+    assert json.loads(tuned.stdout)["model"] == f"smollm2+{adapter}"
