@@ -246,6 +246,7 @@ def distill_cmd(
     phases.setLevel(logging.INFO)
     if not phases.handlers:
         phases.addHandler(logging.StreamHandler())
+        phases.propagate = False  # said once, not again by a root handler
 
     run = DistillConfig(
         suite=suite, teacher=teacher, teacher_archive=teacher_archive, output=output, steps=steps, model=model,
