@@ -14,7 +14,8 @@ Two texts steer the proposers: the reflector's template (`prompts/reflect-instru
   its draw seeded per minibatch) on the same
   `TRIALS` train minibatches, and scores the share of its children that beat that seed on their
   minibatch (its promotion rate; paired: every variant sees the same minibatches). The variant
-  with the highest rate (the built-in one on a tie) is used for the rest of the campaign. Variants,
+  with the most wins is used for the rest of the campaign if it has at least `MARGIN` more than
+  the built-in text (else the built-in one). Variants,
   their wins and the choice are stored in the campaign's state in the archive, so a resumed
   campaign uses the same texts and never calibrates twice. Only train samples are run; the
   calibration's meta-model tokens are counted in the proposal that triggered it.
@@ -37,6 +38,9 @@ VARIANTS = 2
 TRIALS = 3
 """Train minibatches each variant proposes a child on."""
 MINIBATCH = 3
+MARGIN = 2
+"""Wins a rewrite needs over the built-in text to replace it (one win of three is noise: measured
+with the 135M model, a nonsense rewrite won so)."""
 STATE_KEY = "meta_prompt"
 
 
@@ -157,6 +161,8 @@ class EvolvedMetaPrompt:
             maker = _system_child(ctx, seeds[0])
         rows = calibrate(ctx, variants, maker, parent, usage)
         best = max(range(len(rows)), key=lambda i: (rows[i]["wins"], -i))
+        if rows[best]["wins"] - rows[0]["wins"] < MARGIN:
+            best = 0  # not clearly better than the built-in text: keep it
         return {"variants": rows, "chosen": best, "chosen_text": rows[best]["text"], "parent": seeds[0].id}
 
 
