@@ -260,10 +260,7 @@ class Model:
         """Count calls made for this model elsewhere (by the same spec on Ray actors), so budgets
         and totals read from `usage` include them."""
         with self._usage_lock:
-            self.usage.calls += usage.calls
-            self.usage.prompt_tokens += usage.prompt_tokens
-            self.usage.completion_tokens += usage.completion_tokens
-            self.usage.cached_calls += usage.cached_calls
+            self.usage.merge(usage)
 
     @property
     def backend_calls(self) -> int:

@@ -152,6 +152,13 @@ class Usage(BaseModel):
         self.prompt_tokens += response.prompt_tokens
         self.completion_tokens += sum(response.completion_tokens)
 
+    def merge(self, other: Usage) -> None:
+        """Add another tally's calls and tokens to this one."""
+        self.calls += other.calls
+        self.cached_calls += other.cached_calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens

@@ -27,6 +27,7 @@ from agentmeta.search.operators import (
     NotApplicable,
     OperatorContext,
     _build,
+    _fresh,
     register_operator,
     unit_kind,
     units,
@@ -48,13 +49,9 @@ def add_bandit(spec: GraphSpec, rng: random.Random, ctx: OperatorContext) -> Gra
     own = kind if kind in ARMS else "cot"
     others = [a for a in ARMS if a != own]
     arms = [own, *rng.sample(others, rng.choice((1, 2)))]
-    taken = {n.id for n in spec.nodes}
-    k = 1
-    while f"bandit{k}" in taken:
-        k += 1
     first = groups[0][0]
     node = {
-        "id": f"bandit{k}", "type": "bandit", "arms": arms, "policy": rng.choice(("thompson", "ucb")),
+        "id": _fresh("bandit", {n.id for n in spec.nodes}), "type": "bandit", "arms": arms, "policy": rng.choice(("thompson", "ucb")),
         "pulls": rng.choice((1, 2)), "role": first.get("role", "helpful assistant"),
         "max_tokens": first.get("max_tokens", 160),
     }  # fmt: skip

@@ -112,13 +112,6 @@ def _seed_parents(kind: str) -> list[Parent]:
     return [Parent(parse_spec(s.source), None, s.name) for s in seed_agents(kind)]
 
 
-def _merge(total: Usage, more: Usage) -> None:
-    total.calls += more.calls
-    total.cached_calls += more.cached_calls
-    total.prompt_tokens += more.prompt_tokens
-    total.completion_tokens += more.completion_tokens
-
-
 class OperatorSearch:
     """Children by the operator library; subclasses choose the parents and the operator."""
 
@@ -313,7 +306,7 @@ class EvolveSearch(OperatorSearch):
             graph = parse_spec(prop.spec.source)
         except InvalidAgentError:
             return None  # an unusable reply: the operators make this child
-        _merge(usage, prop.usage)
+        usage.merge(prop.usage)
         if canonical(graph) in seen:
             return None
         thought = f"{self.name}: {LLM_REWRITE} of {parent.name} [{parent.id}]. {prop.spec.thought}".strip()

@@ -198,17 +198,10 @@ def _system_child(ctx: Any, seed: Any) -> Callable[..., AgentSpec | None]:
             proposal = MetaAgentSearch(reflexion_rounds=0, system=text).propose(trial, parents=[seed])
         except (InvalidAgentError, ValueError):
             return None
-        _absorb(usage, proposal.usage)
+        usage.merge(proposal.usage)
         return proposal.spec
 
     return make
-
-
-def _absorb(usage: Usage, other: Usage) -> None:
-    usage.calls += other.calls
-    usage.cached_calls += other.cached_calls
-    usage.prompt_tokens += other.prompt_tokens
-    usage.completion_tokens += other.completion_tokens
 
 
 def meta_prompts(ctx: Any, usage: Usage | None = None, need: str = "reflector") -> MetaPrompts:

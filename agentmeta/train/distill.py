@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -237,16 +238,9 @@ class Distill(Algorithm):
                 vs_teacher_low=cmp.low, vs_teacher_high=cmp.high,
             )  # fmt: skip
             info.metrics["eval"] = table
-        shutil_rmtree(self.cache_dir)
 
     def candidate_name(self, final: Path) -> str:
         return f"distill-{final.name}"
-
-
-def shutil_rmtree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def train_distill(
@@ -260,4 +254,4 @@ def train_distill(
         return run_loop(algo, progress=progress, callbacks=callbacks)
     finally:
         if getattr(algo, "cache_dir", None) is not None:
-            shutil_rmtree(algo.cache_dir)  # the teacher's calls, also when the run fails
+            shutil.rmtree(algo.cache_dir, ignore_errors=True)  # the teacher's calls, whether the run ends or fails
