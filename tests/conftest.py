@@ -28,6 +28,16 @@ def embedded():
 
 
 @pytest.fixture(scope="session")
+def embedded_f32():
+    """The embedded model with float32 weights through transformers' forward: the reference whose
+    greedy outputs do not depend on the batch (the default may be bfloat16, see
+    `agentmeta.models.hf.embedded_dtype`)."""
+    from agentmeta import get_model
+
+    return get_model("smollm2?dtype=float32", cache=False)
+
+
+@pytest.fixture(scope="session")
 def dense_model_dir(embedded) -> Path:
     from agentmeta.models.hf import dense_dir
 

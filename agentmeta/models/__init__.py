@@ -4,6 +4,9 @@ Spec forms:
 - ``None`` / ``smollm2`` / ``default``: the embedded SmolLM2-135M-Instruct (CPU, no network);
   ``smollm2:<dir>`` with a PEFT LoRA adapter (one made by ``agentmeta train``)
 - ``hf/<local dir or hub id>``: any transformers causal LM; ``hf/<model>:<dir>`` with a LoRA adapter
+- ``smollm2?dtype=float32``, ``hf/<model>?dtype=bfloat16&speculate=0``: engine options of these two
+  (``ENGINE_OPTIONS``): the weight format (the embedded model's default is bfloat16 where the CPU
+  computes it natively, else float32) and the prompt-lookup draft tokens per step
 - ``openai/<model>``: any OpenAI-compatible server (``base_url=`` or ``AGENTMETA_BASE_URL``)
 - ``llamacpp`` / ``llamacpp/<file.gguf>``: llama.cpp in-process on the embedded model (its GGUF
   de-quantized once to float16; ``llamacpp/q4_1`` runs the shipped file as it is) or on any GGUF
@@ -159,6 +162,33 @@ def default_call_cache() -> CallCache | None:
     return _call_cache
 
 
+ENGINE_OPTIONS = {"dtype": str, "speculate": int}
+"""Options a `smollm2` or `hf/` spec may carry after `?` (`smollm2?dtype=float32&speculate=0`)."""
+
+
+def split_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """`smollm2?dtype=float32` -> ("smollm2", {"dtype": "float32"}); a spec without `?` as it is."""
+    head, sep, query = spec.partition("?")
+    if not sep:
+        return spec, {}
+    base = split_adapter(head)[0]
+    if not (base in ("smollm2", "default") or base.startswith("hf/")):
+        raise ModelSpecError(f"{spec!r}: only smollm2 and hf/ specs take options after '?'")
+    options: dict[str, Any] = {}
+    for part in query.split("&"):
+        key, eq, value = part.partition("=")
+        if key not in ENGINE_OPTIONS or not eq or not value:
+            raise ModelSpecError(
+                f"{spec!r}: options after '?' are key=value pairs joined by '&' with keys "
+                f"{', '.join(ENGINE_OPTIONS)}; got {part!r}"
+            )
+        try:
+            options[key] = ENGINE_OPTIONS[key](value)
+        except ValueError:
+            raise ModelSpecError(f"{spec!r}: {key} must be a whole number; got {value!r}") from None
+    return head, options
+
+
 def split_adapter(spec: str) -> tuple[str, str | None]:
     """`smollm2:<dir>` and `hf/<model>:<dir>`: the model spec and the LoRA adapter directory its
     provider loads (vLLM's `vllm/<model>:<dir>` is parsed by its provider). `(spec, None)` otherwise."""
@@ -169,6 +199,11 @@ def split_adapter(spec: str) -> tuple[str, str | None]:
 
 
 def _make_provider(spec: str, options: dict[str, Any]) -> Provider:
+    spec, query = split_options(spec)
+    for key, value in query.items():
+        if options.get(key) not in (None, value):
+            raise ModelSpecError(f"{spec}?{key}={value}: {key}={options[key]!r} contradicts the spec")
+    options = {**options, **query}
     spec, adapter = split_adapter(spec)
     if adapter is not None:
         if options.get("adapter") not in (None, adapter):

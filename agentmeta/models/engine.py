@@ -10,7 +10,12 @@ One decode thread per loaded model runs every caller's completions in one batch:
 - prompt heads shared by several requests (system prompt, instructions, demonstrations) are
   prefilled once and kept in a small LRU (`HEAD_CACHE`); the n samples of one prompt share one
   prefill;
-- only the last prompt position goes through the output layer.
+- only the last prompt position goes through the output layer;
+- a request decoding alone, greedy and without a grammar, is sped up by prompt lookup
+  (`draft_tokens`): the tokens that followed the last few tokens' latest earlier occurrence in the
+  prompt or the completion are checked in the same forward pass as the next token, and kept as
+  far as they are what greedy decoding chooses. Where several rows of a step cost what one costs
+  (bfloat16 weights on CPUs with AMX) it is on by default (`Engine.speculate`).
 
 Each row keeps its own sampling settings, seeded generator, stop strings and JSON-schema matcher,
 so batching never changes what a request asks for. Greedy outputs equal those of the static
@@ -180,6 +185,27 @@ class _Batch:
         return int(self.mask.shape[1])
 
 
+SPECULATE_NGRAM = (3, 2, 1)
+"""The lengths of the completion's tail that prompt lookup searches for, longest first."""
+
+
+def draft_tokens(context: list[int], k: int, ngrams: tuple[int, ...] = SPECULATE_NGRAM) -> list[int]:
+    """Up to `k` tokens that followed the latest earlier occurrence of the last n tokens of
+    `context` (n from `ngrams`, longest first); [] when none recurs. The drafts only save time:
+    each is kept only if it is the token greedy decoding picks there."""
+    if k <= 0:
+        return []
+    size = len(context)
+    for n in ngrams:
+        if size <= n:
+            continue
+        tail = context[size - n :]
+        for start in range(size - n - 1, -1, -1):
+            if context[start : start + n] == tail:
+                return context[start + n : start + n + k]
+    return []
+
+
 SMALL_ROWS = 64
 """Up to this many rows, a linear layer on CPU runs as `W @ x.T`, transposed back."""
 
@@ -203,7 +229,8 @@ def _small_rows_linear(self: Any, x: Any) -> Any:
     if 0 < rows <= SMALL_ROWS and x.dtype == self.weight.dtype and not x.requires_grad:
         torch = _torch()
         flat = x.reshape(rows, x.shape[-1])
-        padded = _padded_rows(rows)
+        # bfloat16 (oneDNN) runs 8 rows in about the time of one: always a multiple of 8 there
+        padded = _padded_rows(rows) if x.dtype != torch.bfloat16 else -(-rows // 8) * 8
         if padded != rows:
             flat = torch.cat([flat, flat.new_zeros((padded - rows, flat.shape[1]))])
         if self.bias is None:
@@ -250,12 +277,20 @@ class Engine:
     """The decode thread of one loaded model. `submit(job)` queues a prepared request; its future
     resolves when all its rows finish. `provider` gives the model, tokenizer and token sets."""
 
-    def __init__(self, provider: Any, *, max_batch: int, on_step: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, provider: Any, *, max_batch: int, speculate: int = 0, on_step: Callable[[], None] | None = None
+    ) -> None:
         self.p = provider
         self.max_batch = max_batch
+        self.speculate = speculate
+        """Draft tokens checked per step for a greedy row decoding alone (0: off)."""
         self.continuous = supports_continuous(provider.model)
         self.cache_kw = cache_keyword(provider.model)
         self.n_layers = int(provider.model.config.num_hidden_layers)
+        from agentmeta.models.lean import LeanLlama, fits
+
+        self.lean = LeanLlama(provider.model) if self.continuous and fits(provider.model) else None
+        """The lean forward pass where it fits the model (bfloat16 Llama on CPU), else None."""
         self._waiting: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._pending: list[Row] = []
         self._heads: OrderedDict[tuple[int, ...], list[tuple[Any, Any]]] = OrderedDict()
@@ -265,6 +300,10 @@ class Engine:
         """Prefill passes run (one per admitted group of prompts)."""
         self.head_hits = 0
         """Prompt tokens not prefilled again because their head was already computed."""
+        self.drafted = 0
+        """Draft tokens checked by prompt lookup."""
+        self.accepted = 0
+        """Draft tokens kept (each one a decode step saved)."""
 
     # -- callers ---------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
@@ -463,16 +502,21 @@ class Engine:
 
         return Cache(layers=layers if layers is not None else [slot_layer() for _ in range(self.n_layers)])
 
-    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+    def _forward(self, ids: Any, mask: Any, positions: Any, cache: Any, keep: int = 1) -> Any:
+        """The next-token logits after the last position ([B, V]), or after each of the last
+        `keep` positions ([B, keep, V])."""
+        if self.lean is not None:
+            logits = self.lean(ids, mask, positions, cache.layers, keep)
+            return logits[:, -1, :] if keep == 1 else logits
         out = self.p.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
             **{self.cache_kw: cache},
         )
-        return out.logits[:, -1, :].float()
+        return out.logits[:, -1, :].float() if keep == 1 else out.logits[:, -keep:, :].float()
 
     # -- batch surgery ---------------------------------------------------------------------
     def _merge(self, a: _Batch, b: _Batch) -> _Batch:
@@ -545,6 +589,10 @@ class Engine:
             idx = torch.tensor(keep, device=dev)
             batch = self._select(batch, idx, [batch.rows[k] for k in keep])
             chosen = [chosen[k] for k in keep]
+        if len(batch.rows) == 1 and self.speculate > 0:
+            drafts = self._drafts(batch.rows[0])
+            if drafts:
+                return self._speculative_step(batch, chosen[0], drafts)
         cache = self._new_cache(batch.layers)
         mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=1)
         step_ids = torch.tensor(chosen, dtype=torch.long, device=dev).unsqueeze(1)
@@ -552,6 +600,50 @@ class Engine:
         batch.mask = mask
         batch.pos = batch.pos + 1
         self.p.backend_steps += 1
+        return batch
+
+    def _drafts(self, r: Row) -> list[int]:
+        """Prompt-lookup drafts for a greedy row without a grammar, within its token limit."""
+        if r.temperature > 0 or r.matcher is not None:
+            return []
+        room = r.max_tokens - len(r.tokens) - 1
+        return draft_tokens(r.prompt_ids + r.tokens, min(self.speculate, room))
+
+    def _speculative_step(self, batch: _Batch, chosen: int, drafts: list[int]) -> _Batch | None:
+        """One forward pass over the chosen token and its drafts (one row); the drafts are kept
+        while each is the greedy choice after the ones before it, the cache cut after the last
+        kept one. The row's next logits are those after its last kept token."""
+        torch = _torch()
+        dev = self.p.device
+        r = batch.rows[0]
+        t = 1 + len(drafts)
+        w = batch.width
+        cache = self._new_cache(batch.layers)
+        mask = torch.cat([batch.mask, batch.mask.new_ones((1, t))], dim=1)
+        ids = torch.tensor([[chosen, *drafts]], dtype=torch.long, device=dev)
+        positions = (batch.pos.unsqueeze(1) + torch.arange(t, device=dev)).long()
+        logits = self._forward(ids, mask, positions, cache, keep=t)[0]
+        greedy = logits.argmax(dim=-1).tolist()
+        self.drafted += len(drafts)
+        kept = 0
+        for i, d in enumerate(drafts):
+            if greedy[i] != d:
+                break
+            kept += 1
+            self.p.advance(r, d)
+            if r.finish is not None:
+                break
+        self.accepted += kept
+        self.p.backend_steps += 1
+        if r.finish is not None:
+            self._finish(r)
+            return None
+        width = w + 1 + kept
+        for layer in batch.layers:
+            layer._view(layer.width - (t - 1 - kept))
+        batch.mask = mask[:, :width]
+        batch.pos = batch.pos + 1 + kept
+        batch.logits = logits[kept : kept + 1]
         return batch
 
     def _static(self, rows: list[Row]) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from agentmeta import config
-from agentmeta.errors import ModelLoadError, ModelRequestError, require
+from agentmeta.errors import ModelLoadError, ModelRequestError, ModelSpecError, require
 from agentmeta.models import threads
 from agentmeta.models.base import Provider
 from agentmeta.models.engine import Engine, Job, Row, cut_at_stop, tune_for_cpu
@@ -110,8 +110,28 @@ def peft_quiet() -> Iterator[None]:
         yield
 
 
+def fast_bfloat16() -> bool:
+    """Whether this machine's CPU computes bfloat16 matrix products natively (AVX512-BF16 or
+    AMX, through oneDNN): there bfloat16 weights decode faster than float32, elsewhere slower."""
+    torch = _torch()
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def embedded_dtype() -> str:
+    """The embedded model's weight format where none is asked for (a LoRA adapter's included:
+    in bfloat16 it is merged into the weights): bfloat16 on CPUs that compute it natively (chosen by speed and score:
+    bench/results/precision.json, bench/results/eval.json), else float32."""
+    torch = _torch()
+    return "bfloat16" if not torch.cuda.is_available() and fast_bfloat16() else "float32"
+
+
 def embedded_provider(**options: Any) -> HFProvider:
     """The default model: SmolLM2-135M-Instruct, from its dense cached copy."""
+    if options.get("dtype") is None:
+        options["dtype"] = embedded_dtype()
     provider = HFProvider(str(ensure_dense_copy()), **options)
     provider.spec = "smollm2" + (f"+{options['adapter']}" if options.get("adapter") else "")
     return provider
@@ -124,6 +144,12 @@ class HFProvider(Provider):
     adapter's files (see `agentmeta.models.fingerprint`) plus the engine settings (dtype, device,
     this class and `DECODE_VERSION`).
     """
+
+    DTYPES = ("float32", "bfloat16", "float16")
+    """Weight formats a `dtype=` option may name."""
+    SPECULATE = 7
+    """Draft tokens per step (prompt lookup, one greedy row decoding alone) where that is on by
+    default: bfloat16 weights on a CPU (several rows of a step cost about what one costs)."""
 
     continuous = True
     """Callers' requests go to `submit` (continuous batching) rather than through a `Batcher`."""
@@ -138,8 +164,31 @@ class HFProvider(Provider):
         device: str | None = None,
         dtype: str | None = None,
         max_batch: int = 32,
+        speculate: int | None = None,
     ) -> None:
         super().__init__()
+        # loaded in a thread of its own, so the caller's thread keeps no CPU thread pool that
+        # would slow down the decode thread's (see `threads.in_own_thread`)
+        threads.in_own_thread(
+            lambda: self._load(
+                model_id, adapter=adapter, device=device, dtype=dtype, max_batch=max_batch, speculate=speculate
+            )
+        )
+
+    def _load(
+        self,
+        model_id: str,
+        *,
+        adapter: str | None,
+        device: str | None,
+        dtype: str | None,
+        max_batch: int,
+        speculate: int | None,
+    ) -> None:
+        if dtype is not None and dtype not in self.DTYPES:
+            raise ModelSpecError(f"dtype must be one of {', '.join(self.DTYPES)}; got {dtype!r}")
+        if speculate is not None and (isinstance(speculate, bool) or not isinstance(speculate, int) or speculate < 0):
+            raise ModelSpecError(f"speculate must be a whole number of draft tokens >= 0; got {speculate!r}")
         self.spec = f"hf/{model_id}"
         self.model_id = model_id
         self.adapter = adapter
@@ -176,6 +225,10 @@ class HFProvider(Provider):
             peft = require("peft", "pip install peft", "peft (for LoRA adapters)")
             with peft_quiet():
                 self.model = peft.PeftModel.from_pretrained(self.model, adapter)
+                if self.model.dtype == torch.bfloat16:
+                    # merged into the weights: the lean forward then runs it as it runs the base
+                    # model, so an untrained adapter answers exactly as the base model does
+                    self.model = self.model.merge_and_unload()
             self.spec += f"+{adapter}"
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device)
@@ -197,7 +250,10 @@ class HFProvider(Provider):
         self._grammar_cache: dict[str, Any] = {}
         self.backend_steps = 0
         """Decode steps run (one forward pass of the whole batch each)."""
-        self.engine = Engine(self, max_batch=max_batch)
+        if speculate is None:
+            on_cpu_bf16 = self.device == "cpu" and getattr(self.model, "dtype", None) == torch.bfloat16
+            speculate = self.SPECULATE if on_cpu_bf16 else 0
+        self.engine = Engine(self, max_batch=max_batch, speculate=speculate)
         files = check_unchanged(files_before, source, adapter)
         self.settings = {
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -205,6 +261,7 @@ class HFProvider(Provider):
             "model_class": type(self.model).__name__,
             "dtype": str(getattr(self.model, "dtype", dtype)),
             "device": str(self.device),
+            **({"speculate": speculate} if speculate else {}),
         }
         """Engine settings that change outputs, part of the cache identity."""
         self._identity = "hf:" + digest({"files": files, "engine": self.settings})

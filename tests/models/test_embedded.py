@@ -45,10 +45,12 @@ def test_eight_concurrent_callers_use_fewer_backend_calls(embedded):
     assert used < 8, f"8 callers took {used} backend calls"
 
 
-def test_batched_greedy_matches_single_greedy(embedded):
+def test_batched_greedy_matches_single_greedy(embedded_f32):
+    # float32, the reference: a row's result does not depend on the rows decoded beside it
+    # (bfloat16's can, in near-ties; its effect on scores is in bench/results/precision.json)
     prompts = ["What is the capital of France?", "Name a color.", "What is 10 minus 4?"]
-    single = [embedded.generate(p, max_tokens=12).text for p in prompts]
-    batched = [r.text for r in embedded.generate_many(prompts, max_tokens=12)]
+    single = [embedded_f32.generate(p, max_tokens=12).text for p in prompts]
+    batched = [r.text for r in embedded_f32.generate_many(prompts, max_tokens=12)]
     assert batched == single
 
 
@@ -87,7 +89,9 @@ def test_stop_string_cuts_completion(embedded):
     assert cut.finish_reasons == ["stop"]
 
 
-def test_a_schema_xgrammar_cannot_compile_fails_alone_among_eight_callers(embedded):
+def test_a_schema_xgrammar_cannot_compile_fails_alone_among_eight_callers(embedded_f32):
+    # float32: the others' outputs do not depend on which requests shared their steps
+    embedded = embedded_f32
     prompts = [f"Say the number {i}." for i in range(8)]
     results: list[object] = [None] * 8
     barrier = threading.Barrier(8)

@@ -1,9 +1,9 @@
-"""The embedded model's continuous-batching engine, on the real model.
+"""The embedded model's continuous-batching engine, on the real model in float32 (the reference).
 
 `data/greedy_reference.json` holds greedy completions of fixed prompts recorded with the backend
 this engine replaced (static padded batches, all ten prompts in one batch; each equal to its
 completion alone): the engine must reproduce them exactly, alone, together, and when requests
-join a batch that is already decoding.
+join a batch that is already decoding. The bfloat16 default's own tests are in test_fast_engine.py.
 """
 
 from __future__ import annotations
@@ -22,6 +22,12 @@ from agentmeta.models.types import GenerateRequest
 pytestmark = pytest.mark.embedded
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "greedy_reference.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def embedded(embedded_f32):
+    """These tests hold the float32 reference to its recorded outputs."""
+    return embedded_f32
 
 
 def _request(item: dict, **over: object) -> GenerateRequest:
