@@ -54,3 +54,10 @@ def llamacpp_extra_buffers() -> bool | None:
     `agentmeta.models.llamacpp.extra_buffers_work`)."""
     name = "AGENTMETA_LLAMACPP_EXTRA_BUFFERS"
     return _flag(name, True) if os.environ.get(name, "").strip() else None
+
+
+def embedded_dtype() -> str | None:
+    """`AGENTMETA_DTYPE`: the embedded model's weight format when a spec does not name one
+    (`float32`: greedy outputs that do not depend on the batch; `bfloat16`); None when unset
+    (bfloat16 where the CPU computes it natively, see `agentmeta.models.hf.embedded_dtype`)."""
+    return os.environ.get("AGENTMETA_DTYPE", "").strip() or None

@@ -17,11 +17,16 @@ from agentmeta import config  # noqa: E402
 
 os.environ.setdefault("AGENTMETA_MODELS_DIR", str(config.models_dir()))
 os.environ["AGENTMETA_CACHE_DIR"] = tempfile.mkdtemp(prefix="agentmeta-test-cache-")
+# float32 unless a test asks for another format: its greedy outputs do not depend on which
+# requests share a decode step, so tests that run samples concurrently see the same answers each
+# run (the bfloat16 default has its own tests: tests/models/test_fast_engine.py)
+os.environ.setdefault("AGENTMETA_DTYPE", "float32")
 
 
 @pytest.fixture(scope="session")
 def embedded():
-    """The real embedded SmolLM2 model, loaded once per test run (uncached calls)."""
+    """The real embedded SmolLM2 model, loaded once per test run (uncached calls); float32 in
+    tests (`AGENTMETA_DTYPE`, set above)."""
     from agentmeta import get_model
 
     return get_model("smollm2", cache=False)

@@ -213,10 +213,14 @@ def _make_provider(spec: str, options: dict[str, Any]) -> Provider:
         spec = "smollm2"
     name, sep, rest = spec.partition("/")
     if registry.has("provider", spec) and not sep:
-        return registry.get("provider", spec)("", **options)
-    if sep and rest and registry.has("provider", name):
-        return registry.get("provider", name)(rest, **options)
-    raise ModelSpecError(f"unknown model spec {spec!r}; valid forms: {spec_forms()}")
+        provider = registry.get("provider", spec)("", **options)
+    elif sep and rest and registry.has("provider", name):
+        provider = registry.get("provider", name)(rest, **options)
+    else:
+        raise ModelSpecError(f"unknown model spec {spec!r}; valid forms: {spec_forms()}")
+    if query:  # results name the engine options they were made with
+        provider.spec += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    return provider
 
 
 def get_model(

@@ -122,8 +122,13 @@ def fast_bfloat16() -> bool:
 
 def embedded_dtype() -> str:
     """The embedded model's weight format where none is asked for (a LoRA adapter's included:
-    in bfloat16 it is merged into the weights): bfloat16 on CPUs that compute it natively (chosen by speed and score:
+    in bfloat16 it is merged into the weights): `AGENTMETA_DTYPE` if set, else bfloat16 on CPUs that compute it natively (chosen by speed and score:
     bench/results/precision.json, bench/results/eval.json), else float32."""
+    chosen = config.embedded_dtype()
+    if chosen is not None:
+        if chosen not in HFProvider.DTYPES:
+            raise ModelSpecError(f"AGENTMETA_DTYPE must be one of {', '.join(HFProvider.DTYPES)}; got {chosen!r}")
+        return chosen
     torch = _torch()
     return "bfloat16" if not torch.cuda.is_available() and fast_bfloat16() else "float32"
 

@@ -137,7 +137,8 @@ def test_eval_runs_the_embedded_model_with_a_lora_adapter_from_its_spec(embedded
     suite.write_text("".join(json.dumps({"input": f"What is {i} + 2?", "target": str(i + 2), "split": "validation"}) + "\n"
                              for i in range(2)))  # fmt: skip
     runs = {}
-    for spec in ("smollm2", f"smollm2:{adapter}"):
+    # float32: answers that do not depend on how the two samples happened to share decode steps
+    for spec in ("smollm2?dtype=float32", f"smollm2:{adapter}?dtype=float32"):
         out = tmp_path / f"{len(runs)}.json"
         proc = subprocess.run(
             [sys.executable, "-m", "agentmeta", "eval", "direct", "--suite", f"{suite}?scorer=numeric", "--model", spec,
@@ -146,7 +147,7 @@ def test_eval_runs_the_embedded_model_with_a_lora_adapter_from_its_spec(embedded
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         runs[spec] = json.loads(out.read_text())
-    base, with_lora = runs["smollm2"], runs[f"smollm2:{adapter}"]
-    assert base["model"] == "smollm2" and with_lora["model"] == f"smollm2+{adapter}"
+    base, with_lora = runs["smollm2?dtype=float32"], runs[f"smollm2:{adapter}?dtype=float32"]
+    assert base["model"] == "smollm2?dtype=float32" and with_lora["model"] == f"smollm2+{adapter}?dtype=float32"
     answers = [[r["answer"] for r in run["records"]] for run in (base, with_lora)]
     assert len(answers[0]) == 2 and answers[0] == answers[1]

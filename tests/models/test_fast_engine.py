@@ -76,18 +76,29 @@ def _request(item: dict, **over: object) -> GenerateRequest:
 
 
 @pytest.mark.embedded
-def test_the_default_weight_format_follows_what_the_cpu_computes_natively(embedded):
+def test_the_default_weight_format_follows_what_the_cpu_computes_natively(monkeypatch):
     import torch
 
-    from agentmeta.models.hf import HFProvider, fast_bfloat16
+    from agentmeta import get_model
+    from agentmeta.models.hf import HFProvider, embedded_dtype, fast_bfloat16
 
-    provider = embedded.provider
-    if fast_bfloat16():
-        assert provider.model.dtype == torch.bfloat16
-        assert provider.engine.lean is not None and provider.engine.speculate == HFProvider.SPECULATE
-    else:
-        assert provider.model.dtype == torch.float32
-        assert provider.engine.lean is None and provider.engine.speculate == 0
+    monkeypatch.setenv("AGENTMETA_DTYPE", "int4")
+    with pytest.raises(ModelSpecError, match="AGENTMETA_DTYPE must be one of"):
+        embedded_dtype()
+    monkeypatch.setenv("AGENTMETA_DTYPE", "float32")
+    assert embedded_dtype() == "float32"
+    monkeypatch.delenv("AGENTMETA_DTYPE")  # the tests' setting (conftest) off: the real default
+    model = get_model("smollm2", cache=False, shared=False)
+    try:
+        provider = model.provider
+        if fast_bfloat16():
+            assert provider.model.dtype == torch.bfloat16 and model.spec == "smollm2"
+            assert provider.engine.lean is not None and provider.engine.speculate == HFProvider.SPECULATE
+        else:
+            assert provider.model.dtype == torch.float32
+            assert provider.engine.lean is None and provider.engine.speculate == 0
+    finally:
+        model.close()
 
 
 @pytest.mark.embedded
@@ -162,3 +173,28 @@ def test_speculation_in_bfloat16_keeps_drafts_and_replays():
     drafted = engine.drafted
     model.generate(request.model_copy(update={"temperature": 0.8, "seed": 1}))
     assert engine.drafted == drafted
+
+
+@pytest.mark.embedded
+def test_in_bfloat16_an_adapter_is_merged_and_an_untrained_one_changes_nothing(dense_model_dir, tmp_path):
+    import torch
+    import transformers
+    from peft import LoraConfig, get_peft_model
+
+    from agentmeta import get_model
+    from agentmeta.models.hf import peft_quiet
+
+    adapter = tmp_path / "lora"
+    with peft_quiet():  # LoRA's B matrices start at 0
+        base = transformers.AutoModelForCausalLM.from_pretrained(dense_model_dir, dtype=torch.float32)
+        get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
+    plain = get_model("smollm2?dtype=bfloat16", cache=False)
+    tuned = get_model(f"smollm2:{adapter}?dtype=bfloat16", cache=False, shared=False)
+    try:
+        assert type(tuned.provider.model).__name__ == "LlamaForCausalLM"  # merged: no PEFT wrapper
+        assert tuned.provider.engine.lean is not None
+        assert tuned.spec == f"smollm2+{adapter}?dtype=bfloat16"
+        for question in ["What is 7 + 5?", "Name a fruit."]:  # one at a time: each decodes alone
+            assert tuned.generate(question, max_tokens=24).text == plain.generate(question, max_tokens=24).text
+    finally:
+        tuned.close()
