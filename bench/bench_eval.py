@@ -7,7 +7,8 @@ SmolLM2-135M-Instruct's dense copy, `ensure_dense_copy()`), the same max_tokens 
 own, 256), `--concurrency` samples at a time (default 16), no call cache:
 
 (a) embedded: `evaluate("cot", suite, model=get_model("smollm2", cache=False), concurrency=C)`,
-    agentmeta's in-process transformers backend (its batcher gathers the concurrent calls).
+    agentmeta's in-process engine as it runs by default (bfloat16 weights through its lean
+    forward where the CPU computes bfloat16 natively, else float32).
 (b) agentmeta -> server: the same `evaluate` with `openai/<dense dir>` against
     `transformers serve --continuous-batching --cb-num-blocks B <dense dir>` on 127.0.0.1, the
     model pinned. B sizes its KV cache for C requests of up to 1024 prompt tokens plus max_tokens
@@ -24,6 +25,10 @@ own, 256), `--concurrency` samples at a time (default 16), no call cache:
     Their arithmetic differs from transformers', so some outputs, scores and token counts differ
     too (for (d) few, for (e) most); the table shows them.
 
+(f) the same `evaluate` on `smollm2?dtype=float32`: float32 weights through transformers'
+    forward, the reference (and the default before bfloat16), for the engine's gain at equal
+    arithmetic: the server of (b) and (c) runs the same float32 weights.
+
 The server is started once and warmed up (one request, then C at once: the first request pays
 for the continuous-batching setup) and the embedded model loaded and warmed once (C at once),
 before any timed run. The paths run one at a time, interleaved with the order rotating each
@@ -31,15 +36,20 @@ repeat (a b c, b c a, c a b, ...) so a slow spell of the machine does not land o
 the embedded path runs (it should not compete). Per path: samples/min (median and spread over
 the repeats), score, completion tokens; and the ratios within each repeat, median over repeats:
 
-    embedded / harness            target >= 2.0
+    embedded / harness            target >= 2.5
     embedded / agentmeta->server  target >= 1.2
+    embedded float32 / harness    target >= 2.0
     (the same two for (d) and (e))
 
 A second table: raw tokens/s of the embedded backend (`Model.generate` of the same model from K
 threads released together, `bench_models.run_callers`) at 1, 8, 16 and 32 concurrent requests of
 mixed lengths (prompts of varied length, max_tokens drawn from {32, 64, 128, 256} with a fixed
 seed, greedy; the completion tokens actually produced are counted), median and spread over the
-repeats. Prints both tables and writes bench/results/eval.json. Run it alone on the machine.
+repeats, for the default, the float32 reference and the llama.cpp paths. Then
+`agentmeta conduct "What is 12*13? Use Python to check."` as a user runs it (a fresh process,
+call cache off) `--conduct-repeats` times on the default and on the float32 reference: wall
+seconds, model load included. Prints the tables and writes bench/results/eval.json. Run it
+alone on the machine.
 
     python bench/bench_eval.py [--n 32] [--concurrency 16] [--repeats 3] [--max-tokens 256]
     python bench/bench_eval.py --skip-server          # embedded path and the raw table only
@@ -72,15 +82,19 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 ROOT = Path(__file__).resolve().parents[1]
 PATHS = {
-    "a": ("embedded", "(a) agentmeta embedded"),
+    "a": ("embedded", "(a) agentmeta embedded (default)"),
     "b": ("agentmeta_server", "(b) agentmeta -> transformers serve"),
     "c": ("harness_server", "(c) ADAS-style harness -> serve"),
     "d": ("embedded_llamacpp", "(d) agentmeta llamacpp (f16)"),
     "e": ("embedded_llamacpp_q4_1", "(e) agentmeta llamacpp/q4_1 (shipped)"),
+    "f": ("embedded_float32", "(f) agentmeta embedded, float32"),
 }
+REFERENCE = "smollm2?dtype=float32"  # path (f): the float32 reference (transformers' forward)
+CONDUCT_QUESTION = "What is 12*13? Use Python to check."
 LLAMACPP = {"d": "llamacpp", "e": "llamacpp/q4_1"}  # path -> model spec
 TARGETS = {  # ratio name: (numerator path, denominator path, target)
-    "embedded_vs_harness": ("a", "c", 2.0),
+    "embedded_vs_harness": ("a", "c", 2.5),
+    "embedded_float32_vs_harness": ("f", "c", 2.0),
     "embedded_vs_agentmeta_server": ("a", "b", 1.2),
     "llamacpp_vs_harness": ("d", "c", 2.0),
     "llamacpp_vs_agentmeta_server": ("d", "b", 1.2),
@@ -307,6 +321,36 @@ def raw_table(model: Any, levels: list[int], choices: list[int], repeats: int) -
     return out
 
 
+def conduct_runs(spec: str, repeats: int) -> dict[str, Any]:
+    """`agentmeta conduct QUESTION --model spec` as a user runs it (a fresh process, no call
+    cache), `repeats` times: wall seconds each, and the summary and answer lines of the last."""
+    runs = []
+    out = ""
+    for _ in range(repeats):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "AGENTMETA_CALL_CACHE": "0"}
+        t = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "agentmeta", "conduct", CONDUCT_QUESTION, "--model", spec],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        wall = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(f"agentmeta conduct --model {spec} failed: {proc.stderr.strip()[-500:]}")
+        out = proc.stdout
+        runs.append({"wall_s": wall})
+        log(f"conduct --model {spec}: {wall:.1f} s")
+    lines = [x for x in out.strip().splitlines() if x.strip()]
+    return {
+        "runs": runs,
+        "wall_s_spread": spread([r["wall_s"] for r in runs]),
+        "summary": lines[-1] if lines else "",
+        "answer": lines[-2] if len(lines) > 1 else "",
+    }
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -341,6 +385,9 @@ def main() -> None:
         default=[32, 64, 128, 256],
         help="raw table max_tokens choices",
     )
+    ap.add_argument(
+        "--conduct-repeats", type=int, default=3, help="runs of `agentmeta conduct` per model (0: none)"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "eval.json"))
     args = ap.parse_args()
     optional = [x for x in (args.max_tokens, args.server_kv_blocks) if x is not None]
@@ -365,7 +412,7 @@ def main() -> None:
     dense = str(ensure_dense_copy())
     import importlib.util
 
-    keys = ["a"] if args.skip_server else ["a", "b", "c"]
+    keys = (["a"] if args.skip_server else ["a", "b", "c"]) + ["f"]
     if not args.skip_llamacpp and importlib.util.find_spec("llama_cpp") is not None:
         keys += ["d", "e"]
 
@@ -376,6 +423,11 @@ def main() -> None:
 
     run_callers(embedded, [GenerateRequest.build(p, max_tokens=4) for p in warm[:c]])  # full width
     load_s: dict[str, float] = {"embedded": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    reference = get_model(REFERENCE, cache=False)
+    run_callers(reference, [GenerateRequest.build(p, max_tokens=4) for p in warm[:c]])
+    load_s[REFERENCE] = time.perf_counter() - t0
+    embedded_dtype = str(embedded.provider.model.dtype).removeprefix("torch.")
     lcpp: dict[str, Any] = {}
     for key in (k for k in keys if k in LLAMACPP):
         t0 = time.perf_counter()
@@ -443,6 +495,8 @@ def main() -> None:
                         server_cpu_during_a.append(after - before)
                 elif key == "b":
                     r = run_eval(served, suite, c, args.max_tokens)
+                elif key == "f":
+                    r = run_eval(reference, suite, c, args.max_tokens)
                 elif key in lcpp:
                     r = run_eval(lcpp[key], suite, c, args.max_tokens)
                 else:
@@ -460,12 +514,13 @@ def main() -> None:
             ]
 
         raw = raw_table(embedded, args.raw_concurrency, args.raw_max_tokens, args.repeats)
+        raw_reference = raw_table(reference, args.raw_concurrency, args.raw_max_tokens, args.repeats)
         raw_lcpp = {
             LLAMACPP[k]: raw_table(m, args.raw_concurrency, args.raw_max_tokens, args.repeats)
             for k, m in lcpp.items()
         }
     finally:
-        for m in lcpp.values():
+        for m in [*lcpp.values(), reference]:
             m.close()
         if client is not None:
             client.close()
@@ -473,6 +528,10 @@ def main() -> None:
             served.close()
         if server is not None:
             server.stop()
+    embedded.close()
+    conduct = {
+        spec: conduct_runs(spec, args.conduct_repeats) for spec in ("smollm2", REFERENCE) if args.conduct_repeats
+    }
     load_end = os.getloadavg()
 
     paths = {PATHS[k][0]: summarize(runs[k]) for k in keys}
@@ -503,6 +562,8 @@ def main() -> None:
         "repeats": args.repeats,
         "orders": orders,
         "model": "smollm2 (SmolLM2-135M-Instruct, dense copy, CPU)",
+        "embedded_dtype": embedded_dtype,
+        "reference": REFERENCE,
         "dense_dir": dense.split("/")[-1],
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
@@ -526,6 +587,19 @@ def main() -> None:
             "repeats": args.repeats,
             "levels": raw,
         },
+        "raw_reference": {
+            "what": f"the same raw table for {REFERENCE} (float32 weights through transformers' forward)",
+            "spec": REFERENCE,
+            "levels": raw_reference,
+        },
+        "conduct": {
+            "what": f"wall time of `agentmeta conduct {CONDUCT_QUESTION!r}` as a fresh process (model load "
+            "included, call cache off), per conductor model",
+            "question": CONDUCT_QUESTION,
+            "models": conduct,
+        }
+        if conduct
+        else None,
         "raw_llamacpp": {
             "what": "the same raw table for the llamacpp provider: the embedded model de-quantized to "
             "float16 (llamacpp) and the GGUF as shipped (llamacpp/q4_1)",
@@ -563,7 +637,7 @@ def main() -> None:
             f"warm-up {server_info['warmup_s']:.1f} s; its CPU use idle {pct(server_info['idle_cpu_share_of_one_core'])} "
             f"of a core, during the embedded runs {', '.join(pct(x) for x in server_info.get('cpu_share_during_embedded_runs', []))}"
         )
-    for title, table in [("embedded", raw), *raw_lcpp.items()]:
+    for title, table in [(f"embedded ({embedded_dtype})", raw), (REFERENCE, raw_reference), *raw_lcpp.items()]:
         print(f"\nraw {title} Model.generate, max_tokens from {args.raw_max_tokens}, median of {args.repeats}")
         print(f"{'callers':>8}{'tokens':>8}{'tok/s':>9}{'min':>9}{'q1':>9}{'q3':>9}{'max':>9}")
         for k, r in table.items():
@@ -572,6 +646,12 @@ def main() -> None:
             print(
                 f"{k:>8}{tokens:>8.0f}{s['median']:>9.1f}{s['min']:>9.1f}{s['q1']:>9.1f}{s['q3']:>9.1f}{s['max']:>9.1f}"
             )
+    for spec, runs_ in conduct.items():
+        w = runs_["wall_s_spread"]
+        print(
+            f"\nagentmeta conduct {CONDUCT_QUESTION!r} --model {spec}: {w['median']:.1f} s "
+            f"[{w['min']:.1f}, {w['max']:.1f}] over {len(runs_['runs'])} fresh processes; last answer: {runs_['answer']!r}"
+        )
     print(
         f"threads {result['threads']}   cpus {result['cpus_usable']}   load {load_start[0]:.2f} -> {load_end[0]:.2f}"
     )

@@ -190,6 +190,12 @@ def main() -> None:
     ap.add_argument("--full", type=int, default=32)
     ap.add_argument("--confirm-limit", type=int, default=64)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="the embedded model's weights (AGENTMETA_DTYPE); float32, the format every recorded campaign used",
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "search.json"))
     ap.add_argument("--append", action="store_true",
                     help="add these runs to the results already in --out (campaigns already there are skipped)")  # fmt: skip
@@ -199,6 +205,7 @@ def main() -> None:
         merge(args.merge, Path(args.out))
         return
 
+    os.environ["AGENTMETA_DTYPE"] = args.dtype
     from agentmeta import get_model
     from agentmeta.archive import Archive
     from agentmeta.models.base import Model
