@@ -21,7 +21,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench_models import spread  # noqa: E402 - the same summary as the other benches
 
 PATHS = {  # name: (model spec, use the lean forward)
     "float32 (transformers forward)": ("smollm2?dtype=float32&speculate=0", False),
@@ -37,11 +37,6 @@ PATHS = {  # name: (model spec, use the lean forward)
 }
 MATMUL = ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "mkldnn")
 ATTENTION = ("scaled_dot_product", "flash_attention")
-
-
-def spread(xs: list[float]) -> dict[str, float]:
-    q = statistics.quantiles(xs, n=4) if len(xs) > 1 else [xs[0]] * 3
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "q1": q[0], "q3": q[2]}
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ One decode thread per loaded model runs every caller's completions in one batch:
   prefilled once and kept in a small LRU (`HEAD_CACHE`); the n samples of one prompt share one
   prefill;
 - only the last prompt position goes through the output layer;
-- a request decoding alone, greedy and without a grammar, is sped up by prompt lookup
-  (`draft_tokens`): the tokens that followed the last few tokens' latest earlier occurrence in the
-  prompt or the completion are checked in the same forward pass as the next token, and kept as
-  far as they are what greedy decoding chooses. Where several rows of a step cost what one costs
+- while few requests decode (one alone, or the tail of a batch; `SPECULATE_ROWS`), greedy rows
+  without a grammar are sped up by prompt lookup (`draft_tokens`): the tokens that followed the
+  last few tokens' latest earlier occurrence in the prompt or the completion are checked in the
+  same forward pass as the next token, and kept as far as they are what greedy decoding chooses. Where several rows of a step cost what one costs
   (bfloat16 weights on CPUs with AMX) it is on by default (`Engine.speculate`).
 
 Each row keeps its own sampling settings, seeded generator, stop strings and JSON-schema matcher,
@@ -52,6 +52,11 @@ HEAD_CACHE = 8
 """How many prompt heads are kept (least recently used dropped first)."""
 SPARE_COLUMNS = 128
 """Cache columns allocated ahead so decode steps append in place."""
+IDLE_EXIT_S = 2.0
+"""A decode thread with nothing to do for this long ends; the next request starts a new one. An
+idle thread would keep its CPU thread pool, and with GNU OpenMP the pools of live threads together
+holding more threads than there are CPUs make every pool's workers sleep between kernels (a
+decode step of another model then takes up to twice as long; see `threads.in_own_thread`)."""
 
 
 def _torch() -> Any:
@@ -185,6 +190,10 @@ class _Batch:
         return int(self.mask.shape[1])
 
 
+SPECULATE_ROWS = 8
+"""Prompt-lookup drafts are checked while few rows decode (the tail of a batch): each row gets
+`SPECULATE_ROWS // rows - 1` drafts at most (7 alone, 3 for two rows, 1 for three to eight), so a
+step stays near 8 rows, which costs about what one row costs in bfloat16 on a CPU with AMX."""
 SPECULATE_NGRAM = (3, 2, 1)
 """The lengths of the completion's tail that prompt lookup searches for, longest first."""
 
@@ -307,11 +316,11 @@ class Engine:
 
     # -- callers ---------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        with self._start_lock:
+        with self._start_lock:  # queued under the lock: an idle thread ends only with nothing queued
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="agentmeta-decode", daemon=True)
                 self._thread.start()
-        self._waiting.put(job)
+            self._waiting.put(job)
 
     def close(self) -> None:
         """Stop the decode thread (requests still queued or decoding fail with ModelCallError);
@@ -331,7 +340,15 @@ class Engine:
         with torch.inference_mode():
             while True:
                 block = batch is None and not self._pending
-                if not self._take(block=block):
+                taken = self._take(block=block, timeout=IDLE_EXIT_S)
+                if taken is None:  # idle: the thread ends (a later request starts another)
+                    with self._start_lock:
+                        if self._waiting.empty():
+                            if self._thread is threading.current_thread():
+                                self._thread = None
+                            return
+                    continue
+                if not taken:
                     self._fail(
                         batch.rows if batch else [], ModelCallError(f"{self.p.spec}: the model was closed")
                     )
@@ -351,13 +368,14 @@ class Engine:
                     continue
                 batch = self._guard(batch.rows, self._step, batch)
 
-    def _take(self, *, block: bool) -> bool:
-        """Move queued jobs' rows to the pending list; False once closed."""
+    def _take(self, *, block: bool, timeout: float | None = None) -> bool | None:
+        """Move queued jobs' rows to the pending list; False once closed, None when it was to
+        wait (`block`) and nothing came within `timeout` seconds."""
         while True:
             try:
-                job = self._waiting.get(block=block)
+                job = self._waiting.get(block=block, timeout=timeout if block else None)
             except queue.Empty:
-                return True
+                return None if block else True
             if job is None:
                 return False
             block = False
@@ -589,10 +607,12 @@ class Engine:
             idx = torch.tensor(keep, device=dev)
             batch = self._select(batch, idx, [batch.rows[k] for k in keep])
             chosen = [chosen[k] for k in keep]
-        if len(batch.rows) == 1 and self.speculate > 0:
-            drafts = self._drafts(batch.rows[0])
-            if drafts:
-                return self._speculative_step(batch, chosen[0], drafts)
+        if self.speculate > 0 and len(batch.rows) <= SPECULATE_ROWS:
+            # a step of up to `SPECULATE_ROWS` rows and their drafts costs about one of one row
+            k = min(self.speculate, max(1, SPECULATE_ROWS // len(batch.rows) - 1))
+            drafts = [self._drafts(r, k) for r in batch.rows]
+            if any(drafts):
+                return self._speculative_step(batch, chosen, drafts)
         cache = self._new_cache(batch.layers)
         mask = torch.cat([batch.mask, batch.mask.new_ones((batch.mask.shape[0], 1))], dim=1)
         step_ids = torch.tensor(chosen, dtype=torch.long, device=dev).unsqueeze(1)
@@ -602,48 +622,67 @@ class Engine:
         self.p.backend_steps += 1
         return batch
 
-    def _drafts(self, r: Row) -> list[int]:
-        """Prompt-lookup drafts for a greedy row without a grammar, within its token limit."""
+    def _drafts(self, r: Row, k: int) -> list[int]:
+        """Up to `k` prompt-lookup drafts for a greedy row without a grammar, within its token limit."""
         if r.temperature > 0 or r.matcher is not None:
             return []
         room = r.max_tokens - len(r.tokens) - 1
-        return draft_tokens(r.prompt_ids + r.tokens, min(self.speculate, room))
+        return draft_tokens(r.prompt_ids + r.tokens, min(k, room))
 
-    def _speculative_step(self, batch: _Batch, chosen: int, drafts: list[int]) -> _Batch | None:
-        """One forward pass over the chosen token and its drafts (one row); the drafts are kept
-        while each is the greedy choice after the ones before it, the cache cut after the last
-        kept one. The row's next logits are those after its last kept token."""
+    def _speculative_step(self, batch: _Batch, chosen: list[int], drafts: list[list[int]]) -> _Batch | None:
+        """One forward pass over each row's chosen token and its drafts (rows without drafts, or
+        with fewer, padded); a row's drafts are kept while each is the greedy choice after the ones
+        before it. Columns no row kept are cut from the cache; a column one row kept and another
+        did not is masked out for the other. Each row's next logits are those after its last
+        kept token."""
         torch = _torch()
         dev = self.p.device
-        r = batch.rows[0]
-        t = 1 + len(drafts)
+        rows = batch.rows
+        t = 1 + max(len(d) for d in drafts)
         w = batch.width
         cache = self._new_cache(batch.layers)
-        mask = torch.cat([batch.mask, batch.mask.new_ones((1, t))], dim=1)
-        ids = torch.tensor([[chosen, *drafts]], dtype=torch.long, device=dev)
+        mask = torch.cat([batch.mask, batch.mask.new_ones((len(rows), t))], dim=1)
+        ids = torch.tensor(
+            [[c, *d, *[self.p.pad_id] * (t - 1 - len(d))] for c, d in zip(chosen, drafts, strict=True)],
+            dtype=torch.long,
+            device=dev,
+        )
         positions = (batch.pos.unsqueeze(1) + torch.arange(t, device=dev)).long()
-        logits = self._forward(ids, mask, positions, cache, keep=t)[0]
+        logits = self._forward(ids, mask, positions, cache, keep=t)
         greedy = logits.argmax(dim=-1).tolist()
-        self.drafted += len(drafts)
-        kept = 0
-        for i, d in enumerate(drafts):
-            if greedy[i] != d:
-                break
-            kept += 1
-            self.p.advance(r, d)
-            if r.finish is not None:
-                break
-        self.accepted += kept
+        kept: list[int] = []
+        for r, d, g in zip(rows, drafts, greedy, strict=True):
+            self.drafted += len(d)
+            n = 0
+            for i, token in enumerate(d):
+                if g[i] != token:
+                    break
+                n += 1
+                self.p.advance(r, token)
+                if r.finish is not None:
+                    break
+            kept.append(n)
+        self.accepted += sum(kept)
         self.p.backend_steps += 1
-        if r.finish is not None:
-            self._finish(r)
-            return None
-        width = w + 1 + kept
+        cut = t - 1 - max(kept)  # trailing columns no row kept
         for layer in batch.layers:
-            layer._view(layer.width - (t - 1 - kept))
-        batch.mask = mask[:, :width]
-        batch.pos = batch.pos + 1 + kept
-        batch.logits = logits[kept : kept + 1]
+            layer._view(layer.width - cut)
+        mask = mask[:, : w + t - cut]
+        for k, n in enumerate(kept):
+            if n < t - 1 - cut:
+                mask[k, w + 1 + n :] = 0
+        idx = torch.tensor(kept, device=dev)
+        batch.mask = mask
+        batch.pos = batch.pos + 1 + idx
+        batch.logits = logits[torch.arange(len(rows), device=dev), idx]
+        live = [k for k, r in enumerate(rows) if r.finish is None]
+        for r in rows:
+            if r.finish is not None:
+                self._finish(r)
+        if not live:
+            return None
+        if len(live) < len(rows):
+            batch = self._select(batch, torch.tensor(live, device=dev), [rows[k] for k in live])
         return batch
 
     def _static(self, rows: list[Row]) -> None:

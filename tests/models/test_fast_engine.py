@@ -119,6 +119,12 @@ def test_drafts_checked_in_one_pass_give_the_reference_greedy_outputs_in_float32
         assert engine.accepted > 0 and engine.drafted >= engine.accepted
         # every kept draft is a decode step saved
         assert model.provider.backend_steps - steps <= tokens - engine.accepted
+        # all ten at once: drafts are checked once eight or fewer rows are left, each row keeping
+        # its own (a column one row kept and another did not is masked out for the other)
+        accepted = engine.accepted
+        together = model.generate_many([_request(item) for item in REFERENCE])
+        assert [r.text for r in together] == [item["text"] for item in REFERENCE]
+        assert engine.accepted > accepted
     finally:
         model.close()
 
@@ -198,3 +204,20 @@ def test_in_bfloat16_an_adapter_is_merged_and_an_untrained_one_changes_nothing(d
             assert tuned.generate(question, max_tokens=24).text == plain.generate(question, max_tokens=24).text
     finally:
         tuned.close()
+
+
+@pytest.mark.embedded
+def test_an_idle_decode_thread_ends_and_the_next_request_starts_another(embedded, monkeypatch):
+    import time
+
+    import agentmeta.models.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "IDLE_EXIT_S", 0.2)
+    engine = embedded.provider.engine
+    first = embedded.generate("Name a color.", max_tokens=4).text
+    deadline = time.monotonic() + 10
+    while engine._thread is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine._thread is None  # ended: its CPU thread pool with it
+    assert embedded.generate("Name a color.", max_tokens=4).text == first
+    assert engine._thread is not None and engine._thread.is_alive()
