@@ -144,7 +144,7 @@ def main() -> None:
     results = []
     for suite in [s.replace("MAIN", MAIN_SUITE) for s in args.suites.split(",") if s]:
         results.append(run_suite(suite, args, work))
-        out = {"model": "smollm2 (embedded)", "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        out = {"model": "smollm2 (embedded)", "settings": {k: v for k, v in vars(args).items() if k not in ("out", "work")},
                "wall_s": round(time.perf_counter() - start, 1),
                "machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(), "cpu": platform.machine()},
                "results": results}  # fmt: skip

@@ -118,6 +118,9 @@ def kv_blocks(concurrency: int, max_tokens: int) -> int:
 def public_path(arg: str) -> str:
     """A command-line argument as it may be published: this checkout's and the home folder's
     paths shortened."""
+    venv = Path(sys.executable).parent.parent  # a virtual environment elsewhere, shown as ./.venv
+    if (venv / "pyvenv.cfg").is_file():
+        arg = arg.replace(str(venv), "./.venv")
     return arg.replace(str(ROOT), ".").replace(str(Path.home()), "~")
 
 
