@@ -68,7 +68,7 @@ def main() -> None:
                 "answers": {x.id: x.answer for x in r.records},
             }
             print(f"{dtype:9s} {agent:28s} {r.mean:.3f} [{r.ci_low:.3f}, {r.ci_high:.3f}] {wall:6.1f} s", flush=True)
-        model.close() if hasattr(model, "close") else None
+        model.close()
     ref = dtypes[0]
     rows = []
     for dtype in dtypes[1:]:

@@ -36,9 +36,15 @@ def embedded():
 def embedded_f32():
     """The embedded model with float32 weights through transformers' forward: the reference whose
     greedy outputs do not depend on the batch (the default may be bfloat16, see
-    `agentmeta.models.hf.embedded_dtype`)."""
+    `agentmeta.models.hf.embedded_dtype`); the shared default model itself when that is float32
+    already, as in tests (one load, not two)."""
+    import torch
+
     from agentmeta import get_model
 
+    default = get_model("smollm2", cache=False)  # shared: the `embedded` fixture's model
+    if default.provider.model.dtype == torch.float32:
+        return default
     return get_model("smollm2?dtype=float32", cache=False)
 
 

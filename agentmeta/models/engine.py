@@ -14,8 +14,9 @@ One decode thread per loaded model runs every caller's completions in one batch:
 - while few requests decode (one alone, or the tail of a batch; `SPECULATE_ROWS`), greedy rows
   without a grammar are sped up by prompt lookup (`draft_tokens`): the tokens that followed the
   last few tokens' latest earlier occurrence in the prompt or the completion are checked in the
-  same forward pass as the next token, and kept as far as they are what greedy decoding chooses. Where several rows of a step cost what one costs
-  (bfloat16 weights on CPUs with AMX) it is on by default (`Engine.speculate`).
+  same forward pass as the next token, and kept as far as they are what greedy decoding chooses.
+  Where several rows of a step cost what one costs (bfloat16 weights on CPUs with AMX) it is on
+  by default (`Engine.speculate`).
 
 Each row keeps its own sampling settings, seeded generator, stop strings and JSON-schema matcher,
 so batching never changes what a request asks for. Greedy outputs equal those of the static
@@ -219,12 +220,28 @@ SMALL_ROWS = 64
 """Up to this many rows, a linear layer on CPU runs as `W @ x.T`, transposed back."""
 
 
-def _padded_rows(rows: int) -> int:
+def _padded_rows(rows: int, bfloat16: bool = False) -> int:
     """The row count to run a small GEMM at: CPU GEMM kernels are several times slower for odd
-    counts (15 rows took 2.5x as long as 16 here), so 3-4 rows run as 4 and more as a multiple of 8."""
+    counts (15 rows took 2.5x as long as 16 here), so 3-4 rows run as 4 and more as a multiple of 8;
+    in bfloat16 (oneDNN) 8 rows cost about what one does, so always a multiple of 8 there."""
+    if bfloat16:
+        return -(-rows // 8) * 8
     if rows <= 2:
         return rows
     return 4 if rows <= 4 else -(-rows // 8) * 8
+
+
+def rows_product(flat: Any, weight: Any, bias: Any = None) -> Any:
+    """`flat @ weight.T (+ bias)` for the few rows [rows, in] of a decode step on CPU: the GEMM
+    oriented as `weight @ flat.T` over the rows padded with zeros to a count the kernels like
+    (`_padded_rows`), transposed back to [rows, out], contiguous."""
+    torch = _torch()
+    rows = flat.shape[0]
+    padded = _padded_rows(rows, flat.dtype == torch.bfloat16)
+    if padded != rows:
+        flat = torch.cat([flat, flat.new_zeros((padded - rows, flat.shape[1]))])
+    out = torch.mm(weight, flat.t()) if bias is None else torch.addmm(bias.unsqueeze(1), weight, flat.t())
+    return out[:, :rows].t().contiguous()
 
 
 def _small_rows_linear(self: Any, x: Any) -> Any:
@@ -236,17 +253,8 @@ def _small_rows_linear(self: Any, x: Any) -> Any:
 
     rows = x.numel() // x.shape[-1] if x.dim() else 0
     if 0 < rows <= SMALL_ROWS and x.dtype == self.weight.dtype and not x.requires_grad:
-        torch = _torch()
-        flat = x.reshape(rows, x.shape[-1])
-        # bfloat16 (oneDNN) runs 8 rows in about the time of one: always a multiple of 8 there
-        padded = _padded_rows(rows) if x.dtype != torch.bfloat16 else -(-rows // 8) * 8
-        if padded != rows:
-            flat = torch.cat([flat, flat.new_zeros((padded - rows, flat.shape[1]))])
-        if self.bias is None:
-            out = torch.mm(self.weight, flat.t())
-        else:
-            out = torch.addmm(self.bias.unsqueeze(1), self.weight, flat.t())
-        return out[:, :rows].t().contiguous().view(*x.shape[:-1], self.weight.shape[0])
+        out = rows_product(x.reshape(rows, x.shape[-1]), self.weight, self.bias)
+        return out.view(*x.shape[:-1], self.weight.shape[0])
     return F.linear(x, self.weight, self.bias)
 
 
@@ -292,7 +300,7 @@ class Engine:
         self.p = provider
         self.max_batch = max_batch
         self.speculate = speculate
-        """Draft tokens checked per step for a greedy row decoding alone (0: off)."""
+        """Most draft tokens a greedy row gets per step while few rows decode (0: off)."""
         self.continuous = supports_continuous(provider.model)
         self.cache_kw = cache_keyword(provider.model)
         self.n_layers = int(provider.model.config.num_hidden_layers)

@@ -122,8 +122,9 @@ def fast_bfloat16() -> bool:
 
 def embedded_dtype() -> str:
     """The embedded model's weight format where none is asked for (a LoRA adapter's included:
-    in bfloat16 it is merged into the weights): `AGENTMETA_DTYPE` if set, else bfloat16 on CPUs that compute it natively (chosen by speed and score:
-    bench/results/precision.json, bench/results/eval.json), else float32."""
+    in bfloat16 it is merged into the weights): `AGENTMETA_DTYPE` if set, else bfloat16 on CPUs
+    that compute it natively (chosen by speed and score: bench/results/precision.json,
+    bench/results/eval.json), else float32."""
     chosen = config.embedded_dtype()
     if chosen is not None:
         if chosen not in HFProvider.DTYPES:
@@ -153,8 +154,8 @@ class HFProvider(Provider):
     DTYPES = ("float32", "bfloat16", "float16")
     """Weight formats a `dtype=` option may name."""
     SPECULATE = 7
-    """Draft tokens per step (prompt lookup, one greedy row decoding alone) where that is on by
-    default: bfloat16 weights on a CPU (several rows of a step cost about what one costs)."""
+    """Most draft tokens per step (prompt lookup, greedy rows while few decode) where that is on
+    by default: bfloat16 weights on a CPU (several rows of a step cost about what one costs)."""
 
     continuous = True
     """Callers' requests go to `submit` (continuous batching) rather than through a `Batcher`."""

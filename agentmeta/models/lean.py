@@ -9,8 +9,8 @@ model with
 - rotary cosines and sines from a table computed once, indexed by position;
 - one boolean attention mask per step, shared by the layers;
 - the key/value cache written in place into the engine's `SlotLayer` buffers;
-- small row counts padded to a multiple of 8 for the product (`engine._small_rows_linear`), so a
-  row's result does not depend on how many rows share its step.
+- small row counts padded to a multiple of 8 for the product (`engine.rows_product`), so a
+  row's product does not depend on how many rows share its step.
 
 It is used for bfloat16 weights only: float32 runs through transformers' own forward, the
 reference the engine's greedy outputs are tested against. Models it does not fit (other
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentmeta.models.engine import SMALL_ROWS
+from agentmeta.models.engine import SMALL_ROWS, rows_product
 
 
 def _torch() -> Any:
@@ -51,16 +51,12 @@ def fits(model: Any) -> bool:
 
 
 def _linear(x: Any, weight: Any) -> Any:
-    """`x @ weight.T` for x [rows, in]: few rows as `weight @ x.T` padded to a multiple of 8
-    (fast and batch-independent for bfloat16 on CPU), many as a plain product."""
-    torch = _torch()
-    rows = x.shape[0]
-    if rows > SMALL_ROWS:
-        return torch.nn.functional.linear(x, weight)
-    padded = -(-rows // 8) * 8
-    if padded != rows:
-        x = torch.cat([x, x.new_zeros((padded - rows, x.shape[1]))])
-    return torch.mm(weight, x.t())[:, :rows].t().contiguous()
+    """`x @ weight.T` for x [rows, in]: few rows as the engine's small-rows product (padded to a
+    multiple of 8 in bfloat16: fast, and a row's result does not depend on the others), many as
+    a plain product."""
+    if x.shape[0] > SMALL_ROWS:
+        return _torch().nn.functional.linear(x, weight)
+    return rows_product(x, weight)
 
 
 class LeanLlama:

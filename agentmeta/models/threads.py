@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agentmeta.errors import ConfigError
@@ -80,17 +81,5 @@ def in_own_thread(fn: Callable[[], T]) -> T:
     bfloat16 decode step took 41 ms on the decode thread after the main thread had loaded the
     model, 24 ms when the model was loaded on a thread that had ended. Loading a model here
     leaves the caller's thread (usually the main one) without a pool."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - handed to the caller as it is
-            box["error"] = e
-
-    thread = threading.Thread(target=run, name="agentmeta-load")
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    with ThreadPoolExecutor(1, thread_name_prefix="agentmeta-load") as pool:  # its thread ends on exit
+        return pool.submit(fn).result()
