@@ -31,7 +31,7 @@ def test_unknown_names_are_one_line_errors_listing_what_exists() -> None:
         registry.get("widget", "x")
     from agentmeta.models import get_model
 
-    with pytest.raises(ConfigError, match=r"valid forms: smollm2\[:<lora>\], hf/<dir or hub id>\[:<lora>\]"):
+    with pytest.raises(ConfigError, match=r"valid forms: smollm2\[:<lora>\]\[\?dtype=\.\.\.&speculate=N\], hf/<dir or hub id>\[:<lora>\]"):
         get_model("nope/x")
 
 
